@@ -1,0 +1,57 @@
+import * as libc from '../sys/libc.js';
+import { KVM, MEM_READONLY } from '../sys/kvm-api.js';
+import { encodeMemoryRegion } from '../sys/kvm-structs.js';
+import type { Kvm } from './kvm.js';
+import type { GuestMemory } from './memory.js';
+import { Vcpu } from './vcpu.js';
+
+export interface MemorySlot {
+  slot: number;
+  gpa: number;
+  memory: GuestMemory;
+  readonly: boolean;
+}
+
+/** One KVM virtual machine: its fd, memory slots and vCPUs. */
+export class Vm {
+  readonly kvm: Kvm;
+  readonly fd: number;
+  private readonly slots: MemorySlot[] = [];
+  private readonly vcpus: Vcpu[] = [];
+  private closed = false;
+
+  constructor(kvm: Kvm, fd: number) {
+    this.kvm = kvm;
+    this.fd = fd;
+  }
+
+  /** Maps memory into the guest at gpa; a read-only slot turns guest writes into MMIO exits. */
+  mapMemory(slot: number, gpa: number, memory: GuestMemory, readonly = false): MemorySlot {
+    const region = encodeMemoryRegion(slot, readonly ? MEM_READONLY : 0, gpa, memory.size, memory.hostAddress);
+    libc.ioctlStruct(this.fd, KVM.SET_USER_MEMORY_REGION, region, 'KVM_SET_USER_MEMORY_REGION');
+    const s = { slot, gpa, memory, readonly };
+    this.slots.push(s);
+    return s;
+  }
+
+  createVcpu(id = 0): Vcpu {
+    const fd = libc.ioctl(this.fd, KVM.CREATE_VCPU, id, 'KVM_CREATE_VCPU');
+    let vcpu: Vcpu;
+    try {
+      vcpu = new Vcpu(this, fd, id);
+    } catch (err) {
+      libc.close(fd);
+      throw err;
+    }
+    this.vcpus.push(vcpu);
+    return vcpu;
+  }
+
+  /** Closes the vCPUs and the VM; the caller still owns (and frees) the memory. */
+  close(): void {
+    if (this.closed) return;
+    this.closed = true;
+    for (const vcpu of this.vcpus) vcpu.close();
+    libc.close(this.fd);
+  }
+}

@@ -1,0 +1,265 @@
+// The libc calls LightVM needs, declared once with fixed prototypes.
+// Nothing outside src/sys may import koffi or know a syscall.
+import koffi from 'koffi';
+import { SysError, EINTR } from './errors.js';
+
+const libc = koffi.load('libc.so.6');
+
+// Fixed prototypes: ioctl is variadic in C, but on x86-64 a fixed-argument
+// call is ABI-compatible and avoids koffi's slower variadic path.
+const c = {
+  open: libc.func('int open(const char *path, int flags, int mode)'),
+  close: libc.func('int close(int fd)'),
+  read: libc.func('long read(int fd, void *buf, size_t len)'),
+  write: libc.func('long write(int fd, const void *buf, size_t len)'),
+  ioctlValue: libc.func('int ioctl(int fd, unsigned long req, unsigned long arg)'),
+  ioctlBuffer: libc.func('int ioctl(int fd, unsigned long req, void *arg)'),
+  mmap: libc.func('void *mmap(void *addr, size_t len, int prot, int flags, int fd, int64_t off)'),
+  munmap: libc.func('int munmap(void *addr, size_t len)'),
+  madvise: libc.func('int madvise(uintptr_t addr, size_t len, int advice)'),
+  eventfd: libc.func('int eventfd(unsigned int initval, int flags)'),
+  epollCreate1: libc.func('int epoll_create1(int flags)'),
+  epollCtl: libc.func('int epoll_ctl(int epfd, int op, int fd, void *event)'),
+  epollPwait2: libc.func('int epoll_pwait2(int epfd, void *events, int maxevents, void *timeout, void *sigmask)'),
+  gettid: libc.func('int gettid()'),
+  getpid: libc.func('int getpid()'),
+  tgkill: libc.func('int tgkill(int tgid, int tid, int sig)'),
+  pthreadSigmask: libc.func('int pthread_sigmask(int how, void *set, void *oldset)'),
+  sigtimedwait: libc.func('int sigtimedwait(void *set, void *info, void *timeout)'),
+  signal: libc.func('uintptr_t signal(int sig, uintptr_t handler)'),
+  timerCreate: libc.func('int timer_create(int clock, void *sevp, void *timerid)'),
+  timerSettime: libc.func('int timer_settime(uintptr_t timerid, int flags, void *value, void *old)'),
+  timerDelete: libc.func('int timer_delete(uintptr_t timerid)'),
+};
+
+/** An address in this process, as returned by mmap. */
+export type Pointer = unknown;
+
+function fail(call: string, detail?: string): never {
+  throw new SysError(call, koffi.errno(), detail);
+}
+
+export const O_RDWR = 0o2;
+export const O_CLOEXEC = 0o2000000;
+export const O_NONBLOCK = 0o4000;
+
+export function open(path: string, flags: number, mode = 0): number {
+  const fd = c.open(path, flags | O_CLOEXEC, mode) as number;
+  if (fd < 0) fail('open', path);
+  return fd;
+}
+
+export function close(fd: number): void {
+  // close never retries: on Linux the fd is released even when it reports EINTR.
+  if ((c.close(fd) as number) < 0 && koffi.errno() !== EINTR) fail('close', `fd ${fd}`);
+}
+
+/** ioctl whose argument is a plain value; returns the call's result. */
+export function ioctl(fd: number, req: number, arg = 0, name = 'ioctl'): number {
+  const r = c.ioctlValue(fd, req, arg) as number;
+  if (r < 0) fail(name);
+  return r;
+}
+
+/** ioctl that may fail with EINTR (KVM_RUN): returns -errno instead of throwing. */
+export function ioctlRaw(fd: number, req: number, arg = 0): number {
+  const r = c.ioctlValue(fd, req, arg) as number;
+  return r < 0 ? -koffi.errno() : r;
+}
+
+/** ioctl whose argument points at a struct held in buf (read and written in place). */
+export function ioctlStruct(fd: number, req: number, buf: Uint8Array, name = 'ioctl'): number {
+  const r = c.ioctlBuffer(fd, req, buf) as number;
+  if (r < 0) fail(name);
+  return r;
+}
+
+export const PROT_READ = 1;
+export const PROT_WRITE = 2;
+export const MAP_SHARED = 0x01;
+export const MAP_PRIVATE = 0x02;
+export const MAP_ANONYMOUS = 0x20;
+export const MAP_NORESERVE = 0x4000;
+export const MADV_DONTNEED = 4;
+
+export function mmap(len: number, prot: number, flags: number, fd = -1, offset = 0): Pointer {
+  const p = c.mmap(null, len, prot, flags, fd, offset) as Pointer;
+  if (koffi.address(p) === 0xffffffffffffffffn) fail('mmap', `${len} bytes`);
+  return p;
+}
+
+export function munmap(p: Pointer, len: number): void {
+  if ((c.munmap(p, len) as number) < 0) fail('munmap', `${len} bytes`);
+}
+
+export function madvise(addr: bigint, len: number, advice: number): void {
+  if ((c.madvise(addr, len, advice) as number) < 0) fail('madvise');
+}
+
+/** A zero-copy view of len bytes at p. Valid only until p is unmapped. */
+export function view(p: Pointer, len: number): ArrayBuffer {
+  return koffi.view(p, len);
+}
+
+export function address(p: Pointer): bigint {
+  return koffi.address(p);
+}
+
+export const EFD_CLOEXEC = 0o2000000;
+export const EFD_NONBLOCK = 0o4000;
+
+export function eventfd(flags = EFD_CLOEXEC | EFD_NONBLOCK): number {
+  const fd = c.eventfd(0, flags) as number;
+  if (fd < 0) fail('eventfd');
+  return fd;
+}
+
+const counter = new BigUint64Array(1);
+const counterBytes = new Uint8Array(counter.buffer);
+
+/** Adds 1 to an eventfd counter. */
+export function eventfdSignal(fd: number): void {
+  counter[0] = 1n;
+  if ((c.write(fd, counterBytes, 8) as number) < 0 && koffi.errno() !== 11) fail('write', 'eventfd');
+}
+
+/** Reads and clears an eventfd counter (0 if it was clear). */
+export function eventfdDrain(fd: number): bigint {
+  counter[0] = 0n;
+  const r = c.read(fd, counterBytes, 8) as number;
+  if (r < 0) {
+    if (koffi.errno() === 11) return 0n;
+    fail('read', 'eventfd');
+  }
+  return counter[0] ?? 0n;
+}
+
+export function read(fd: number, buf: Uint8Array, len = buf.length): number {
+  const r = c.read(fd, buf, len) as number;
+  return r < 0 ? -koffi.errno() : r;
+}
+
+export function write(fd: number, buf: Uint8Array, len = buf.length): number {
+  const r = c.write(fd, buf, len) as number;
+  return r < 0 ? -koffi.errno() : r;
+}
+
+export const EPOLL_CTL_ADD = 1;
+export const EPOLL_CTL_DEL = 2;
+export const EPOLL_CTL_MOD = 3;
+export const EPOLLIN = 0x001;
+export const EPOLLOUT = 0x004;
+export const EPOLLERR = 0x008;
+export const EPOLLHUP = 0x010;
+/** struct epoll_event is packed on x86-64: u32 events, u64 data. */
+export const EPOLL_EVENT_SIZE = 12;
+
+export function epollCreate(): number {
+  const fd = c.epollCreate1(O_CLOEXEC) as number;
+  if (fd < 0) fail('epoll_create1');
+  return fd;
+}
+
+const epollEvent = new Uint8Array(EPOLL_EVENT_SIZE);
+const epollEventView = new DataView(epollEvent.buffer);
+
+export function epollCtl(epfd: number, op: number, fd: number, events: number, data: number): void {
+  epollEventView.setUint32(0, events, true);
+  epollEventView.setBigUint64(4, BigInt(data), true);
+  if ((c.epollCtl(epfd, op, fd, epollEvent) as number) < 0) fail('epoll_ctl', `fd ${fd}`);
+}
+
+/**
+ * Waits for events; timeoutNs < 0 waits forever. Fills buf with packed
+ * epoll_event records and returns how many (0 on timeout or EINTR).
+ */
+export function epollWait(epfd: number, buf: Uint8Array, timeoutNs: number): number {
+  let ts: BigInt64Array | null = null;
+  if (timeoutNs >= 0) {
+    ts = new BigInt64Array(2);
+    ts[0] = BigInt(Math.floor(timeoutNs / 1e9));
+    ts[1] = BigInt(Math.floor(timeoutNs % 1e9));
+  }
+  const n = c.epollPwait2(epfd, buf, Math.floor(buf.length / EPOLL_EVENT_SIZE), ts, null) as number;
+  if (n < 0) {
+    if (koffi.errno() === EINTR) return 0;
+    fail('epoll_pwait2');
+  }
+  return n;
+}
+
+export function gettid(): number {
+  return c.gettid() as number;
+}
+
+export function getpid(): number {
+  return c.getpid() as number;
+}
+
+/** Sends sig to one thread; false if that thread is gone. */
+export function tgkill(pid: number, tid: number, sig: number): boolean {
+  return (c.tgkill(pid, tid, sig) as number) === 0;
+}
+
+// Signal sets as the kernel sees them: 64 bits (the libc sigset_t is larger,
+// but only its first 8 bytes are read by the kernel).
+const SIGSET_BYTES = 128;
+
+export function sigset(...signals: number[]): Uint8Array {
+  const set = new Uint8Array(SIGSET_BYTES);
+  for (const s of signals) set[(s - 1) >> 3]! |= 1 << ((s - 1) & 7);
+  return set;
+}
+
+export const SIG_BLOCK = 0;
+export const SIG_UNBLOCK = 1;
+
+export function blockSignals(set: Uint8Array): void {
+  const r = c.pthreadSigmask(SIG_BLOCK, set, null) as number;
+  if (r !== 0) throw new SysError('pthread_sigmask', r);
+}
+
+/** Takes one pending signal of set without waiting; returns it, or 0 if none. */
+export function takePendingSignal(set: Uint8Array): number {
+  const zero = new BigInt64Array(2);
+  const r = c.sigtimedwait(set, null, zero) as number;
+  return r > 0 ? r : 0;
+}
+
+/** Sets a signal's disposition to "ignore". */
+export function ignoreSignal(sig: number): void {
+  c.signal(sig, 1);
+}
+
+const CLOCK_MONOTONIC = 1;
+const SIGEV_THREAD_ID = 4;
+
+/** A POSIX timer that sends sig to the calling thread. */
+export function threadTimerCreate(sig: number): bigint {
+  // struct sigevent: sigev_value (8), sigev_signo (4), sigev_notify (4), _tid (4) at 16.
+  const sev = new Uint8Array(64);
+  const v = new DataView(sev.buffer);
+  v.setInt32(8, sig, true);
+  v.setInt32(12, SIGEV_THREAD_ID, true);
+  v.setInt32(16, gettid(), true);
+  const id = new BigUint64Array(1);
+  if ((c.timerCreate(CLOCK_MONOTONIC, sev, new Uint8Array(id.buffer)) as number) < 0) fail('timer_create');
+  return id[0] ?? 0n;
+}
+
+/** Arms a timer to fire every intervalNs (0 disarms it). */
+export function threadTimerSet(timer: bigint, intervalNs: number): void {
+  // struct itimerspec: it_interval then it_value, each { tv_sec, tv_nsec }.
+  const spec = new BigInt64Array(4);
+  const sec = BigInt(Math.floor(intervalNs / 1e9));
+  const nsec = BigInt(intervalNs % 1e9);
+  spec[0] = sec;
+  spec[1] = nsec;
+  spec[2] = sec;
+  spec[3] = nsec;
+  if ((c.timerSettime(timer, 0, new Uint8Array(spec.buffer), null) as number) < 0) fail('timer_settime');
+}
+
+export function threadTimerDelete(timer: bigint): void {
+  c.timerDelete(timer);
+}

@@ -1,0 +1,21 @@
+import { existsSync } from 'node:fs';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+/** The package root: src/toolstack or dist/toolstack, two levels up. */
+export const PACKAGE_ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
+export const BUILTIN_DIR = join(PACKAGE_ROOT, 'guest', 'build');
+
+/** The guest images that ship with LightVM. */
+export const BUILTIN_IMAGES = ['noop', 'hello', 'daytime'] as const;
+
+/**
+ * Resolves an image argument: a path to an ELF file, or the name of a
+ * built-in image (apps and test guests under guest/build).
+ */
+export function resolveImage(image: string): string {
+  if (image.includes('/') || image.endsWith('.elf')) return resolve(image);
+  const builtin = join(BUILTIN_DIR, `${image}.elf`);
+  if (existsSync(builtin)) return builtin;
+  return resolve(image);
+}

@@ -1,0 +1,141 @@
+// The host's handle on one executor thread: starts the worker, posts
+// requests and wakes (or kicks) the thread so it reads them at once.
+import { EventEmitter } from 'node:events';
+import { MessageChannel, Worker } from 'node:worker_threads';
+import * as libc from '../sys/libc.js';
+import {
+  CONTROL_IN_GUEST, CONTROL_PENDING, CONTROL_WORDS, KICK_SIGNAL,
+  type ExecutorEvent, type ExecutorRequest, type SerializedError,
+} from './protocol.js';
+
+const fromSource = import.meta.url.endsWith('.ts');
+const workerUrl = new URL(fromSource ? './executor-worker.ts' : './executor-worker.js', import.meta.url);
+// Run from source (tests), the worker must register the TypeScript loader
+// itself: Node 20 does not pass loader hooks on to worker threads.
+const workerEntry: URL | string = fromSource
+  ? `import('tsx/esm/api').then((m) => { m.register(); return import(${JSON.stringify(workerUrl.href)}); })`
+  : workerUrl;
+
+export class ExecutorError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'ExecutorError';
+  }
+}
+
+export interface ExecutorThreadEvents {
+  event: [ExecutorEvent];
+  /** The thread died; every VM on it is lost. */
+  lost: [SerializedError];
+}
+
+export class ExecutorThread extends EventEmitter<ExecutorThreadEvents> {
+  /** VMs placed on this executor (kept by the host). */
+  load = 0;
+  private readonly worker: Worker;
+  private readonly port: import('node:worker_threads').MessagePort;
+  private readonly control: Int32Array;
+  private readonly wakeFd: number;
+  private tid = 0;
+  private pid = 0;
+  private alive = true;
+  private readonly stopped: Promise<void>;
+
+  private constructor() {
+    super();
+    const sab = new SharedArrayBuffer(CONTROL_WORDS * 4);
+    this.control = new Int32Array(sab);
+    this.wakeFd = libc.eventfd();
+    const { port1, port2 } = new MessageChannel();
+    this.port = port1;
+    this.worker = new Worker(workerEntry, {
+      eval: fromSource,
+      workerData: { port: port2, control: sab, wakeFd: this.wakeFd },
+      transferList: [port2],
+      // An executor needs little JS heap: its VMs' memory is mapped, not allocated.
+      resourceLimits: { maxOldGenerationSizeMb: 256 },
+    });
+    this.port.on('message', (ev: ExecutorEvent) => {
+      if (ev.ev === 'ready') {
+        this.tid = ev.tid;
+        this.pid = ev.pid;
+      } else if (ev.ev === 'fatal' && this.alive) {
+        this.alive = false;
+        this.emit('lost', ev.error);
+      }
+      this.emit('event', ev);
+    });
+    this.stopped = new Promise((resolve) => {
+      this.worker.once('exit', (code) => {
+        if (this.alive) {
+          this.alive = false;
+          this.emit('lost', { name: 'ExecutorError', message: `executor thread exited with code ${code}` });
+        }
+        libc.close(this.wakeFd);
+        this.port.close();
+        resolve();
+      });
+    });
+    this.worker.on('error', (err) => {
+      if (this.alive) {
+        this.alive = false;
+        this.emit('lost', { name: err.name, message: err.message });
+      }
+    });
+  }
+
+  static start(): Promise<ExecutorThread> {
+    const t = new ExecutorThread();
+    return new Promise((resolve, reject) => {
+      const onEvent = (ev: ExecutorEvent): void => {
+        if (ev.ev === 'ready') {
+          t.off('lost', onLost);
+          t.off('event', onEvent);
+          resolve(t);
+        }
+      };
+      const onLost = (err: SerializedError): void => {
+        t.off('event', onEvent);
+        reject(Object.assign(new ExecutorError(err.message), { name: err.name }));
+      };
+      t.on('event', onEvent);
+      t.once('lost', onLost);
+    });
+  }
+
+  get isAlive(): boolean {
+    return this.alive;
+  }
+
+  send(req: ExecutorRequest): void {
+    if (!this.alive) throw new ExecutorError('executor is not running');
+    this.port.postMessage(req);
+    Atomics.store(this.control, CONTROL_PENDING, 1);
+    libc.eventfdSignal(this.wakeFd);
+    // A thread inside KVM_RUN does not read its eventfd: interrupt it.
+    if (Atomics.load(this.control, CONTROL_IN_GUEST) !== 0) libc.tgkill(this.pid, this.tid, KICK_SIGNAL);
+  }
+
+  /** Keeps the process alive while this executor has VMs. */
+  setBusy(busy: boolean): void {
+    if (busy) {
+      this.worker.ref();
+      this.port.ref();
+    } else {
+      this.worker.unref();
+      this.port.unref();
+    }
+  }
+
+  /** Destroys the executor's VMs and ends the thread. */
+  async stop(): Promise<void> {
+    if (this.alive) {
+      this.alive = false;
+      this.port.postMessage({ op: 'stop' } satisfies ExecutorRequest);
+      Atomics.store(this.control, CONTROL_PENDING, 1);
+      libc.eventfdSignal(this.wakeFd);
+      if (Atomics.load(this.control, CONTROL_IN_GUEST) !== 0) libc.tgkill(this.pid, this.tid, KICK_SIGNAL);
+    }
+    await this.stopped;
+  }
+}

@@ -1,0 +1,38 @@
+/** How a VM ended. */
+export type VmExit =
+  | { kind: 'halt'; status: number }
+  | { kind: 'crash'; code: CrashCode; reason: string }
+  | { kind: 'destroyed' };
+
+export type CrashCode =
+  | 'bad-hypercall' // a hypercall with a bad pointer, length or number
+  | 'stray-io' // port I/O that is not a hypercall
+  | 'device-page-write' // a write to the read-only device page
+  | 'mmio' // an access to guest-physical memory with nothing behind it
+  | 'triple-fault'
+  | 'hlt' // HLT with interrupts off: the vCPU could never resume
+  | 'entry-failed'
+  | 'internal-error'
+  | 'unexpected-exit'
+  | 'executor-lost';
+
+/** A guest mistake that ends its VM; reason is said to the user as is. */
+export class GuestFault extends Error {
+  readonly code: CrashCode;
+  constructor(code: CrashCode, reason: string) {
+    super(reason);
+    this.name = 'GuestFault';
+    this.code = code;
+  }
+}
+
+export function describeExit(e: VmExit): string {
+  switch (e.kind) {
+    case 'halt':
+      return `exited with status ${e.status}`;
+    case 'crash':
+      return `crashed: ${e.reason}`;
+    case 'destroyed':
+      return 'destroyed';
+  }
+}

@@ -1,0 +1,33 @@
+import { readFileSync, statSync } from 'node:fs';
+import { ImageError, parseElf, type Image, MAX_IMAGE_BYTES } from './elf.js';
+
+/**
+ * Parsed images, keyed by path and revalidated by size and mtime, so that
+ * running an image again only copies its segments.
+ */
+export class ImageCache {
+  private readonly cache = new Map<string, { key: string; image: Image }>();
+  constructor(private readonly capacity = 64) {}
+
+  get(path: string): Image {
+    let st;
+    try {
+      st = statSync(path);
+    } catch (err) {
+      throw new ImageError(path, 'file', (err as NodeJS.ErrnoException).code === 'ENOENT' ? 'no such file' : String(err));
+    }
+    if (!st.isFile()) throw new ImageError(path, 'file', 'not a regular file');
+    if (st.size > MAX_IMAGE_BYTES) throw new ImageError(path, 'file', `${st.size} bytes is more than the ${MAX_IMAGE_BYTES} allowed`);
+    const key = `${st.size}:${st.mtimeMs}:${st.ino}`;
+    const hit = this.cache.get(path);
+    if (hit && hit.key === key) {
+      this.cache.delete(path);
+      this.cache.set(path, hit);
+      return hit.image;
+    }
+    const image = parseElf(path, new Uint8Array(readFileSync(path)));
+    this.cache.set(path, { key, image });
+    if (this.cache.size > this.capacity) this.cache.delete(this.cache.keys().next().value!);
+    return image;
+  }
+}

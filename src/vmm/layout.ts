@@ -1,0 +1,26 @@
+// Where the monitor puts things in guest-physical memory. Low memory holds
+// what the monitor builds (page tables, GDT, boot info); the image starts at
+// 1 MiB; the stack grows down from the top of RAM; the noxs device page sits
+// at a fixed address above RAM (DEVICE_PAGE_GPA in the ABI).
+
+export const PAGE = 0x1000;
+/** Page 0 stays unmapped in the guest's page tables: a NULL access faults. */
+export const GDT_GPA = 0x1000;
+export const BOOT_INFO_GPA = 0x1800;
+export const CMDLINE_GPA = 0x1c00;
+export const PML4_GPA = 0x2000;
+export const PDPT_GPA = 0x3000;
+/** Page table for the first 2 MiB (4 KiB pages, page 0 absent). */
+export const PT0_GPA = 0x4000;
+/** Page directory and page table that map the device page. */
+export const PD_DEVICE_GPA = 0x5000;
+export const PT_DEVICE_GPA = 0x6000;
+/** Page directories for RAM, one per GiB, from here up. */
+export const PD_RAM_GPA = 0x8000;
+export const MAX_RAM_GIB = 3;
+export const IMAGE_BASE_GPA = 0x100000;
+
+export const MIN_MEMORY = 2 * 1024 * 1024;
+export const MAX_MEMORY = MAX_RAM_GIB * 1024 * 1024 * 1024;
+/** Room kept free between the image and the top of RAM for the stack. */
+export const MIN_STACK = 64 * 1024;

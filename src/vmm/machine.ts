@@ -1,0 +1,303 @@
+// One VM as the executor sees it: its KVM objects and memory (prepared ahead
+// as a shell), the image loaded into it, and the vCPU loop that turns exits
+// into hypercalls, parking, or an end with a stated reason.
+import { Kvm } from '../kvm/kvm.js';
+import { GuestMemory, PAGE_SIZE } from '../kvm/memory.js';
+import type { Vcpu } from '../kvm/vcpu.js';
+import type { Vm } from '../kvm/vm.js';
+import { EINTR, SysError } from '../sys/errors.js';
+import { EXIT, EXIT_NAMES, IO_OUT, RUN } from '../sys/kvm-api.js';
+import { patchSregs } from '../sys/kvm-structs.js';
+import {
+  ABI_VERSION, BOOT_INFO, BOOT_MAGIC, CMDLINE_MAX, DEVICE_PAGE_GPA, HC_PIO_BASE, HC_STRUCT, NOXS_PAGE_SIZE, PLATFORM_LIGHTVM,
+} from './abi.js';
+import { longModeSregs, writePageTables } from './cpu.js';
+import { DevicePage, type DeviceEntry } from './device-page.js';
+import type { Image } from './elf.js';
+import { ImageError } from './elf.js';
+import { GuestFault, type VmExit } from './exit.js';
+import { HYPERCALL_SLOTS, lookup, Next } from './hypercalls.js';
+import {
+  BOOT_INFO_GPA, CMDLINE_GPA, MAX_MEMORY, MIN_MEMORY, MIN_STACK,
+} from './layout.js';
+
+export interface MachineConfig {
+  vmId: number;
+  name: string;
+  cmdline: string;
+  devices: readonly DeviceEntry[];
+}
+
+/** What one call to Machine.run() ended with. */
+export const Outcome = {
+  /** Kicked or preempted: runnable, re-enter later. */
+  Interrupted: 0,
+  /** Waiting in POLL until deadlineNs. */
+  Parked: 1,
+  /** Ended; see Machine.exit. */
+  Ended: 2,
+} as const;
+export type Outcome = (typeof Outcome)[keyof typeof Outcome];
+
+const RAM_SLOT = 0;
+const DEVICE_SLOT = 1;
+
+export function monotonicNs(): number {
+  return Number(process.hrtime.bigint());
+}
+
+/** Per-thread state shared by every machine: CPUID, entry registers, TSC. */
+class CpuTemplate {
+  readonly cpuid: Uint8Array;
+  sregs: Uint8Array | undefined;
+  tscHz = 0;
+  constructor(kvm: Kvm) {
+    this.cpuid = kvm.supportedCpuidBuffer();
+  }
+}
+const templates = new WeakMap<Kvm, CpuTemplate>();
+
+export class Machine {
+  readonly memSize: number;
+  readonly vm: Vm;
+  readonly vcpu: Vcpu;
+  readonly ram: GuestMemory;
+  readonly devicePage: DevicePage;
+  config: MachineConfig | undefined;
+  exit: VmExit | undefined;
+  /** Monotonic ns at which a parked POLL times out. */
+  deadlineNs = 0;
+  /** Monotonic ns of the first hypercall: the boot marker. */
+  firstHypercallNs = 0;
+  exitCount = 0;
+  /** Guest instructions from entry to the first hypercall, when counted. */
+  instructionCount = 0;
+  private counting = false;
+  /** Receives what the guest writes to its console. */
+  onConsole: (data: Uint8Array) => void = () => {};
+  private pollArg = 0;
+  private readonly tscHz: number;
+  private closed = false;
+
+  /** Prepares a shell: VM, memory, slots, vCPU and 64-bit entry state. */
+  constructor(kvm: Kvm, memSize: number) {
+    if (!Number.isSafeInteger(memSize) || memSize < MIN_MEMORY || memSize > MAX_MEMORY || memSize % (1024 * 1024) !== 0) {
+      throw new RangeError(`memory must be a whole number of MiB from ${MIN_MEMORY >> 20} to ${MAX_MEMORY >> 20}, got ${memSize / 1048576} MiB`);
+    }
+    this.memSize = memSize;
+    let t = templates.get(kvm);
+    if (!t) {
+      t = new CpuTemplate(kvm);
+      templates.set(kvm, t);
+    }
+    const vm = kvm.createVm();
+    let ram: GuestMemory | undefined;
+    let devicePage: DevicePage | undefined;
+    try {
+      ram = new GuestMemory(memSize);
+      devicePage = new DevicePage();
+      vm.mapMemory(RAM_SLOT, 0, ram);
+      vm.mapMemory(DEVICE_SLOT, DEVICE_PAGE_GPA, devicePage.memory, true);
+      const vcpu = vm.createVcpu(0);
+      vcpu.setCpuid(t.cpuid);
+      // Every signal may interrupt KVM_RUN: the executor's kick signal is
+      // blocked outside the guest and so waits, pending, for the next entry.
+      vcpu.setSignalMask(new Uint8Array(8));
+      if (!t.sregs) {
+        t.sregs = vcpu.getSregs();
+        patchSregs(t.sregs, longModeSregs());
+        t.tscHz = vcpu.tscKhz() * 1000;
+      }
+      vcpu.setSregs(t.sregs);
+      writePageTables(ram, memSize);
+      this.vcpu = vcpu;
+    } catch (err) {
+      vm.close();
+      ram?.close();
+      devicePage?.close();
+      throw err;
+    }
+    this.vm = vm;
+    this.ram = ram;
+    this.devicePage = devicePage;
+    this.tscHz = t.tscHz;
+  }
+
+  /** Execute phase: copies the image in, writes boot info and device page, sets registers. */
+  load(image: Image, config: MachineConfig): void {
+    if (image.end + MIN_STACK > this.memSize) {
+      throw new ImageError(image.file, 'memory',
+        `the image ends at 0x${image.end.toString(16)} and needs ${MIN_STACK >> 10} KiB of stack above it: ` +
+        `${this.memSize >> 20} MiB of memory is not enough (raise the memory size)`);
+    }
+    const cmdline = new TextEncoder().encode(config.cmdline);
+    if (cmdline.length > CMDLINE_MAX) {
+      throw new ImageError(image.file, 'cmdline', `${cmdline.length} bytes is longer than the ${CMDLINE_MAX} allowed`);
+    }
+    this.devicePage.write({ vmId: config.vmId, name: config.name, devices: config.devices });
+    const bytes = this.ram.bytes;
+    for (const s of image.segments) {
+      bytes.set(s.data, s.gpa);
+      // Fresh memory is zero; only zero bss explicitly if the pages were used.
+    }
+    bytes.set(cmdline, CMDLINE_GPA);
+    bytes[CMDLINE_GPA + cmdline.length] = 0;
+    const v = this.ram.view;
+    const b = BOOT_INFO_GPA;
+    v.setUint32(b + BOOT_INFO.magic, BOOT_MAGIC, true);
+    v.setUint32(b + BOOT_INFO.abiVersion, ABI_VERSION, true);
+    v.setBigUint64(b + BOOT_INFO.memSize, BigInt(this.memSize), true);
+    v.setBigUint64(b + BOOT_INFO.kernelEnd, BigInt(image.end), true);
+    v.setBigUint64(b + BOOT_INFO.cmdline, BigInt(CMDLINE_GPA), true);
+    v.setBigUint64(b + BOOT_INFO.cmdlineLen, BigInt(cmdline.length), true);
+    v.setBigUint64(b + BOOT_INFO.devicePage, BigInt(DEVICE_PAGE_GPA), true);
+    v.setBigUint64(b + BOOT_INFO.tscHz, BigInt(this.tscHz), true);
+    v.setBigUint64(b + BOOT_INFO.platform, BigInt(PLATFORM_LIGHTVM), true);
+    this.vcpu.setRegs({
+      rip: BigInt(image.entry),
+      rsp: BigInt(this.memSize),
+      rdi: BigInt(BOOT_INFO_GPA),
+      rflags: 2n,
+    });
+    this.config = config;
+  }
+
+  /**
+   * Runs the vCPU until it parks, ends, or is interrupted. control[0] != 0
+   * asks the loop to come back to the executor between exits.
+   */
+  run(control: Int32Array): Outcome {
+    const run = this.vcpu.run;
+    for (;;) {
+      if (Atomics.load(control, 0) !== 0) return Outcome.Interrupted;
+      const r = this.vcpu.enter();
+      if (r < 0) {
+        if (r === -EINTR) return Outcome.Interrupted;
+        return this.crash('internal-error', `KVM_RUN failed: ${new SysError('KVM_RUN', -r).code}`);
+      }
+      this.exitCount++;
+      try {
+        if (r === EXIT.IO) {
+          const port = run.getUint16(RUN.ioPort, true);
+          const nr = port - HC_PIO_BASE;
+          const out = run.getUint8(RUN.ioDirection) === IO_OUT;
+          if (!out || nr < 0 || nr >= HYPERCALL_SLOTS) {
+            throw new GuestFault('stray-io',
+              `${out ? 'write to' : 'read from'} I/O port 0x${port.toString(16)}, which is not a hypercall port`);
+          }
+          if (run.getUint8(RUN.ioSize) !== 4 || run.getUint32(RUN.ioCount, true) !== 1) {
+            throw new GuestFault('bad-hypercall', `hypercall ${nr} must be one 32-bit OUT`);
+          }
+          const call = lookup(nr);
+          if (!call) throw new GuestFault('bad-hypercall', `unknown hypercall ${nr} (port 0x${port.toString(16)})`);
+          if (this.firstHypercallNs === 0) {
+            this.firstHypercallNs = monotonicNs();
+            if (this.counting) {
+              this.counting = false;
+              this.vcpu.setSingleStep(false);
+            }
+          }
+          const arg = run.getUint32(Number(run.getBigUint64(RUN.ioDataOffset, true)), true);
+          const next = call(this, arg);
+          if (next === Next.Resume) continue;
+          return next === Next.Park ? Outcome.Parked : Outcome.Ended;
+        }
+        if (r === EXIT.DEBUG && this.counting) {
+          this.instructionCount++;
+          continue;
+        }
+        return this.otherExit(r);
+      } catch (err) {
+        if (err instanceof GuestFault) return this.crash(err.code, err.message);
+        throw err;
+      }
+    }
+  }
+
+  /** Single-steps the guest from entry to its first hypercall, counting instructions. */
+  countInstructions(): void {
+    this.counting = true;
+    this.vcpu.setSingleStep(true);
+  }
+
+  private otherExit(reason: number): Outcome {
+    const run = this.vcpu.run;
+    switch (reason) {
+      case EXIT.MMIO: {
+        const gpa = Number(run.getBigUint64(RUN.mmioPhysAddr, true));
+        const write = run.getUint8(RUN.mmioIsWrite) !== 0;
+        const len = run.getUint32(RUN.mmioLen, true);
+        if (write && gpa >= DEVICE_PAGE_GPA && gpa < DEVICE_PAGE_GPA + NOXS_PAGE_SIZE) {
+          return this.crash('device-page-write',
+            `wrote ${len} bytes to its read-only device page at offset 0x${(gpa - DEVICE_PAGE_GPA).toString(16)}: refused, VM stopped`);
+        }
+        return this.crash('mmio', `${write ? 'wrote' : 'read'} ${len} bytes at 0x${gpa.toString(16)}, where no memory exists`);
+      }
+      case EXIT.SHUTDOWN:
+        return this.crash('triple-fault', 'triple fault: an exception the guest could not handle (no IDT)');
+      case EXIT.HLT:
+        return this.crash('hlt', 'executed HLT with interrupts off, so it could never resume');
+      case EXIT.FAIL_ENTRY:
+        return this.crash('entry-failed',
+          `the CPU refused to enter the guest (hardware reason 0x${run.getBigUint64(RUN.failEntryReason, true).toString(16)})`);
+      case EXIT.INTERNAL_ERROR:
+        return this.crash('internal-error', `KVM internal error, suberror ${run.getUint32(RUN.internalSuberror, true)}`);
+      default:
+        return this.crash('unexpected-exit', `unexpected exit reason ${reason} (${EXIT_NAMES[reason] ?? 'unknown'})`);
+    }
+  }
+
+  private crash(code: GuestFault['code'], reason: string): Outcome {
+    this.exit = { kind: 'crash', code, reason };
+    return Outcome.Ended;
+  }
+
+  // ---- used by hypercalls ----
+
+  /** The argument struct of a hypercall, after checking it lies in RAM. */
+  argStruct(gpa: number, size: number, call: string): DataView {
+    if (gpa < PAGE_SIZE || gpa + size > this.memSize) {
+      throw new GuestFault('bad-hypercall',
+        `${call} argument at 0x${gpa.toString(16)} (${size} bytes) lies outside guest memory (${this.memSize >> 20} MiB)`);
+    }
+    return new DataView(this.ram.bytes.buffer, gpa, size);
+  }
+
+  /** len bytes of guest memory at gpa (RAM or the device page), bounds-checked. */
+  guestBytes(gpa: bigint, len: number, what: string): Uint8Array {
+    const end = gpa + BigInt(len);
+    if (gpa >= BigInt(PAGE_SIZE) && end <= BigInt(this.memSize)) return this.ram.bytes.subarray(Number(gpa), Number(end));
+    const dev = BigInt(DEVICE_PAGE_GPA);
+    if (gpa >= dev && end <= dev + BigInt(NOXS_PAGE_SIZE)) return this.devicePage.memory.bytes.subarray(Number(gpa - dev), Number(end - dev));
+    throw new GuestFault('bad-hypercall', `${what} 0x${gpa.toString(16)}+${len} lies outside guest memory`);
+  }
+
+  console(data: Uint8Array): void {
+    this.onConsole(data);
+  }
+
+  parkUntil(arg: number, timeoutNs: bigint): void {
+    this.pollArg = arg;
+    // Clamp absurd timeouts to a year: still "forever" for the guest, but finite for the heap.
+    const t = timeoutNs > 31_536_000_000_000_000n ? 31_536_000_000_000_000 : Number(timeoutNs);
+    this.deadlineNs = monotonicNs() + t;
+  }
+
+  /** Ends a POLL: writes which devices are ready into the guest's struct. */
+  wake(readySet: bigint): void {
+    this.ram.view.setBigUint64(this.pollArg + HC_STRUCT.poll.readySet, readySet, true);
+    this.deadlineNs = 0;
+  }
+
+  halt(status: number): void {
+    this.exit = { kind: 'halt', status };
+  }
+
+  close(): void {
+    if (this.closed) return;
+    this.closed = true;
+    this.vm.close();
+    this.ram.close();
+    this.devicePage.close();
+  }
+}

@@ -1,0 +1,74 @@
+// Messages between a host (the toolstack) and an executor thread.
+import type { DeviceEntry } from './device-page.js';
+import type { VmExit } from './exit.js';
+
+export interface CreateRequest {
+  op: 'create';
+  vmId: number;
+  name: string;
+  /** Path of the ELF image. */
+  image: string;
+  /** Bytes of guest RAM. */
+  memory: number;
+  cmdline: string;
+  devices: DeviceEntry[];
+  /** Take a prepared shell if one is there. */
+  warm: boolean;
+  /** Single-step from entry to the first hypercall and count instructions. */
+  countInstructions?: boolean;
+}
+
+export type ExecutorRequest =
+  | CreateRequest
+  | { op: 'destroy'; vmId: number }
+  | { op: 'pause'; vmId: number }
+  | { op: 'unpause'; vmId: number }
+  /** Keep this many prepared shells of this memory size. */
+  | { op: 'pool'; memory: number; target: number }
+  | { op: 'stop' };
+
+/** Monotonic nanosecond timestamps (process.hrtime) of one VM's life. */
+export interface Timings {
+  requestNs: number;
+  shellNs: number;
+  loadedNs: number;
+  bootNs: number;
+  endNs: number;
+  destroyedNs: number;
+}
+
+export interface SerializedError {
+  name: string;
+  message: string;
+  field?: string;
+  file?: string;
+}
+
+export type ExecutorEvent =
+  | { ev: 'ready'; tid: number; pid: number }
+  | { ev: 'started'; vmId: number; warm: boolean; timings: Timings }
+  | { ev: 'create-failed'; vmId: number; error: SerializedError }
+  | { ev: 'booted'; vmId: number; bootNs: number; instructions?: number }
+  | { ev: 'console'; vmId: number; data: Uint8Array }
+  | { ev: 'exit'; vmId: number; exit: VmExit; timings: Timings; exits: number; instructions?: number }
+  | { ev: 'paused'; vmId: number; ok: boolean }
+  | { ev: 'unpaused'; vmId: number; ok: boolean }
+  | { ev: 'pool'; memory: number; depth: number }
+  | { ev: 'stopped' }
+  | { ev: 'fatal'; error: SerializedError };
+
+/** Shared control words: [PENDING] set by the host after posting, [IN_GUEST] set while vCPUs run. */
+export const CONTROL_PENDING = 0;
+export const CONTROL_IN_GUEST = 1;
+export const CONTROL_WORDS = 2;
+
+/** The signal that interrupts KVM_RUN on an executor thread. */
+export const KICK_SIGNAL = 37; // SIGRTMIN + 3 as glibc numbers them
+
+export function serializeError(err: unknown): SerializedError {
+  if (err instanceof Error) {
+    const e = err as Error & { field?: string; file?: string };
+    return { name: e.name, message: e.message, field: e.field, file: e.file };
+  }
+  return { name: 'Error', message: String(err) };
+}
