@@ -1,0 +1,62 @@
+#!/bin/sh
+# Install the peers LightVM is measured against: QEMU (x86_64 system
+# emulator), crun (OCI runtime) and a static BusyBox (container rootfs).
+# Idempotent: a package already installed is left alone. Debian/Ubuntu only.
+# Changes nothing on the host but the packages it installs.
+set -eu
+
+if ! command -v apt-get >/dev/null 2>&1 || ! command -v dpkg-query >/dev/null 2>&1; then
+    echo "install-peers: not a Debian-like system (no apt-get/dpkg-query); install qemu-system-x86_64, crun and busybox-static yourself" >&2
+    exit 1
+fi
+
+SUDO=
+if [ "$(id -u)" -ne 0 ]; then
+    if command -v sudo >/dev/null 2>&1; then SUDO=sudo; else
+        echo "install-peers: must run as root (or with sudo available)" >&2
+        exit 1
+    fi
+fi
+
+installed() {
+    [ "$(dpkg-query -W -f='${db:Status-Status}' "$1" 2>/dev/null || true)" = installed ]
+}
+
+# qemu-system-x86 is the smallest Debian package providing qemu-system-x86_64
+# (it pulls qemu-system-common and qemu-system-data, no GUI).
+# --no-install-recommends keeps out the recommended GUI/firmware extras.
+PACKAGES="qemu-system-x86 crun busybox-static"
+missing=
+for p in $PACKAGES; do
+    if installed "$p"; then
+        echo "install-peers: $p already installed, skipped"
+    else
+        missing="$missing $p"
+    fi
+done
+
+if [ -z "$missing" ]; then
+    echo "install-peers: nothing to do"
+    exit 0
+fi
+
+echo "install-peers: installing:$missing"
+export DEBIAN_FRONTEND=noninteractive
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+# apt and dpkg are chatty: keep their output, show it only on failure.
+if ! { $SUDO apt-get update -qq &&
+       # shellcheck disable=SC2086
+       $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+           --no-install-recommends $missing; } >"$log" 2>&1; then
+    tail -n 30 "$log" >&2
+    echo "install-peers: apt-get failed" >&2
+    exit 1
+fi
+for p in $missing; do
+    if installed "$p"; then echo "install-peers: installed $p"; else
+        echo "install-peers: failed to install $p" >&2; exit 1; fi
+done
+for t in qemu-system-x86_64 crun busybox; do
+    printf 'install-peers: %s -> %s\n' "$t" "$(command -v "$t" || echo missing)"
+done
