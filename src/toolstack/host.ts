@@ -220,19 +220,20 @@ export class Host {
     if (!Number.isInteger(memoryMiB) || memoryMiB * 1048576 < MIN_MEMORY || memoryMiB * 1048576 > MAX_MEMORY) {
       return Promise.reject(new VmCreateError({
         name: 'RangeError', field: 'memory',
-        message: `memory: ${memoryMiB} MiB is not a whole number from ${MIN_MEMORY >> 20} to ${MAX_MEMORY >> 20}`,
+        message: `memory: ${memoryMiB} MiB is not a whole number from ${MIN_MEMORY / 1048576} to ${MAX_MEMORY / 1048576}`,
       }));
     }
     const id = this.nextId++;
     const name = options.name ?? `vm${id}`;
     const devices = options.devices ?? [];
+    let image: string;
     try {
       validateDevicePage({ vmId: id, name, devices });
+      image = resolveImage(options.image);
     } catch (err) {
       const e = err as Error & { field?: string };
       return Promise.reject(new VmCreateError({ name: e.name, message: e.message, field: e.field }));
     }
-    const image = resolveImage(options.image);
     const executor = this.pickExecutor();
     const vm = new VirtualMachine(this, executor, id, name, image, memoryMiB);
     return new Promise((resolve, reject) => {

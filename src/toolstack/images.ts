@@ -1,4 +1,4 @@
-import { existsSync } from 'node:fs';
+import { existsSync, readdirSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -17,5 +17,25 @@ export function resolveImage(image: string): string {
   if (image.includes('/') || image.endsWith('.elf')) return resolve(image);
   const builtin = join(BUILTIN_DIR, `${image}.elf`);
   if (existsSync(builtin)) return builtin;
-  return resolve(image);
+  if (existsSync(image)) return resolve(image);
+  throw new UnknownImageError(image);
+}
+
+/** Names of every image under guest/build. */
+export function builtinImages(): string[] {
+  try {
+    return readdirSync(BUILTIN_DIR).filter((f) => f.endsWith('.elf')).map((f) => f.slice(0, -4)).sort();
+  } catch {
+    return [];
+  }
+}
+
+export class UnknownImageError extends Error {
+  readonly field = 'image';
+  constructor(image: string) {
+    const known = builtinImages();
+    super(`image "${image}" is neither a file nor a built-in image` +
+      (known.length ? ` (built-ins: ${known.join(', ')})` : ' (no built-in images: run npm install to build them)'));
+    this.name = 'UnknownImageError';
+  }
 }

@@ -129,6 +129,7 @@ export class ExecutorThread extends EventEmitter<ExecutorThreadEvents> {
 
   /** Destroys the executor's VMs and ends the thread. */
   async stop(): Promise<void> {
+    this.setBusy(true);
     if (this.alive) {
       this.alive = false;
       this.port.postMessage({ op: 'stop' } satisfies ExecutorRequest);

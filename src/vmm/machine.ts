@@ -82,7 +82,7 @@ export class Machine {
   /** Prepares a shell: VM, memory, slots, vCPU and 64-bit entry state. */
   constructor(kvm: Kvm, memSize: number) {
     if (!Number.isSafeInteger(memSize) || memSize < MIN_MEMORY || memSize > MAX_MEMORY || memSize % (1024 * 1024) !== 0) {
-      throw new RangeError(`memory must be a whole number of MiB from ${MIN_MEMORY >> 20} to ${MAX_MEMORY >> 20}, got ${memSize / 1048576} MiB`);
+      throw new RangeError(`memory must be a whole number of MiB from ${MIN_MEMORY / 1048576} to ${MAX_MEMORY / 1048576}, got ${memSize / 1048576} MiB`);
     }
     this.memSize = memSize;
     let t = templates.get(kvm);

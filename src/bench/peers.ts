@@ -1,0 +1,70 @@
+// The peers LightVM is measured against, run in the same benchmark:
+// the C floor programs, fork+exec, QEMU, crun.
+import { execFile, spawn } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+import { PACKAGE_ROOT } from '../toolstack/images.js';
+
+const run = promisify(execFile);
+export const FLOOR_DIR = join(PACKAGE_ROOT, 'bench', 'floor', 'build');
+
+async function samples(program: string, args: string[]): Promise<number[]> {
+  const { stdout } = await run(join(FLOOR_DIR, program), args, { maxBuffer: 16 << 20 });
+  return (JSON.parse(stdout) as { samples_ms: number[] }).samples_ms;
+}
+
+/** create VM + vCPU + 4 KiB + run to HLT + destroy, in C. */
+export function kvmFloor(iterations: number): Promise<number[]> {
+  return samples('kvm_floor', [String(iterations)]);
+}
+
+/** fork + exec + wait of a static binary, in C. */
+export function forkExec(iterations: number): Promise<number[]> {
+  return samples('fork_exec', [String(iterations), join(FLOOR_DIR, 'true')]);
+}
+
+export function which(cmd: string): string | undefined {
+  for (const dir of (process.env.PATH ?? '/usr/bin:/bin').split(':')) {
+    const p = join(dir, cmd);
+    if (existsSync(p)) return p;
+  }
+  return undefined;
+}
+
+export const QEMU_ARGS = [
+  '-M', 'microvm,x-option-roms=off,rtc=on', '-accel', 'kvm', '-cpu', 'qemu64,-pni', '-m', '32',
+  '-nodefaults', '-no-user-config', '-display', 'none', '-serial', 'stdio', '-no-reboot',
+  '-device', 'isa-debug-exit,iobase=0xf4,iosize=4',
+];
+
+export interface QemuResult {
+  ms: number;
+  status: number;
+  output: string;
+}
+
+/**
+ * Boots an image under QEMU microvm until it exits. isa-debug-exit makes
+ * QEMU exit with (status << 1) | 1; `status` here is the guest's.
+ */
+export function qemuBoot(qemu: string, image: string, cmdline?: string): Promise<QemuResult> {
+  return new Promise((resolve, reject) => {
+    const t0 = process.hrtime.bigint();
+    const args = [...QEMU_ARGS, '-kernel', image, ...(cmdline ? ['-append', cmdline] : [])];
+    const child = spawn(qemu, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+    let output = '';
+    let errors = '';
+    child.stdout.on('data', (b: Buffer) => (output += b.toString()));
+    child.stderr.on('data', (b: Buffer) => (errors += b.toString()));
+    child.on('error', reject);
+    child.on('exit', (code) => {
+      const ms = Number(process.hrtime.bigint() - t0) / 1e6;
+      if (code === null || (code & 1) === 0) {
+        reject(new Error(`qemu did not exit through isa-debug-exit (code ${code}): ${errors.trim().slice(0, 300)}`));
+        return;
+      }
+      resolve({ ms, status: code >> 1, output });
+    });
+  });
+}

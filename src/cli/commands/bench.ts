@@ -1,0 +1,27 @@
+import type { Command } from 'commander';
+import { benchBoot } from '../../bench/boot.js';
+import { fail, intOption } from '../output.js';
+
+function progress(json: boolean) {
+  return (done: number, total: number): void => {
+    if (!json && process.stderr.isTTY) process.stderr.write(`\r${done}/${total}`);
+  };
+}
+
+export function registerBench(program: Command): void {
+  const bench = program.command('bench').description('benchmarks that print ratios against peers measured in the same run');
+  bench
+    .command('boot')
+    .description('boot time of the noop guest against the KVM floor, fork+exec and QEMU')
+    .option('--runs <n>', 'samples per measurement', intOption('--runs', 10, 100000), 200)
+    .option('--json', 'print one JSON object')
+    .action(async (opts: { runs: number; json?: boolean }) => {
+      try {
+        const result = await benchBoot({ runs: opts.runs, onProgress: progress(opts.json === true) });
+        if (!opts.json && process.stderr.isTTY) process.stderr.write('\n');
+        process.stdout.write(`${JSON.stringify(result, null, opts.json ? undefined : 2)}\n`);
+      } catch (err) {
+        fail(err);
+      }
+    });
+}

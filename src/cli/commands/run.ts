@@ -1,0 +1,91 @@
+import type { Command } from 'commander';
+import { Host, type VirtualMachine } from '../../toolstack/host.js';
+import { describeExit, type VmExit } from '../../vmm/exit.js';
+import { MAX_MEMORY, MIN_MEMORY } from '../../vmm/layout.js';
+import { fail, intOption, ms } from '../output.js';
+
+/** Exit code of `lightvm run` when the VM ended without an exit status. */
+export const EXIT_CRASHED = 125;
+
+interface RunOptions {
+  memory?: number;
+  cmdline?: string;
+  name?: string;
+  timing?: boolean;
+  json?: boolean;
+  countInstructions?: boolean;
+}
+
+export function registerRun(program: Command): void {
+  program
+    .command('run')
+    .description('boot an image, stream its console, exit with its exit status')
+    .argument('<image>', 'path to an ELF image, or a built-in: noop, hello, daytime')
+    .option('-m, --memory <MiB>', 'guest memory in MiB', intOption('--memory', MIN_MEMORY / 1048576, MAX_MEMORY / 1048576))
+    .option('-c, --cmdline <string>', 'guest command line')
+    .option('-n, --name <name>', 'VM name')
+    .option('--timing', 'print the phases (create, load, boot, run, destroy) on stderr')
+    .option('--json', 'print one JSON object (exit, console, timings, rss) instead of streaming')
+    .option('--count-instructions', 'single-step from entry to the first hypercall and count guest instructions')
+    .action(async (image: string, opts: RunOptions) => {
+      try {
+        process.exitCode = await run(image, opts);
+      } catch (err) {
+        fail(err);
+      }
+    });
+}
+
+async function run(image: string, opts: RunOptions): Promise<number> {
+  const t0 = process.hrtime.bigint();
+  const host = await Host.start({ executors: 1 });
+  let vm: VirtualMachine | undefined;
+  const onSignal = (): void => {
+    void vm?.destroy();
+  };
+  process.once('SIGINT', onSignal);
+  process.once('SIGTERM', onSignal);
+  try {
+    const requested = process.hrtime.bigint();
+    vm = await host.create({
+      image, memoryMiB: opts.memory, cmdline: opts.cmdline, name: opts.name,
+      warm: false, countInstructions: opts.countInstructions,
+    });
+    if (!opts.json) vm.on('console', (b) => process.stdout.write(b));
+    const exit = await vm.exited;
+    const t = vm.timings!;
+    const phases = {
+      host_start_ms: ms(Number(requested - t0)),
+      create_ms: ms(t.shellNs - t.requestNs),
+      load_ms: ms(t.loadedNs - t.shellNs),
+      boot_ms: t.bootNs ? ms(t.bootNs - t.loadedNs) : null,
+      request_to_boot_ms: t.bootNs ? ms(t.bootNs - Number(requested)) : null,
+      run_ms: t.bootNs ? ms(t.endNs - t.bootNs) : ms(t.endNs - t.loadedNs),
+      destroy_ms: ms(t.destroyedNs - t.endNs),
+      total_ms: ms(t.destroyedNs - Number(requested)),
+    };
+    if (opts.json) {
+      process.stdout.write(`${JSON.stringify({
+        image: vm.image, name: vm.name, memory_mib: vm.memoryMiB, exit, console: vm.consoleText(),
+        timings: phases, exits: vm.exitCount, instructions: vm.instructions ?? null,
+        max_rss_kib: process.resourceUsage().maxRSS,
+      })}\n`);
+    } else {
+      if (opts.timing) {
+        process.stderr.write(Object.entries(phases).map(([k, v]) => `${k.padEnd(20)} ${v}`).join('\n') + '\n');
+        process.stderr.write(`${'vm_exits'.padEnd(20)} ${vm.exitCount}\n`);
+      }
+      if (vm.instructions !== undefined) process.stderr.write(`${'boot_instructions'.padEnd(20)} ${vm.instructions}\n`);
+      if (exit.kind !== 'halt') process.stderr.write(`lightvm: VM ${vm.name} ${describeExit(exit)}\n`);
+    }
+    return exitCode(exit);
+  } finally {
+    process.off('SIGINT', onSignal);
+    process.off('SIGTERM', onSignal);
+    await host.close();
+  }
+}
+
+export function exitCode(exit: VmExit): number {
+  return exit.kind === 'halt' ? exit.status & 0xff : EXIT_CRASHED;
+}

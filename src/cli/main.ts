@@ -1,0 +1,23 @@
+#!/usr/bin/env node
+// The lightvm command line. Every command works through the library API
+// (or, for daemon commands, through the daemon's REST API).
+import { Command, CommanderError } from 'commander';
+import { registerRun } from './commands/run.js';
+import { registerBench } from './commands/bench.js';
+import { fail } from './output.js';
+
+const program = new Command('lightvm')
+  .description('Lightweight virtual machines on Linux KVM')
+  .version('0.1.0')
+  .showHelpAfterError()
+  .exitOverride();
+
+registerRun(program);
+registerBench(program);
+
+try {
+  await program.parseAsync(process.argv);
+} catch (err) {
+  if (err instanceof CommanderError) process.exit(err.exitCode);
+  fail(err);
+}
