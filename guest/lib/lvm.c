@@ -68,6 +68,14 @@ uint64_t lvm_poll(uint64_t timeout_ns)
         return lvm_pvh_poll(timeout_ns);
     struct lvm_hc_poll a = {.timeout_nsecs = timeout_ns, .ready_set = 0};
     lvm_hypercall(LVM_HC_POLL, &a);
+    if (__builtin_expect(a.ready_set & LVM_POLL_CONTROL, 0)) {
+        /* The host changed the device page's flags: a shutdown request
+         * ends the guest cleanly, as if main had returned 0. */
+        const struct noxs_page *p = lvm_device_page();
+        if (p && (p->header.flags & NOXS_FLAG_SHUTDOWN))
+            lvm_halt(0);
+        a.ready_set &= ~LVM_POLL_CONTROL;
+    }
     return a.ready_set;
 }
 

@@ -4,6 +4,9 @@
 import { Command, CommanderError } from 'commander';
 import { registerRun } from './commands/run.js';
 import { registerBench } from './commands/bench.js';
+import { registerDaemon } from './commands/daemon.js';
+import { registerTop } from './commands/top.js';
+import { registerVmCommands } from './commands/vm.js';
 import { fail } from './output.js';
 
 const program = new Command('lightvm')
@@ -13,6 +16,9 @@ const program = new Command('lightvm')
   .exitOverride();
 
 registerRun(program);
+registerVmCommands(program);
+registerTop(program);
+registerDaemon(program);
 registerBench(program);
 
 try {

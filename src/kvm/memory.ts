@@ -50,6 +50,11 @@ export class GuestMemory {
     libc.madvise(this.hostAddress + BigInt(offset), len, libc.MADV_DONTNEED);
   }
 
+  /** Bytes of this memory the host has actually backed with pages. */
+  residentBytes(): number {
+    return libc.residentPages(this.hostAddress, this.size) * PAGE_SIZE;
+  }
+
   close(): void {
     if (this.closed) return;
     this.closed = true;

@@ -17,6 +17,7 @@ const c = {
   mmap: libc.func('void *mmap(void *addr, size_t len, int prot, int flags, int fd, int64_t off)'),
   munmap: libc.func('int munmap(void *addr, size_t len)'),
   madvise: libc.func('int madvise(uintptr_t addr, size_t len, int advice)'),
+  mincore: libc.func('int mincore(uintptr_t addr, size_t len, void *vec)'),
   eventfd: libc.func('int eventfd(unsigned int initval, int flags)'),
   epollCreate1: libc.func('int epoll_create1(int flags)'),
   epollCtl: libc.func('int epoll_ctl(int epfd, int op, int fd, void *event)'),
@@ -94,6 +95,16 @@ export function munmap(p: Pointer, len: number): void {
 
 export function madvise(addr: bigint, len: number, advice: number): void {
   if ((c.madvise(addr, len, advice) as number) < 0) fail('madvise');
+}
+
+/** How many pages of [addr, addr+len) are resident in memory. */
+export function residentPages(addr: bigint, len: number): number {
+  const pages = Math.ceil(len / 4096);
+  const vec = new Uint8Array(pages);
+  if ((c.mincore(addr, len, vec) as number) < 0) fail('mincore');
+  let n = 0;
+  for (let i = 0; i < pages; i++) n += vec[i]! & 1;
+  return n;
 }
 
 /** A zero-copy view of len bytes at p. Valid only until p is unmapped. */

@@ -14,6 +14,8 @@ export const HC_COUNT = 5;
 export type HypercallName = keyof typeof HC;
 
 export const CONSOLE_WRITE_MAX = 65536;
+/** POLL ready bit: the device page's flags changed. */
+export const POLL_CONTROL = 1n << 63n;
 
 /** Struct sizes and field offsets of the hypercall arguments. */
 export const HC_STRUCT = {
@@ -47,6 +49,8 @@ export const NOXS_MAGIC = 0x53584f4e;
 export const NOXS_VERSION = 1;
 export const NOXS_NAME_MAX = 64;
 export const NOXS_MAX_DEVICES = 62;
+
+export const NOXS_FLAG_SHUTDOWN = 1;
 
 export const NOXS_DEV = {
   CONSOLE: 1,

@@ -17,6 +17,8 @@ export interface DeviceEntry {
   mac?: string;
   mtu?: number;
   ipv4?: { addr: string; netmask: string; gateway?: string };
+  /** Host side of a net device: the bridge its tap joins (not in the page). */
+  bridge?: string;
 }
 
 export interface DevicePageContents {
@@ -69,7 +71,7 @@ function encode(v: DataView, c: DevicePageContents): void {
     const field = `devices[${i}]`;
     const o = noxsDeviceOffset(i);
     if (!(d.type in TYPE_CODE)) throw new DeviceConfigError(`${field}.type`, `unknown device type "${String(d.type)}"`);
-    if (!Number.isInteger(d.id) || d.id < 0 || d.id > 63) throw new DeviceConfigError(`${field}.id`, `${d.id} is not an id in 0..63`);
+    if (!Number.isInteger(d.id) || d.id < 0 || d.id > 62) throw new DeviceConfigError(`${field}.id`, `${d.id} is not an id in 0..62`);
     if (ids.has(d.id)) throw new DeviceConfigError(`${field}.id`, `id ${d.id} is used twice`);
     ids.add(d.id);
     v.setUint16(o + NOXS_DEVICE.type, TYPE_CODE[d.type], true);
@@ -116,6 +118,18 @@ export class DevicePage {
     encode(v, c);
     this.generation += 1;
     v.setUint32(NOXS_HEADER.generation, this.generation, true);
+  }
+
+  /** Sets header flags (e.g. a shutdown request) as a new generation. */
+  setFlags(flags: number): void {
+    const v = this.memory.view;
+    v.setUint32(NOXS_HEADER.generation, ++this.generation, true);
+    v.setUint32(NOXS_HEADER.flags, v.getUint32(NOXS_HEADER.flags, true) | flags, true);
+    v.setUint32(NOXS_HEADER.generation, ++this.generation, true);
+  }
+
+  get flags(): number {
+    return this.memory.view.getUint32(NOXS_HEADER.flags, true);
   }
 
   clear(): void {

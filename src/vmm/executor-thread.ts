@@ -29,7 +29,10 @@ export interface ExecutorThreadEvents {
   lost: [SerializedError];
 }
 
+let nextThreadId = 1;
+
 export class ExecutorThread extends EventEmitter<ExecutorThreadEvents> {
+  readonly id = nextThreadId++;
   /** VMs placed on this executor (kept by the host). */
   load = 0;
   private readonly worker: Worker;

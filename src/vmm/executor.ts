@@ -6,6 +6,7 @@
 // timer signal; the host interrupts the thread the same way (a "kick").
 import { Kvm } from '../kvm/kvm.js';
 import * as libc from '../sys/libc.js';
+import { POLL_CONTROL } from './abi.js';
 import { DeadlineHeap, type HeapItem } from './deadline-heap.js';
 import type { VmExit } from './exit.js';
 import { ImageCache } from './image-cache.js';
@@ -29,6 +30,7 @@ interface Entry extends HeapItem {
   wokeWhilePaused: boolean;
   bootReported: boolean;
   countInstructions: boolean;
+  cpuNs: number;
 }
 
 export interface ExecutorPort {
@@ -119,10 +121,32 @@ export class Executor {
         this.port.send({ ev: 'unpaused', vmId: req.vmId, ok: e !== undefined });
         break;
       }
+      case 'shutdown': {
+        const e = this.vms.get(req.vmId);
+        if (!e) break;
+        e.machine.requestShutdown();
+        if (e.heapIndex >= 0) {
+          // Parked in POLL: end the wait now so the guest sees the request.
+          this.parked.remove(e);
+          e.machine.wake(POLL_CONTROL);
+          if (e.paused) e.wokeWhilePaused = true;
+          else this.enqueue(e);
+        }
+        break;
+      }
       case 'pool':
         this.poolTarget.set(req.memory, req.target);
         this.trimPool(req.memory);
         this.port.send({ ev: 'pool', memory: req.memory, depth: this.pool.get(req.memory)?.length ?? 0 });
+        break;
+      case 'stats':
+        this.port.send({
+          ev: 'stats', requestId: req.requestId,
+          vms: [...this.vms.values()].map((e) => ({
+            vmId: e.vmId, cpuNs: e.cpuNs, exits: e.machine.exitCount,
+            residentKiB: (e.machine.ram.residentBytes() + e.machine.devicePage.memory.residentBytes()) / 1024,
+          })),
+        });
         break;
       case 'stop':
         this.stopping = true;
@@ -140,6 +164,7 @@ export class Executor {
       const shells = req.warm ? this.pool.get(req.memory) : undefined;
       machine = shells?.pop();
       warm = machine !== undefined;
+      if (warm) this.port.send({ ev: 'pool', memory: req.memory, depth: shells!.length });
       machine ??= new Machine(this.kvm, req.memory);
       timings.shellNs = monotonicNs();
       machine.load(image, { vmId: req.vmId, name: req.name, cmdline: req.cmdline, devices: req.devices });
@@ -154,7 +179,7 @@ export class Executor {
     machine.onConsole = (data) => this.port.send({ ev: 'console', vmId, data: data.slice() });
     const e: Entry = {
       vmId, machine, timings, deadlineNs: 0, heapIndex: -1, paused: false, queued: false,
-      wokeWhilePaused: false, bootReported: false, countInstructions: req.countInstructions === true,
+      wokeWhilePaused: false, bootReported: false, countInstructions: req.countInstructions === true, cpuNs: 0,
     };
     this.vms.set(vmId, e);
     this.port.send({ ev: 'started', vmId, warm, timings });
@@ -175,7 +200,9 @@ export class Executor {
       this.timerArmed = others;
     }
     Atomics.store(this.control, CONTROL_IN_GUEST, 1);
+    const t0 = monotonicNs();
     const outcome = e.machine.run(this.control);
+    e.cpuNs += monotonicNs() - t0;
     Atomics.store(this.control, CONTROL_IN_GUEST, 0);
     const m = e.machine;
     if (!e.bootReported && m.firstHypercallNs !== 0) {
@@ -237,6 +264,7 @@ export class Executor {
         return false;
       }
       this.pool.set(memory, shells);
+      this.port.send({ ev: 'pool', memory, depth: shells.length });
       return true;
     }
     return false;

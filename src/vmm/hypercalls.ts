@@ -1,7 +1,7 @@
 // The hypercall table. Each call reads its argument struct at a
 // guest-physical address, checks every pointer and length, and tells the
 // vCPU loop what to do next. Device modules add their calls with register().
-import { CONSOLE_WRITE_MAX, HC, HC_STRUCT } from './abi.js';
+import { CONSOLE_WRITE_MAX, HC, HC_STRUCT, POLL_CONTROL } from './abi.js';
 import { GuestFault } from './exit.js';
 import type { Machine } from './machine.js';
 
@@ -58,6 +58,10 @@ register(HC.CONSOLE_WRITE, 'CONSOLE_WRITE', (m, arg) => {
 register(HC.POLL, 'POLL', (m, arg) => {
   const s = m.argStruct(arg, HC_STRUCT.poll.size, 'POLL');
   const timeout = s.getBigUint64(HC_STRUCT.poll.timeoutNsecs, true);
+  if (m.shutdownRequested) {
+    s.setBigUint64(HC_STRUCT.poll.readySet, POLL_CONTROL, true);
+    return Next.Resume;
+  }
   s.setBigUint64(HC_STRUCT.poll.readySet, 0n, true);
   if (timeout === 0n) return Next.Resume;
   m.parkUntil(arg, timeout);

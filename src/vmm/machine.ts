@@ -9,7 +9,7 @@ import { EINTR, SysError } from '../sys/errors.js';
 import { EXIT, EXIT_NAMES, IO_OUT, RUN } from '../sys/kvm-api.js';
 import { patchSregs } from '../sys/kvm-structs.js';
 import {
-  ABI_VERSION, BOOT_INFO, BOOT_MAGIC, CMDLINE_MAX, DEVICE_PAGE_GPA, HC_PIO_BASE, HC_STRUCT, NOXS_PAGE_SIZE, PLATFORM_LIGHTVM,
+  ABI_VERSION, BOOT_INFO, BOOT_MAGIC, CMDLINE_MAX, DEVICE_PAGE_GPA, HC_PIO_BASE, HC_STRUCT, NOXS_FLAG_SHUTDOWN, NOXS_PAGE_SIZE, PLATFORM_LIGHTVM,
 } from './abi.js';
 import { longModeSregs, writePageTables } from './cpu.js';
 import { DevicePage, type DeviceEntry } from './device-page.js';
@@ -287,6 +287,15 @@ export class Machine {
   wake(readySet: bigint): void {
     this.ram.view.setBigUint64(this.pollArg + HC_STRUCT.poll.readySet, readySet, true);
     this.deadlineNs = 0;
+  }
+
+  /** Asks the guest to end: flags the device page; its next POLL returns at once. */
+  requestShutdown(): void {
+    this.devicePage.setFlags(NOXS_FLAG_SHUTDOWN);
+  }
+
+  get shutdownRequested(): boolean {
+    return (this.devicePage.flags & NOXS_FLAG_SHUTDOWN) !== 0;
   }
 
   halt(status: number): void {

@@ -23,8 +23,12 @@ export type ExecutorRequest =
   | { op: 'destroy'; vmId: number }
   | { op: 'pause'; vmId: number }
   | { op: 'unpause'; vmId: number }
+  /** Ask the guest to end cleanly (it sees it at its next POLL). */
+  | { op: 'shutdown'; vmId: number }
   /** Keep this many prepared shells of this memory size. */
   | { op: 'pool'; memory: number; target: number }
+  /** Per-VM counters, answered with 'stats'. */
+  | { op: 'stats'; requestId: number }
   | { op: 'stop' };
 
 /** Monotonic nanosecond timestamps (process.hrtime) of one VM's life. */
@@ -35,6 +39,15 @@ export interface Timings {
   bootNs: number;
   endNs: number;
   destroyedNs: number;
+}
+
+export interface VmStats {
+  vmId: number;
+  /** Time spent running the guest (KVM_RUN and exit handling). */
+  cpuNs: number;
+  exits: number;
+  /** Guest memory (RAM and device page) backed by host pages. */
+  residentKiB: number;
 }
 
 export interface SerializedError {
@@ -54,6 +67,7 @@ export type ExecutorEvent =
   | { ev: 'paused'; vmId: number; ok: boolean }
   | { ev: 'unpaused'; vmId: number; ok: boolean }
   | { ev: 'pool'; memory: number; depth: number }
+  | { ev: 'stats'; requestId: number; vms: VmStats[] }
   | { ev: 'stopped' }
   | { ev: 'fatal'; error: SerializedError };
 
@@ -72,3 +86,30 @@ export function serializeError(err: unknown): SerializedError {
   }
   return { name: 'Error', message: String(err) };
 }
+
+// ---- executor processes ----
+
+export interface AdoptedVm {
+  config: CreateRequest;
+  state: 'running' | 'paused' | 'exited';
+  warm: boolean;
+  timings: Timings | undefined;
+  exit: VmExit | undefined;
+  console: Uint8Array;
+}
+
+/** Requests only an executor process understands. */
+export type ProcessRequest =
+  | ExecutorRequest
+  /** Sent on connect: answered with 'hello'. */
+  | { op: 'hello' }
+  /** The toolstack has recorded this VM's end: drop it. */
+  | { op: 'forget'; vmId: number }
+  /** Stop the process: destroy its VMs and exit. */
+  | { op: 'terminate' };
+
+export type ProcessEvent =
+  | ExecutorEvent
+  | { ev: 'hello'; id: number; pid: number; vms: AdoptedVm[]; pools: Record<number, number> }
+  | { ev: 'executor-lost'; error: SerializedError };
+

@@ -47,8 +47,11 @@ struct lvm_hc_console_write {
 
 /*
  * POLL: wait until timeout_nsecs have passed or a device is ready (in);
- * ready_set has one bit per ready device id (out, 0 on timeout).
+ * ready_set has one bit per ready device id (out, 0 on timeout), and
+ * LVM_POLL_CONTROL when the host changed the device page's flags (e.g. asked
+ * for a shutdown): the guest should then read them.
  */
+#define LVM_POLL_CONTROL (1ull << 63)
 struct lvm_hc_poll {
     uint64_t timeout_nsecs;
     uint64_t ready_set;
@@ -89,6 +92,9 @@ struct lvm_boot_info {
 #define NOXS_NAME_MAX 64
 #define NOXS_MAX_DEVICES 62
 
+/* noxs_header.flags */
+#define NOXS_FLAG_SHUTDOWN 1u /* the host asks the guest to end cleanly */
+
 #define NOXS_DEV_CONSOLE 1
 #define NOXS_DEV_NET 2
 #define NOXS_DEV_BLOCK 3
@@ -107,7 +113,7 @@ struct noxs_header {
 struct noxs_device {
     uint16_t type;  /* NOXS_DEV_* */
     uint16_t flags;
-    uint32_t id;    /* device id: its bit in lvm_hc_poll.ready_set */
+    uint32_t id;    /* device id (0..62): its bit in lvm_hc_poll.ready_set */
     uint64_t backend; /* host-side handle */
     uint8_t mac[6];
     uint16_t mtu;

@@ -1,0 +1,173 @@
+// VM configuration files, xl style (name = "x", memory = 4, vif = [ '...' ])
+// or JSON. Written here because no library reads xl's format; the grammar
+// we take is small: key = integer | "string" | 'string' | [ strings ].
+import { dirname, isAbsolute, resolve } from 'node:path';
+import type { DeviceEntry } from '../vmm/device-page.js';
+
+export class CfgError extends Error {
+  constructor(readonly file: string, readonly line: number | null, readonly field: string, message: string) {
+    super(`${file}${line ? `:${line}` : ''}: ${field}: ${message}`);
+    this.name = 'CfgError';
+  }
+}
+
+export interface VmCfg {
+  image: string;
+  name?: string;
+  memory?: number;
+  cmdline?: string;
+  devices?: DeviceEntry[];
+}
+
+type Value = number | string | string[];
+
+function parseValue(file: string, line: number, key: string, text: string): Value {
+  const t = text.trim();
+  if (/^-?\d+$/.test(t)) return Number(t);
+  const str = /^"((?:[^"\\]|\\.)*)"$|^'((?:[^'\\]|\\.)*)'$/.exec(t);
+  if (str) return (str[1] ?? str[2] ?? '').replace(/\\(.)/g, '$1');
+  if (t.startsWith('[')) {
+    if (!t.endsWith(']')) throw new CfgError(file, line, key, 'list is not closed with ]');
+    const inner = t.slice(1, -1).trim();
+    if (!inner) return [];
+    const items: string[] = [];
+    const re = /\s*(?:"((?:[^"\\]|\\.)*)"|'((?:[^'\\]|\\.)*)')\s*(,|$)/y;
+    let m: RegExpExecArray | null;
+    let pos = 0;
+    while (pos < inner.length && (m = re.exec(inner))) {
+      items.push((m[1] ?? m[2] ?? '').replace(/\\(.)/g, '$1'));
+      pos = re.lastIndex;
+      if (!m[3]) break;
+    }
+    if (pos < inner.length) throw new CfgError(file, line, key, `cannot read list item at "${inner.slice(pos, pos + 20)}"`);
+    return items;
+  }
+  throw new CfgError(file, line, key, `"${t}" is not a number, a quoted string or a list of quoted strings`);
+}
+
+/** Parses one vif spec: "mac=..,ip=10.0.0.2/24,gateway=..,mtu=1500". */
+export function parseVif(file: string, line: number, index: number, spec: string): DeviceEntry {
+  const dev: DeviceEntry = { type: 'net', id: index };
+  const field = `vif[${index}]`;
+  for (const part of spec.split(',').map((p) => p.trim()).filter(Boolean)) {
+    const eq = part.indexOf('=');
+    if (eq < 0) throw new CfgError(file, line, field, `"${part}" is not key=value`);
+    const k = part.slice(0, eq).trim();
+    const v = part.slice(eq + 1).trim();
+    switch (k) {
+      case 'mac':
+        if (!/^[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}$/.test(v)) throw new CfgError(file, line, `${field}.mac`, `"${v}" is not a MAC address`);
+        dev.mac = v.toLowerCase();
+        break;
+      case 'ip': {
+        const m = /^(\d{1,3}(?:\.\d{1,3}){3})(?:\/(\d{1,2}))?$/.exec(v);
+        if (!m) throw new CfgError(file, line, `${field}.ip`, `"${v}" is not an IPv4 address (a.b.c.d or a.b.c.d/len)`);
+        const len = m[2] === undefined ? 24 : Number(m[2]);
+        if (len > 32) throw new CfgError(file, line, `${field}.ip`, `prefix length ${len} is more than 32`);
+        const mask = len === 0 ? 0 : (0xffffffff << (32 - len)) >>> 0;
+        dev.ipv4 = { ...(dev.ipv4 ?? { netmask: '' }), addr: m[1]!, netmask: [24, 16, 8, 0].map((s) => (mask >>> s) & 255).join('.') };
+        break;
+      }
+      case 'gateway':
+        dev.ipv4 = { ...(dev.ipv4 ?? { addr: '', netmask: '' }), gateway: v };
+        break;
+      case 'mtu':
+        if (!/^\d+$/.test(v)) throw new CfgError(file, line, `${field}.mtu`, `"${v}" is not a number`);
+        dev.mtu = Number(v);
+        break;
+      case 'bridge':
+        dev.bridge = v;
+        break;
+      default:
+        throw new CfgError(file, line, field, `unknown vif key "${k}" (known: mac, ip, gateway, mtu, bridge)`);
+    }
+  }
+  return dev;
+}
+
+const KEYS = ['name', 'kernel', 'memory', 'cmdline', 'extra', 'vif'] as const;
+
+/** Reads an xl-style or JSON configuration; paths are relative to the file. */
+export function parseCfg(file: string, text: string): VmCfg {
+  const base = dirname(file);
+  const imagePath = (image: string): string =>
+    image.includes('/') && !isAbsolute(image) ? resolve(base, image) : image;
+  const trimmed = text.trim();
+  if (file.endsWith('.json') || trimmed.startsWith('{')) return parseJsonCfg(file, trimmed, imagePath);
+
+  const values = new Map<string, { value: Value; line: number }>();
+  const lines = text.split('\n');
+  for (let i = 0; i < lines.length; i++) {
+    const lineNo = i + 1;
+    let line = lines[i]!.replace(/(^|\s)#.*$/, '').trim();
+    if (!line) continue;
+    // A list may run over several lines.
+    while (line.includes('[') && !line.includes(']') && i + 1 < lines.length) {
+      line += ` ${lines[++i]!.replace(/(^|\s)#.*$/, '').trim()}`;
+    }
+    const m = /^([A-Za-z_][A-Za-z0-9_]*)\s*=\s*(.*?);?$/.exec(line);
+    if (!m) throw new CfgError(file, lineNo, 'syntax', `expected key = value, got "${line}"`);
+    const key = m[1]!;
+    if (!(KEYS as readonly string[]).includes(key)) {
+      throw new CfgError(file, lineNo, key, `unknown key (known: ${KEYS.join(', ')})`);
+    }
+    if (values.has(key)) throw new CfgError(file, lineNo, key, `set twice (first on line ${values.get(key)!.line})`);
+    values.set(key, { value: parseValue(file, lineNo, key, m[2]!), line: lineNo });
+  }
+  const get = <T extends Value>(key: string, type: 'number' | 'string' | 'list'): { value: T; line: number } | undefined => {
+    const v = values.get(key);
+    if (!v) return undefined;
+    const ok = type === 'list' ? Array.isArray(v.value) : typeof v.value === type;
+    if (!ok) throw new CfgError(file, v.line, key, `expected ${type === 'list' ? 'a list of strings' : `a ${type}`}`);
+    return v as { value: T; line: number };
+  };
+  const kernel = get<string>('kernel', 'string');
+  if (!kernel) throw new CfgError(file, null, 'kernel', 'missing: say which image to boot (kernel = "hello")');
+  const cfg: VmCfg = { image: imagePath(kernel.value) };
+  const name = get<string>('name', 'string');
+  if (name) cfg.name = name.value;
+  const memory = get<number>('memory', 'number');
+  if (memory) cfg.memory = memory.value;
+  const cmdline = get<string>('cmdline', 'string') ?? get<string>('extra', 'string');
+  if (cmdline) cfg.cmdline = cmdline.value;
+  const vif = get<string[]>('vif', 'list');
+  if (vif) cfg.devices = vif.value.map((spec, idx) => parseVif(file, vif.line, idx, spec));
+  return cfg;
+}
+
+function parseJsonCfg(file: string, text: string, imagePath: (s: string) => string): VmCfg {
+  let o: unknown;
+  try {
+    o = JSON.parse(text);
+  } catch (err) {
+    throw new CfgError(file, null, 'json', (err as Error).message);
+  }
+  if (typeof o !== 'object' || o === null || Array.isArray(o)) throw new CfgError(file, null, 'json', 'expected an object');
+  const obj = o as Record<string, unknown>;
+  const allowed = ['name', 'kernel', 'image', 'memory', 'cmdline', 'vif', 'devices'];
+  for (const k of Object.keys(obj)) if (!allowed.includes(k)) throw new CfgError(file, null, k, `unknown key (known: ${allowed.join(', ')})`);
+  const image = obj.image ?? obj.kernel;
+  if (typeof image !== 'string' || !image) throw new CfgError(file, null, 'image', 'missing or not a string');
+  const cfg: VmCfg = { image: imagePath(image) };
+  if (obj.name !== undefined) {
+    if (typeof obj.name !== 'string') throw new CfgError(file, null, 'name', 'expected a string');
+    cfg.name = obj.name;
+  }
+  if (obj.memory !== undefined) {
+    if (typeof obj.memory !== 'number' || !Number.isInteger(obj.memory)) throw new CfgError(file, null, 'memory', 'expected a whole number of MiB');
+    cfg.memory = obj.memory;
+  }
+  if (obj.cmdline !== undefined) {
+    if (typeof obj.cmdline !== 'string') throw new CfgError(file, null, 'cmdline', 'expected a string');
+    cfg.cmdline = obj.cmdline;
+  }
+  if (obj.vif !== undefined) {
+    if (!Array.isArray(obj.vif) || obj.vif.some((v) => typeof v !== 'string')) throw new CfgError(file, null, 'vif', 'expected a list of strings');
+    cfg.devices = (obj.vif as string[]).map((spec, i) => parseVif(file, 0, i, spec));
+  }
+  if (obj.devices !== undefined) {
+    if (!Array.isArray(obj.devices)) throw new CfgError(file, null, 'devices', 'expected a list');
+    cfg.devices = [...(cfg.devices ?? []), ...(obj.devices as DeviceEntry[])];
+  }
+  return cfg;
+}

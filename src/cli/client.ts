@@ -1,0 +1,90 @@
+// A small client of the lightvmd REST API over its unix socket.
+import http from 'node:http';
+import { defaultSocketPath } from '../daemon/paths.js';
+
+export class ApiError extends Error {
+  constructor(readonly status: number, readonly code: string, message: string, readonly field: string | null) {
+    super(message);
+    this.name = 'ApiError';
+  }
+}
+
+export class DaemonNotRunningError extends Error {
+  constructor(socket: string, cause: string) {
+    super(`the daemon is not running (${cause} at ${socket}): start it with "npx lightvm daemon"`);
+    this.name = 'DaemonNotRunningError';
+  }
+}
+
+export class Client {
+  readonly socketPath: string;
+  private readonly agent = new http.Agent({ keepAlive: true });
+
+  constructor(socketPath = defaultSocketPath()) {
+    this.socketPath = socketPath;
+  }
+
+  /** Sends a request; resolves with the parsed JSON reply, rejects with ApiError on 4xx/5xx. */
+  request<T>(method: string, path: string, body?: unknown): Promise<T> {
+    return new Promise((resolve, reject) => {
+      const data = body === undefined ? undefined : JSON.stringify(body);
+      const req = http.request({
+        socketPath: this.socketPath, path, method, agent: this.agent,
+        headers: data ? { 'content-type': 'application/json', 'content-length': Buffer.byteLength(data) } : {},
+      }, (res) => {
+        const chunks: Buffer[] = [];
+        res.on('data', (c: Buffer) => chunks.push(c));
+        res.on('end', () => {
+          const text = Buffer.concat(chunks).toString();
+          let json: unknown;
+          try {
+            json = text ? JSON.parse(text) : {};
+          } catch {
+            reject(new ApiError(res.statusCode ?? 0, 'bad-reply', `daemon replied with non-JSON: ${text.slice(0, 200)}`, null));
+            return;
+          }
+          if ((res.statusCode ?? 500) >= 400) {
+            const e = (json as { error?: { code: string; message: string; field: string | null } }).error;
+            reject(new ApiError(res.statusCode ?? 500, e?.code ?? 'error', e?.message ?? text, e?.field ?? null));
+          } else {
+            resolve(json as T);
+          }
+        });
+      });
+      req.on('error', (err: NodeJS.ErrnoException) => {
+        if (err.code === 'ENOENT' || err.code === 'ECONNREFUSED') reject(new DaemonNotRunningError(this.socketPath, err.code === 'ENOENT' ? 'no socket' : 'connection refused'));
+        else reject(err);
+      });
+      req.end(data);
+    });
+  }
+
+  /** Streams a response body (console, events) to onData until it ends. */
+  stream(path: string, onData: (chunk: Buffer) => void): Promise<void> {
+    return new Promise((resolve, reject) => {
+      const req = http.request({ socketPath: this.socketPath, path, method: 'GET' }, (res) => {
+        if ((res.statusCode ?? 500) >= 400) {
+          const chunks: Buffer[] = [];
+          res.on('data', (c: Buffer) => chunks.push(c));
+          res.on('end', () => {
+            const e = (JSON.parse(Buffer.concat(chunks).toString() || '{}') as { error?: { code: string; message: string; field: string | null } }).error;
+            reject(new ApiError(res.statusCode ?? 500, e?.code ?? 'error', e?.message ?? 'error', e?.field ?? null));
+          });
+          return;
+        }
+        res.on('data', onData);
+        res.on('end', () => resolve());
+        res.on('error', reject);
+      });
+      req.on('error', (err: NodeJS.ErrnoException) => {
+        if (err.code === 'ENOENT' || err.code === 'ECONNREFUSED') reject(new DaemonNotRunningError(this.socketPath, err.code === 'ENOENT' ? 'no socket' : 'connection refused'));
+        else reject(err);
+      });
+      req.end();
+    });
+  }
+
+  close(): void {
+    this.agent.destroy();
+  }
+}

@@ -1,0 +1,83 @@
+import { readFileSync } from 'node:fs';
+import type { Command } from 'commander';
+import { runDaemon } from '../../daemon/main.js';
+import { defaultRuntimeDir, defaultSocketPath } from '../../daemon/paths.js';
+import { fail, intOption } from '../output.js';
+
+/** "4:16,8:2" → { 4: 16, 8: 2 }: prepared shells per memory size in MiB. */
+export function parsePool(spec: string): Record<number, number> {
+  const out: Record<number, number> = {};
+  for (const part of spec.split(',').filter(Boolean)) {
+    const m = /^(\d+):(\d+)$/.exec(part.trim());
+    if (!m) throw new Error(`--pool: "${part}" is not MiB:count (e.g. 4:16)`);
+    out[Number(m[1])] = Number(m[2]);
+  }
+  return out;
+}
+
+interface DaemonOpts {
+  socket?: string;
+  runtimeDir?: string;
+  vmsPerExecutor?: number;
+  spare?: number;
+  pool?: string;
+  logLevel?: string;
+}
+
+export function daemonCommand(cmd: Command): Command {
+  return cmd
+    .option('--socket <path>', 'API socket (default: $LIGHTVM_SOCKET or <runtime-dir>/lightvmd.sock)')
+    .option('--runtime-dir <dir>', 'runtime directory (default: $XDG_RUNTIME_DIR/lightvm or /run/lightvm)')
+    .option('--vms-per-executor <n>', 'most VMs one executor process holds', intOption('--vms-per-executor', 1, 5000))
+    .option('--spare <n>', 'executors started ahead of need', intOption('--spare', 0, 64))
+    .option('--pool <MiB:count,...>', 'prepared shells to keep, per memory size', '4:8')
+    .option('--log-level <level>', 'trace, debug, info, warn, error', 'info')
+    .action(async (opts: DaemonOpts) => {
+      try {
+        await runDaemon({
+          socket: opts.socket, runtimeDir: opts.runtimeDir, vmsPerExecutor: opts.vmsPerExecutor,
+          spare: opts.spare, pool: parsePool(opts.pool ?? ''), logLevel: opts.logLevel,
+        });
+      } catch (err) {
+        fail(err);
+      }
+    });
+}
+
+export function registerDaemon(program: Command): void {
+  const d = program.command('daemon').description('run lightvmd in the foreground (or: daemon stop)');
+  daemonCommand(d);
+  d.command('stop')
+    .description('stop a running daemon (SIGTERM)')
+    .option('--runtime-dir <dir>', 'runtime directory')
+    .option('--socket <path>', 'API socket')
+    .action(async (opts: { runtimeDir?: string; socket?: string }) => {
+      try {
+        const { Client } = await import('../client.js');
+        const client = new Client(opts.socket ?? defaultSocketPath(opts.runtimeDir ?? defaultRuntimeDir()));
+        const info = await client.request<{ pid: number }>('GET', '/v1/host');
+        client.close();
+        process.kill(info.pid, 'SIGTERM');
+        // Wait until the process is gone.
+        for (let i = 0; i < 600; i++) {
+          try {
+            process.kill(info.pid, 0);
+          } catch {
+            return;
+          }
+          await new Promise((r) => setTimeout(r, 50));
+        }
+        throw new Error(`daemon (pid ${info.pid}) did not stop within 30 s`);
+      } catch (err) {
+        fail(err);
+      }
+    });
+}
+
+export function readCfgFile(path: string): string {
+  try {
+    return readFileSync(path, 'utf8');
+  } catch (err) {
+    throw new Error(`${path}: ${(err as NodeJS.ErrnoException).code === 'ENOENT' ? 'no such file' : (err as Error).message}`, { cause: err });
+  }
+}

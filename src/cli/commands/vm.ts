@@ -1,0 +1,96 @@
+// xl-style commands on the daemon's API: create, list, destroy, pause,
+// unpause, shutdown, console.
+import type { Command } from 'commander';
+import type { VmView } from '../../daemon/view.js';
+import { parseCfg } from '../cfg.js';
+import { Client } from '../client.js';
+import { fail } from '../output.js';
+import { readCfgFile } from './daemon.js';
+
+interface Common {
+  socket?: string;
+}
+
+function client(opts: Common): Client {
+  return new Client(opts.socket);
+}
+
+/** Runs an API command, printing one clear line on failure. */
+async function api(opts: Common, work: (c: Client) => Promise<void>): Promise<void> {
+  const c = client(opts);
+  try {
+    await work(c);
+  } catch (err) {
+    fail(err);
+  } finally {
+    c.close();
+  }
+}
+
+function describe(vm: VmView): string {
+  if (!vm.exit) return vm.state;
+  if (vm.exit.kind === 'halt') return `exited ${vm.exit.status}`;
+  if (vm.exit.kind === 'crash') return `crashed: ${vm.exit.reason}`;
+  return 'destroyed';
+}
+
+export function registerVmCommands(program: Command): void {
+  const socket = ['--socket <path>', 'daemon API socket'] as const;
+
+  program.command('create')
+    .description('create a VM from a config file (xl-style or JSON) and start it')
+    .argument('<cfg>', 'config file: name, kernel, memory, cmdline, vif')
+    .option(...socket)
+    .option('--json', 'print the VM as JSON')
+    .action((file: string, opts: Common & { json?: boolean }) => api(opts, async (c) => {
+      const cfg = parseCfg(file, readCfgFile(file));
+      const { vm } = await c.request<{ vm: VmView }>('POST', '/v1/vms', cfg);
+      process.stdout.write(opts.json ? `${JSON.stringify(vm)}\n` : `created ${vm.name} (id ${vm.id}) on executor ${vm.executor}${vm.warm ? ', from a prepared shell' : ''}\n`);
+    }));
+
+  program.command('list')
+    .description('list VMs')
+    .option(...socket)
+    .option('--json', 'print JSON')
+    .action((opts: Common & { json?: boolean }) => api(opts, async (c) => {
+      const { vms } = await c.request<{ vms: VmView[] }>('GET', '/v1/vms');
+      if (opts.json) {
+        process.stdout.write(`${JSON.stringify(vms)}\n`);
+        return;
+      }
+      const rows = [['ID', 'NAME', 'STATE', 'MEM(MiB)', 'EXEC', 'IMAGE']];
+      for (const vm of vms) rows.push([String(vm.id), vm.name, describe(vm), String(vm.memory_mib), String(vm.executor), vm.image]);
+      process.stdout.write(table(rows));
+    }));
+
+  for (const [name, desc] of [
+    ['destroy', 'destroy a VM at once'],
+    ['pause', 'pause a VM (its vCPU stops at once)'],
+    ['unpause', 'resume a paused VM'],
+    ['shutdown', 'ask a VM to end cleanly; destroy it if it has not after --grace ms'],
+  ] as const) {
+    const cmd = program.command(name).description(desc).argument('<vm>', 'VM name or id').option(...socket);
+    if (name === 'shutdown') cmd.option('--grace <ms>', 'how long to wait before destroying', '10000');
+    cmd.action((vm: string, opts: Common & { grace?: string }) => api(opts, async (c) => {
+      const path = `/v1/vms/${encodeURIComponent(vm)}`;
+      const reply = name === 'destroy'
+        ? await c.request<{ vm: VmView }>('DELETE', path)
+        : await c.request<{ vm: VmView }>('POST', `${path}/${name}`, name === 'shutdown' ? { grace_ms: Number(opts.grace) } : undefined);
+      process.stdout.write(`${reply.vm.name}: ${describe(reply.vm)}\n`);
+    }));
+  }
+
+  program.command('console')
+    .description("print a VM's console; with -f, follow it until the VM ends")
+    .argument('<vm>', 'VM name or id')
+    .option('-f, --follow', 'keep printing what the VM writes')
+    .option(...socket)
+    .action((vm: string, opts: Common & { follow?: boolean }) => api(opts, async (c) => {
+      await c.stream(`/v1/vms/${encodeURIComponent(vm)}/console${opts.follow ? '?follow=true' : ''}`, (b) => process.stdout.write(b));
+    }));
+}
+
+export function table(rows: string[][]): string {
+  const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => (r[i] ?? '').length)));
+  return rows.map((r) => r.map((cell, i) => (i === r.length - 1 ? cell : cell.padEnd(widths[i]!))).join('  ')).join('\n') + '\n';
+}

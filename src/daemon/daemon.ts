@@ -1,0 +1,114 @@
+// lightvmd: the control plane. It owns the VM registry (a Host), the fleet
+// of executor processes, the shell pool policy and the REST API on a unix
+// socket. It never maps guest memory and never runs a vCPU.
+import { chmodSync, mkdirSync, rmSync } from 'node:fs';
+import { dirname } from 'node:path';
+import type { FastifyInstance } from 'fastify';
+import type { Logger } from 'pino';
+import { ExecutorFleet, type FleetOptions } from '../toolstack/fleet.js';
+import { Host } from '../toolstack/host.js';
+import { VirtualMachine } from '../toolstack/vm.js';
+import type { ExecutorEvent, VmStats } from '../vmm/protocol.js';
+import { buildServer } from './server.js';
+
+export interface DaemonOptions {
+  runtimeDir: string;
+  socketPath: string;
+  vmsPerExecutor?: number;
+  spareExecutors?: number;
+  idleStopMs?: number;
+  /** Prepared shells kept ready, per memory size in MiB. */
+  pool?: Record<number, number>;
+  logger: Logger;
+}
+
+export class Daemon {
+  readonly host: Host;
+  readonly fleet: ExecutorFleet;
+  readonly server: FastifyInstance;
+  readonly startedAt = new Date();
+  private constructor(readonly options: DaemonOptions, host: Host, fleet: ExecutorFleet, server: FastifyInstance) {
+    this.host = host;
+    this.fleet = fleet;
+    this.server = server;
+  }
+
+  static async start(options: DaemonOptions): Promise<Daemon> {
+    const log = options.logger;
+    mkdirSync(options.runtimeDir, { recursive: true, mode: 0o700 });
+    const fleetOptions: FleetOptions = {
+      runtimeDir: options.runtimeDir,
+      vmsPerExecutor: options.vmsPerExecutor,
+      spare: options.spareExecutors,
+      idleStopMs: options.idleStopMs,
+    };
+    const { fleet, adopted } = await ExecutorFleet.start(fleetOptions);
+    const host = new Host(fleet);
+    for (const { link, vms } of adopted) {
+      for (const a of vms) {
+        const vm = new VirtualMachine(link, a.config);
+        vm.adoptState(a);
+        if (a.state === 'exited') {
+          link.forget(a.config.vmId);
+          continue;
+        }
+        host.adopt(link, vm);
+      }
+      log.info({ executor: link.id, pid: link.pid, vms: vms.length }, 're-adopted executor');
+    }
+    host.on('vm', ({ type, vm }) => {
+      if (type === 'exited') {
+        (vm.executor as { forget?: (id: number) => void }).forget?.(vm.id);
+        log.info({ vm: vm.id, name: vm.name, exit: vm.exitInfo }, 'vm ended');
+      }
+    });
+    host.on('executor-lost', (e) => log.error(e, 'executor lost: its VMs are gone'));
+    for (const [mib, count] of Object.entries(options.pool ?? {})) fleet.setPool(Number(mib) * 1048576, count);
+
+    const daemon = new Daemon(options, host, fleet, undefined as unknown as FastifyInstance);
+    try {
+      const server = await buildServer(daemon);
+      (daemon as { server: FastifyInstance }).server = server;
+      mkdirSync(dirname(options.socketPath), { recursive: true, mode: 0o700 });
+      rmSync(options.socketPath, { force: true });
+      await server.listen({ path: options.socketPath });
+      chmodSync(options.socketPath, 0o600);
+    } catch (err) {
+      // Nothing half-started stays behind: executors we started go too.
+      await host.close();
+      throw err;
+    }
+    log.info({ socket: options.socketPath, runtimeDir: options.runtimeDir }, 'lightvmd listening');
+    return daemon;
+  }
+
+  private statsRequest = 0;
+
+  /** Per-VM counters from every executor. */
+  async stats(): Promise<{ id: number; executor: number; cpu_ns: number; exits: number; resident_kib: number }[]> {
+    const requestId = ++this.statsRequest;
+    const answers = this.fleet.processes().map((ex) => new Promise<VmStats[]>((resolve) => {
+      const timer = setTimeout(() => done([]), 2000);
+      const onEvent = (ev: ExecutorEvent): void => {
+        if (ev.ev === 'stats' && ev.requestId === requestId) done(ev.vms);
+      };
+      const done = (vms: VmStats[]): void => {
+        clearTimeout(timer);
+        ex.off('event', onEvent);
+        resolve(vms);
+      };
+      ex.on('event', onEvent);
+      ex.send({ op: 'stats', requestId });
+    }).then((vms) => vms.map((s) => ({
+      id: s.vmId, executor: ex.id, cpu_ns: s.cpuNs, exits: s.exits, resident_kib: Math.round(s.residentKiB),
+    }))));
+    return (await Promise.all(answers)).flat();
+  }
+
+  /** Stops serving, destroys every VM and stops the executors. */
+  async stop(): Promise<void> {
+    await this.server.close();
+    await this.host.close();
+    rmSync(this.options.socketPath, { force: true });
+  }
+}

@@ -1,0 +1,42 @@
+// Runs lightvmd in the foreground until SIGTERM or SIGINT.
+import { pino } from 'pino';
+import { Daemon, type DaemonOptions } from './daemon.js';
+import { defaultRuntimeDir, defaultSocketPath } from './paths.js';
+
+export interface DaemonCliOptions {
+  socket?: string;
+  runtimeDir?: string;
+  vmsPerExecutor?: number;
+  spare?: number;
+  pool?: Record<number, number>;
+  logLevel?: string;
+}
+
+export async function runDaemon(opts: DaemonCliOptions): Promise<void> {
+  const logger = pino({ name: 'lightvmd', level: opts.logLevel ?? process.env.LIGHTVM_LOG ?? 'info' });
+  const runtimeDir = opts.runtimeDir ?? defaultRuntimeDir();
+  const options: DaemonOptions = {
+    runtimeDir,
+    socketPath: opts.socket ?? defaultSocketPath(runtimeDir),
+    vmsPerExecutor: opts.vmsPerExecutor,
+    spareExecutors: opts.spare,
+    pool: opts.pool,
+    logger,
+  };
+  const daemon = await Daemon.start(options);
+  let stopping = false;
+  const stop = (signal: string): void => {
+    if (stopping) return;
+    stopping = true;
+    logger.info({ signal }, 'stopping');
+    void daemon.stop().then(() => {
+      logger.info('stopped');
+      process.exit(0);
+    }, (err: unknown) => {
+      logger.error({ err }, 'stop failed');
+      process.exit(1);
+    });
+  };
+  process.on('SIGTERM', () => stop('SIGTERM'));
+  process.on('SIGINT', () => stop('SIGINT'));
+}

@@ -1,0 +1,235 @@
+// JSON schemas of the REST API: request validation and the OpenAPI document.
+import type { DeviceEntry } from '../vmm/device-page.js';
+
+export interface CreateBody {
+  image: string;
+  name?: string;
+  memory?: number;
+  cmdline?: string;
+  devices?: DeviceEntry[];
+  warm?: boolean;
+  wait?: 'started' | 'booted' | 'exit';
+}
+export interface IdParams {
+  id: string;
+}
+
+const error = {
+  type: 'object',
+  required: ['error'],
+  properties: {
+    error: {
+      type: 'object',
+      required: ['code', 'message', 'field'],
+      properties: { code: { type: 'string' }, message: { type: 'string' }, field: { type: ['string', 'null'] } },
+    },
+  },
+} as const;
+
+const exit = {
+  type: ['object', 'null'],
+  description: 'how the VM ended: {kind: halt, status} | {kind: crash, code, reason} | {kind: destroyed}',
+  properties: {
+    kind: { type: 'string', enum: ['halt', 'crash', 'destroyed'] },
+    status: { type: 'integer' },
+    code: { type: 'string' },
+    reason: { type: 'string' },
+  },
+} as const;
+
+export const vm = {
+  type: 'object',
+  required: ['id', 'name', 'image', 'memory_mib', 'cmdline', 'state', 'executor', 'warm', 'created_at', 'exit'],
+  properties: {
+    id: { type: 'integer' },
+    name: { type: 'string' },
+    image: { type: 'string' },
+    memory_mib: { type: 'integer' },
+    cmdline: { type: 'string' },
+    state: { type: 'string', enum: ['running', 'paused', 'exited'] },
+    executor: { type: 'integer' },
+    warm: { type: 'boolean', description: 'started from a prepared shell' },
+    created_at: { type: 'string', format: 'date-time' },
+    exit,
+  },
+} as const;
+
+const vmReply = { type: 'object', required: ['vm'], properties: { vm } } as const;
+
+const timings = {
+  type: ['object', 'null'],
+  description: 'monotonic nanosecond timestamps (CLOCK_MONOTONIC) of the VM life phases',
+  properties: {
+    requestNs: { type: 'number' }, shellNs: { type: 'number' }, loadedNs: { type: 'number' },
+    bootNs: { type: 'number' }, endNs: { type: 'number' }, destroyedNs: { type: 'number' },
+  },
+} as const;
+
+const device = {
+  type: 'object',
+  required: ['type', 'id'],
+  additionalProperties: false,
+  properties: {
+    type: { type: 'string', enum: ['console', 'net', 'block'] },
+    id: { type: 'integer', minimum: 0, maximum: 62 },
+    backend: { type: 'integer', minimum: 0 },
+    mac: { type: 'string', pattern: '^[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}$' },
+    mtu: { type: 'integer', minimum: 68, maximum: 65535 },
+    bridge: { type: 'string', minLength: 1, maxLength: 15 },
+    ipv4: {
+      type: 'object',
+      required: ['addr', 'netmask'],
+      additionalProperties: false,
+      properties: { addr: { type: 'string' }, netmask: { type: 'string' }, gateway: { type: 'string' } },
+    },
+  },
+} as const;
+
+const idParams = {
+  type: 'object',
+  required: ['id'],
+  properties: { id: { type: 'string', minLength: 1, maxLength: 64, description: 'VM id or name' } },
+} as const;
+
+const tags = ['vms'];
+
+export const createVm = {
+  tags,
+  summary: 'create and start a VM',
+  body: {
+    type: 'object',
+    required: ['image'],
+    additionalProperties: false,
+    properties: {
+      image: { type: 'string', minLength: 1, maxLength: 4096, description: 'ELF path on the host, or a built-in image name' },
+      name: { type: 'string', minLength: 1, maxLength: 63, pattern: '^[A-Za-z0-9][A-Za-z0-9_.-]*$' },
+      memory: { type: 'integer', minimum: 2, maximum: 3072, description: 'MiB of guest memory (default 4)' },
+      cmdline: { type: 'string', maxLength: 512 },
+      devices: { type: 'array', maxItems: 62, items: device },
+      warm: { type: 'boolean', description: 'take a prepared shell if one is ready (default true)' },
+      wait: { type: 'string', enum: ['started', 'booted', 'exit'], description: 'answer once the VM has started (default), made its first hypercall, or ended' },
+    },
+  },
+  response: {
+    201: {
+      type: 'object',
+      required: ['vm', 'timings', 'console'],
+      properties: { vm, timings, console: { type: ['string', 'null'], description: 'the console, with wait=exit' } },
+    },
+    400: error, 409: error, 413: error, 422: error, 503: error,
+  },
+} as const;
+
+export const listVms = {
+  tags, summary: 'list VMs',
+  response: { 200: { type: 'object', required: ['vms'], properties: { vms: { type: 'array', items: vm } } } },
+} as const;
+
+export const getVm = { tags, summary: 'one VM', params: idParams, response: { 200: vmReply, 404: error } } as const;
+
+export const destroyVm = {
+  tags, summary: 'destroy a VM',
+  params: idParams,
+  querystring: { type: 'object', properties: { wait: { type: 'boolean', description: 'answer once it is gone (default true)' } } },
+  response: { 200: vmReply, 202: vmReply, 404: error },
+} as const;
+
+export function vmAction(op: 'pause' | 'unpause') {
+  return {
+    tags, summary: op === 'pause' ? 'pause a VM: its vCPU stops at once' : 'unpause a VM',
+    params: idParams, response: { 200: vmReply, 404: error, 409: error },
+  } as const;
+}
+
+export const shutdownVm = {
+  tags, summary: 'ask the guest to end cleanly; destroy it after grace_ms',
+  params: idParams,
+  body: {
+    type: ['object', 'null'],
+    additionalProperties: false,
+    properties: { grace_ms: { type: 'integer', minimum: 0, maximum: 600000 } },
+  },
+  response: { 200: vmReply, 404: error },
+} as const;
+
+export const consoleVm = {
+  tags, summary: 'the console: what it printed so far, then (follow) what it prints until it ends',
+  params: idParams,
+  querystring: { type: 'object', properties: { follow: { type: 'boolean' } } },
+  response: { 200: { type: 'string', description: 'text/plain stream' }, 404: error },
+} as const;
+
+export const events = {
+  tags: ['host'], summary: 'a stream of events, one JSON object per line (vm.created, vm.exited, executor.lost)',
+  response: { 200: { type: 'string', description: 'application/x-ndjson stream' } },
+} as const;
+
+const pools = {
+  type: 'array',
+  items: {
+    type: 'object',
+    required: ['memory_mib', 'target', 'depth'],
+    properties: { memory_mib: { type: 'number' }, target: { type: 'integer' }, depth: { type: 'integer' } },
+  },
+} as const;
+
+export const getPool = {
+  tags: ['pool'], summary: 'prepared shells: target and depth per memory size',
+  response: { 200: { type: 'object', required: ['pools'], properties: { pools } } },
+} as const;
+
+export const setPool = {
+  tags: ['pool'], summary: 'keep count prepared shells of this memory size',
+  body: {
+    type: 'object', required: ['memory', 'count'], additionalProperties: false,
+    properties: { memory: { type: 'integer', minimum: 2, maximum: 3072 }, count: { type: 'integer', minimum: 0, maximum: 4096 } },
+  },
+  response: { 200: { type: 'object', required: ['pools'], properties: { pools } }, 400: error },
+} as const;
+
+export const hostInfo = {
+  tags: ['host'], summary: 'the daemon and its executors',
+  response: {
+    200: {
+      type: 'object',
+      required: ['version', 'pid', 'uptime_s', 'vms', 'vms_per_executor', 'executors', 'pools', 'daemon_rss_kib'],
+      properties: {
+        version: { type: 'string' },
+        pid: { type: 'integer' },
+        uptime_s: { type: 'integer' },
+        vms: { type: 'integer' },
+        vms_per_executor: { type: 'integer' },
+        executors: {
+          type: 'array',
+          items: {
+            type: 'object', required: ['id', 'pid', 'vms', 'shells'],
+            properties: { id: { type: 'integer' }, pid: { type: 'integer' }, vms: { type: 'integer' }, shells: { type: 'integer' } },
+          },
+        },
+        pools,
+        daemon_rss_kib: { type: 'integer' },
+      },
+    },
+  },
+} as const;
+
+export const stats = {
+  tags: ['host'], summary: 'per-VM CPU time, exits and resident guest memory',
+  response: {
+    200: {
+      type: 'object', required: ['vms'],
+      properties: {
+        vms: {
+          type: 'array',
+          items: {
+            type: 'object', required: ['id', 'executor', 'cpu_ns', 'exits', 'resident_kib'],
+            properties: {
+              id: { type: 'integer' }, executor: { type: 'integer' }, cpu_ns: { type: 'number' },
+              exits: { type: 'integer' }, resident_kib: { type: 'integer' },
+            },
+          },
+        },
+      },
+    },
+  },
+} as const;

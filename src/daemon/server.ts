@@ -1,0 +1,196 @@
+// The REST API of lightvmd, on a unix socket. Every route declares its
+// schemas: fastify validates requests with them and @fastify/swagger turns
+// them into the OpenAPI document (docs/openapi.json, GET /v1/openapi.json).
+import swagger from '@fastify/swagger';
+import Fastify, { type FastifyBaseLogger, type FastifyError, type FastifyInstance, type FastifyReply } from 'fastify';
+import { VmCreateError } from '../toolstack/vm.js';
+import type { VirtualMachine } from '../toolstack/vm.js';
+import type { Daemon } from './daemon.js';
+import { vmView } from './view.js';
+import * as S from './schemas.js';
+
+export const API_VERSION = '0.1.0';
+/** Largest request body accepted. */
+export const BODY_LIMIT = 64 * 1024;
+
+class ApiError extends Error {
+  constructor(readonly statusCode: number, readonly code: string, message: string, readonly field?: string) {
+    super(message);
+  }
+}
+
+function notFound(id: string): ApiError {
+  return new ApiError(404, 'not-found', `no VM with id or name "${id}"`, 'id');
+}
+
+export async function buildServer(daemon: Daemon): Promise<FastifyInstance> {
+  const app = Fastify({
+    // Requests are logged at info: the API logger starts at warn.
+    loggerInstance: daemon.options.logger.child({ component: 'api' }, { level: 'warn' }) as FastifyBaseLogger,
+    bodyLimit: BODY_LIMIT,
+    ajv: { customOptions: { allErrors: false, removeAdditional: false, coerceTypes: false } },
+  });
+  await app.register(swagger, {
+    openapi: {
+      info: { title: 'lightvmd', version: API_VERSION, description: 'LightVM daemon: lightweight VMs on KVM' },
+      servers: [{ url: 'http://localhost', description: 'the unix socket of lightvmd' }],
+    },
+  });
+
+  app.setErrorHandler((err: FastifyError | ApiError, _req, reply) => {
+    if (err instanceof ApiError) {
+      return reply.code(err.statusCode).send({ error: { code: err.code, message: err.message, field: err.field ?? null } });
+    }
+    const fe = err as FastifyError;
+    if (fe.validation) {
+      const v = fe.validation[0];
+      const path = (v?.instancePath ?? '').replace(/^\//, '').replace(/\//g, '.');
+      const missing = (v?.params as { missingProperty?: string } | undefined)?.missingProperty;
+      const extra = (v?.params as { additionalProperty?: string } | undefined)?.additionalProperty;
+      const field = [path, missing ?? extra].filter(Boolean).join('.') || (fe.validationContext ?? 'body');
+      const message = extra ? `${field}: unknown field` : `${field}: ${v?.message ?? 'invalid'}`;
+      return reply.code(400).send({ error: { code: 'invalid', message, field } });
+    }
+    if (fe.statusCode === 413) {
+      return reply.code(413).send({ error: { code: 'too-large', message: `request body exceeds ${BODY_LIMIT} bytes`, field: 'body' } });
+    }
+    if (fe.statusCode && fe.statusCode >= 400 && fe.statusCode < 500) {
+      return reply.code(fe.statusCode).send({ error: { code: 'bad-request', message: fe.message, field: null } });
+    }
+    app.log.error(err);
+    return reply.code(500).send({ error: { code: 'internal', message: err.message, field: null } });
+  });
+  app.setNotFoundHandler((req, reply) =>
+    reply.code(404).send({ error: { code: 'no-route', message: `no route ${req.method} ${req.url}`, field: null } }));
+
+  const host = daemon.host;
+  const find = (id: string): VirtualMachine => {
+    const vm = host.get(id);
+    if (!vm) throw notFound(id);
+    return vm;
+  };
+
+  app.post<{ Body: S.CreateBody }>('/v1/vms', { schema: S.createVm }, async (req, reply) => {
+    const b = req.body;
+    let vm: VirtualMachine;
+    try {
+      vm = await host.create({
+        image: b.image, name: b.name, memoryMiB: b.memory, cmdline: b.cmdline, devices: b.devices, warm: b.warm,
+      });
+    } catch (err) {
+      if (err instanceof VmCreateError) {
+        const status = err.kind === 'ExecutorError' || err.kind === 'KvmUnavailableError' ? 503 : err.field === 'name' ? 409 : 422;
+        throw new ApiError(status, status === 409 ? 'conflict' : 'create-failed', err.message, err.field ?? (err.file ? 'image' : undefined));
+      }
+      throw err;
+    }
+    if (b.wait === 'booted') await Promise.race([vm.booted, vm.exited]);
+    if (b.wait === 'exit') await vm.exited;
+    return reply.code(201).send({ vm: vmView(vm), timings: vm.timings ?? null, console: b.wait === 'exit' ? vm.consoleText() : null });
+  });
+
+  app.get('/v1/vms', { schema: S.listVms }, async () => ({ vms: host.list().map(vmView) }));
+
+  app.get<{ Params: S.IdParams }>('/v1/vms/:id', { schema: S.getVm }, async (req) => ({ vm: vmView(find(req.params.id)) }));
+
+  app.delete<{ Params: S.IdParams; Querystring: { wait?: boolean } }>('/v1/vms/:id', { schema: S.destroyVm }, async (req, reply) => {
+    const vm = find(req.params.id);
+    const exited = vm.destroy();
+    if (req.query.wait === false) return reply.code(202).send({ vm: vmView(vm) });
+    await exited;
+    return reply.code(200).send({ vm: vmView(vm) });
+  });
+
+  for (const op of ['pause', 'unpause'] as const) {
+    app.post<{ Params: S.IdParams }>(`/v1/vms/:id/${op}`, { schema: S.vmAction(op) }, async (req) => {
+      const vm = find(req.params.id);
+      const want = op === 'pause' ? 'running' : 'paused';
+      if (vm.state !== want) throw new ApiError(409, 'conflict', `VM ${vm.name} is ${vm.state}, not ${want}`, 'state');
+      await (op === 'pause' ? vm.pause() : vm.unpause());
+      return { vm: vmView(vm) };
+    });
+  }
+
+  app.post<{ Params: S.IdParams; Body: { grace_ms?: number } | undefined }>('/v1/vms/:id/shutdown', { schema: S.shutdownVm }, async (req) => {
+    const vm = find(req.params.id);
+    await vm.shutdown(req.body?.grace_ms ?? 10_000);
+    return { vm: vmView(vm) };
+  });
+
+  app.get<{ Params: S.IdParams; Querystring: { follow?: boolean } }>('/v1/vms/:id/console', { schema: S.consoleVm }, (req, reply) => {
+    const vm = find(req.params.id);
+    const raw = reply.raw;
+    raw.writeHead(200, { 'content-type': 'text/plain; charset=utf-8', 'cache-control': 'no-store' });
+    raw.write(vm.consoleText());
+    if (!req.query.follow || vm.state === 'exited') {
+      raw.end();
+      return reply;
+    }
+    const onData = (b: Buffer): void => void raw.write(b);
+    const done = (): void => {
+      vm.off('console', onData);
+      vm.off('exit', done);
+      raw.end();
+    };
+    vm.on('console', onData);
+    vm.on('exit', done);
+    req.raw.on('close', () => {
+      vm.off('console', onData);
+      vm.off('exit', done);
+    });
+    return reply;
+  });
+
+  app.get('/v1/events', { schema: S.events }, (req, reply) => {
+    const raw = reply.raw;
+    raw.writeHead(200, { 'content-type': 'application/x-ndjson', 'cache-control': 'no-store' });
+    const send = (o: unknown): void => void raw.write(`${JSON.stringify(o)}\n`);
+    const onVm = ({ type, vm }: { type: string; vm: VirtualMachine }): void =>
+      send({ type: `vm.${type}`, time: new Date().toISOString(), vm: vmView(vm) });
+    const onLost = (e: { executor: number; reason: string; vms: { id: number; name: string }[] }): void =>
+      send({ type: 'executor.lost', time: new Date().toISOString(), ...e });
+    host.on('vm', onVm);
+    host.on('executor-lost', onLost);
+    send({ type: 'hello', time: new Date().toISOString(), vms: host.running });
+    req.raw.on('close', () => {
+      host.off('vm', onVm);
+      host.off('executor-lost', onLost);
+    });
+    return reply;
+  });
+
+  app.get('/v1/pool', { schema: S.getPool }, async () => ({ pools: poolView(daemon) }));
+
+  app.put<{ Body: { memory: number; count: number } }>('/v1/pool', { schema: S.setPool }, async (req) => {
+    daemon.fleet.setPool(req.body.memory * 1048576, req.body.count);
+    return { pools: poolView(daemon) };
+  });
+
+  app.get('/v1/host', { schema: S.hostInfo }, async () => {
+    const procs = daemon.fleet.processes();
+    return {
+      version: API_VERSION,
+      pid: process.pid,
+      uptime_s: Math.round((Date.now() - daemon.startedAt.getTime()) / 1000),
+      vms: host.running,
+      vms_per_executor: daemon.fleet.bound,
+      executors: procs.map((p) => ({ id: p.id, pid: p.pid, vms: p.load, shells: p.shells })),
+      pools: poolView(daemon),
+      daemon_rss_kib: Math.round(process.memoryUsage().rss / 1024),
+    };
+  });
+
+  app.get('/v1/stats', { schema: S.stats }, async () => ({ vms: await daemon.stats() }));
+
+  app.get('/v1/openapi.json', { schema: { hide: true } }, async () => app.swagger());
+
+  return app;
+}
+
+function poolView(daemon: Daemon): { memory_mib: number; target: number; depth: number }[] {
+  return [...daemon.fleet.targets].map(([memory, target]) => ({
+    memory_mib: memory / 1048576, target, depth: daemon.fleet.poolDepth(memory),
+  }));
+}
+
+export type { FastifyReply };

@@ -1,0 +1,31 @@
+// How the API shows a VM.
+import type { VirtualMachine } from '../toolstack/vm.js';
+import type { VmExit } from '../vmm/exit.js';
+
+export interface VmView {
+  id: number;
+  name: string;
+  image: string;
+  memory_mib: number;
+  cmdline: string;
+  state: string;
+  executor: number;
+  warm: boolean;
+  created_at: string;
+  exit: VmExit | null;
+}
+
+export function vmView(vm: VirtualMachine): VmView {
+  return {
+    id: vm.id,
+    name: vm.name,
+    image: vm.image,
+    memory_mib: vm.memoryMiB,
+    cmdline: vm.config.cmdline,
+    state: vm.state,
+    executor: vm.executor.id,
+    warm: vm.warm,
+    created_at: vm.createdAt.toISOString(),
+    exit: vm.exitInfo ?? null,
+  };
+}

@@ -1,0 +1,209 @@
+// The toolstack's handle on one executor process: spawns it (detached, so
+// that it outlives the daemon) or connects to one already running, and
+// exchanges framed messages with it over its unix socket.
+import { spawn, type ChildProcess } from 'node:child_process';
+import { EventEmitter } from 'node:events';
+import { closeSync, openSync } from 'node:fs';
+import { connect, type Socket } from 'node:net';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import type { AdoptedVm, ExecutorRequest, ProcessEvent, ProcessRequest, SerializedError } from '../vmm/protocol.js';
+import { encodeFrame, FrameDecoder } from '../vmm/wire.js';
+import type { ExecutorLink, ExecutorLinkEvents } from './executor-link.js';
+import { PACKAGE_ROOT } from './images.js';
+
+const fromSource = import.meta.url.endsWith('.ts');
+const MAIN = fileURLToPath(new URL(`../vmm/executor-main.${fromSource ? 'ts' : 'js'}`, import.meta.url));
+
+export interface Hello {
+  id: number;
+  pid: number;
+  vms: AdoptedVm[];
+  pools: Record<number, number>;
+}
+
+export class ExecutorProcess extends EventEmitter<ExecutorLinkEvents> implements ExecutorLink {
+  load = 0;
+  /** Prepared shells per memory size, as last reported. */
+  readonly pools = new Map<number, number>();
+  private alive = true;
+  private stopping = false;
+  private child: ChildProcess | undefined;
+  private childExit: Promise<string> | undefined;
+
+  private constructor(
+    readonly id: number,
+    readonly pid: number,
+    readonly socketPath: string,
+    private readonly socket: Socket,
+  ) {
+    super();
+    const decoder = new FrameDecoder();
+    socket.on('data', (chunk) => {
+      let msgs: unknown[];
+      try {
+        msgs = decoder.push(chunk);
+      } catch (err) {
+        socket.destroy(err as Error);
+        return;
+      }
+      for (const m of msgs) this.onMessage(m as ProcessEvent);
+    });
+    socket.on('error', () => {});
+    socket.on('close', () => void this.onClose());
+  }
+
+  /** Starts a new executor process whose socket is dir/<id>.sock. */
+  static async spawn(id: number, dir: string): Promise<ExecutorProcess> {
+    const socketPath = join(dir, `${id}.sock`);
+    const log = openSync(join(dir, `${id}.log`), 'a', 0o600);
+    const args = [...(fromSource ? ['--import', 'tsx'] : []), MAIN, '--socket', socketPath, '--id', String(id)];
+    let child: ChildProcess;
+    try {
+      // Detached: its own session, so that it survives the daemon and its signals.
+      child = spawn(process.execPath, args, { detached: true, stdio: ['ignore', 'pipe', log], cwd: PACKAGE_ROOT });
+    } finally {
+      closeSync(log);
+    }
+    const exited = new Promise<string>((resolve) => {
+      child.once('exit', (code, signal) => resolve(signal ? `killed by ${signal}` : `exited with code ${code}`));
+    });
+    await new Promise<void>((resolve, reject) => {
+      let out = '';
+      const onData = (b: Buffer): void => {
+        out += b.toString();
+        if (out.includes('ready\n')) {
+          cleanup();
+          resolve();
+        }
+      };
+      const onExit = (): void => {
+        cleanup();
+        void exited.then((how) => reject(new Error(`executor ${id} ${how} before it was ready (see ${join(dir, `${id}.log`)})`)));
+      };
+      const cleanup = (): void => {
+        child.stdout!.off('data', onData);
+        child.off('exit', onExit);
+      };
+      child.stdout!.on('data', onData);
+      child.once('exit', onExit);
+    });
+    // From here on the executor writes nothing to stdout; let it go.
+    child.stdout!.destroy();
+    child.unref();
+    const { link } = await ExecutorProcess.connect(id, socketPath, child.pid!);
+    link.child = child;
+    link.childExit = exited;
+    return link;
+  }
+
+  /** Connects to a running executor and asks what it holds. */
+  static async connect(id: number, socketPath: string, pid?: number): Promise<{ link: ExecutorProcess; hello: Hello }> {
+    const socket = await new Promise<Socket>((resolve, reject) => {
+      const s = connect(socketPath);
+      s.once('connect', () => {
+        s.off('error', reject);
+        resolve(s);
+      });
+      s.once('error', reject);
+    });
+    const link = new ExecutorProcess(id, pid ?? 0, socketPath, socket);
+    const hello = await new Promise<Hello>((resolve, reject) => {
+      link.helloWaiter = resolve;
+      link.once('lost', (e) => reject(new Error(e.message)));
+      link.write({ op: 'hello' });
+    });
+    if (!pid) (link as { pid: number }).pid = hello.pid;
+    for (const [memory, depth] of Object.entries(hello.pools)) link.pools.set(Number(memory), depth);
+    return { link, hello };
+  }
+
+  private helloWaiter: ((h: Hello) => void) | undefined;
+
+  get isAlive(): boolean {
+    return this.alive;
+  }
+
+  /** Prepared shells of every size. */
+  get shells(): number {
+    let n = 0;
+    for (const d of this.pools.values()) n += d;
+    return n;
+  }
+
+  send(req: ExecutorRequest): void {
+    if (!this.alive) throw new Error(`executor ${this.id} is not running`);
+    this.write(req);
+  }
+
+  /** The toolstack has recorded this VM's end. */
+  forget(vmId: number): void {
+    if (this.alive) this.write({ op: 'forget', vmId });
+  }
+
+  setBusy(): void {}
+
+  /** Destroys the executor's VMs and ends its process. */
+  async stop(): Promise<void> {
+    if (!this.alive) return;
+    this.stopping = true;
+    const closed = new Promise<void>((resolve) => this.socket.once('close', () => resolve()));
+    this.write({ op: 'terminate' });
+    await closed;
+    this.alive = false;
+  }
+
+  /** Lets go of the executor without stopping it (daemon restart). */
+  detach(): void {
+    this.stopping = true;
+    this.alive = false;
+    this.socket.end();
+  }
+
+  private write(req: ProcessRequest): void {
+    this.socket.write(encodeFrame(req));
+  }
+
+  private onMessage(ev: ProcessEvent): void {
+    switch (ev.ev) {
+      case 'hello':
+        this.helloWaiter?.(ev);
+        this.helloWaiter = undefined;
+        return;
+      case 'executor-lost':
+        this.lose(ev.error);
+        return;
+      case 'pool':
+        this.pools.set(ev.memory, ev.depth);
+        break;
+      default:
+        break;
+    }
+    this.emit('event', ev);
+  }
+
+  private async onClose(): Promise<void> {
+    if (this.stopping || !this.alive) {
+      this.alive = false;
+      return;
+    }
+    let how = 'its connection closed';
+    if (this.childExit) {
+      how = await this.childExit;
+    } else if (this.pid) {
+      try {
+        process.kill(this.pid, 0);
+      } catch {
+        how = 'its process is gone';
+      }
+    }
+    this.lose({ name: 'ExecutorError', message: `executor ${this.id} (pid ${this.pid}) ${how}` });
+  }
+
+  private lose(error: SerializedError): void {
+    if (!this.alive) return;
+    this.alive = false;
+    this.socket.destroy();
+    this.emit('lost', error);
+  }
+}

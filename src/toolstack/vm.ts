@@ -1,0 +1,185 @@
+// One VM as the toolstack's user sees it: state, console, exit, lifecycle.
+import { EventEmitter } from 'node:events';
+import type { VmExit } from '../vmm/exit.js';
+import type { AdoptedVm, CreateRequest, ExecutorEvent, SerializedError, Timings } from '../vmm/protocol.js';
+import type { ExecutorLink } from './executor-link.js';
+
+/** Console bytes kept per VM for consoleText(); older output is dropped. */
+export const CONSOLE_KEEP = 1 << 20;
+
+/** A VM that could not be created; kind, field and file say what was wrong. */
+export class VmCreateError extends Error {
+  readonly kind: string;
+  readonly field?: string;
+  readonly file?: string;
+  constructor(e: SerializedError) {
+    super(e.message);
+    this.name = 'VmCreateError';
+    this.kind = e.name;
+    this.field = e.field;
+    this.file = e.file;
+  }
+}
+
+export type VmState = 'running' | 'paused' | 'exited';
+
+export interface VirtualMachineEvents {
+  console: [Buffer];
+  booted: [number];
+  exit: [VmExit];
+  /** Its record was dropped (destroy of a VM that had already ended). */
+  removed: [];
+}
+
+/** One VM, as seen by the library user. */
+export class VirtualMachine extends EventEmitter<VirtualMachineEvents> {
+  readonly id: number;
+  readonly name: string;
+  readonly image: string;
+  readonly memoryMiB: number;
+  state: VmState = 'running';
+  /** How it ended, once it has. */
+  exitInfo: VmExit | undefined;
+  /** Whether it started from a prepared shell. */
+  warm = false;
+  timings: Timings | undefined;
+  exitCount = 0;
+  instructions: number | undefined;
+  /** Resolves with the monotonic ns of the first hypercall. */
+  readonly booted: Promise<number>;
+  /** Resolves when the VM has ended and everything it held is freed. */
+  readonly exited: Promise<VmExit>;
+  private resolveBooted!: (ns: number) => void;
+  private resolveExited!: (e: VmExit) => void;
+  private readonly consoleChunks: Buffer[] = [];
+  private consoleBytes = 0;
+  private readonly pending = new Map<'pause' | 'unpause', () => void>();
+
+  /** What it was created with. */
+  readonly config: CreateRequest;
+  readonly createdAt = new Date();
+
+  constructor(readonly executor: ExecutorLink, config: CreateRequest) {
+    super();
+    this.config = config;
+    this.id = config.vmId;
+    this.name = config.name;
+    this.image = config.image;
+    this.memoryMiB = config.memory / 1048576;
+    this.booted = new Promise((r) => (this.resolveBooted = r));
+    this.exited = new Promise((r) => (this.resolveExited = r));
+    // Nobody need listen for boot: do not turn it into an unhandled rejection.
+    void this.booted.catch(() => {});
+  }
+
+  /** The console output kept so far (the last CONSOLE_KEEP bytes). */
+  consoleText(): string {
+    return Buffer.concat(this.consoleChunks).toString('utf8');
+  }
+
+  /** Ends the VM if it runs, then drops its record; resolves once its resources are freed. */
+  async destroy(): Promise<VmExit> {
+    if (this.state !== 'exited') this.executor.send({ op: 'destroy', vmId: this.id });
+    const exit = await this.exited;
+    this.emit('removed');
+    return exit;
+  }
+
+  /**
+   * Asks the guest to end cleanly; destroys it if it has not ended after
+   * graceMs (a guest that never POLLs cannot hear the request).
+   */
+  async shutdown(graceMs = 10_000): Promise<VmExit> {
+    if (this.state === 'exited') return this.exited;
+    this.executor.send({ op: 'shutdown', vmId: this.id });
+    let timer: NodeJS.Timeout | undefined;
+    const late = new Promise<'late'>((r) => (timer = setTimeout(() => r('late'), graceMs)));
+    const first = await Promise.race([this.exited, late]);
+    clearTimeout(timer);
+    return first === 'late' ? this.destroy() : first;
+  }
+
+  async pause(): Promise<void> {
+    if (this.state !== 'running') throw new Error(`VM ${this.name} is ${this.state}, not running`);
+    await this.request('pause');
+    if (this.state === 'running') this.state = 'paused';
+  }
+
+  async unpause(): Promise<void> {
+    if (this.state !== 'paused') throw new Error(`VM ${this.name} is ${this.state}, not paused`);
+    await this.request('unpause');
+    if (this.state === 'paused') this.state = 'running';
+  }
+
+  private request(op: 'pause' | 'unpause'): Promise<void> {
+    return new Promise((resolve) => {
+      this.pending.set(op, resolve);
+      this.executor.send({ op, vmId: this.id });
+    });
+  }
+
+  /** Takes the state an executor reports for a VM it kept running (daemon restart). */
+  adoptState(a: AdoptedVm): void {
+    if (a.console.length) this.handle({ ev: 'console', vmId: this.id, data: a.console });
+    this.warm = a.warm;
+    this.timings = a.timings;
+    if (a.timings?.bootNs) this.resolveBooted(a.timings.bootNs);
+    if (a.state === 'paused') this.state = 'paused';
+    if (a.state === 'exited' && a.exit && a.timings) {
+      this.handle({ ev: 'exit', vmId: this.id, exit: a.exit, timings: a.timings, exits: 0 });
+    }
+  }
+
+  /** @internal */
+  handle(ev: ExecutorEvent): void {
+    switch (ev.ev) {
+      case 'console': {
+        const b = Buffer.from(ev.data.buffer, ev.data.byteOffset, ev.data.byteLength);
+        this.consoleChunks.push(b);
+        this.consoleBytes += b.length;
+        while (this.consoleBytes > CONSOLE_KEEP && this.consoleChunks.length > 1) {
+          this.consoleBytes -= this.consoleChunks.shift()!.length;
+        }
+        this.emit('console', b);
+        break;
+      }
+      case 'booted':
+        this.instructions = ev.instructions;
+        this.resolveBooted(ev.bootNs);
+        this.emit('booted', ev.bootNs);
+        break;
+      case 'paused':
+      case 'unpaused': {
+        const op = ev.ev === 'paused' ? 'pause' : 'unpause';
+        this.pending.get(op)?.();
+        this.pending.delete(op);
+        break;
+      }
+      case 'exit':
+        this.state = 'exited';
+        this.timings = ev.timings;
+        this.exitCount = ev.exits;
+        if (ev.instructions !== undefined) this.instructions = ev.instructions;
+        if (ev.timings.bootNs) this.resolveBooted(ev.timings.bootNs);
+        for (const done of this.pending.values()) done();
+        this.pending.clear();
+        this.exitInfo = ev.exit;
+        this.resolveExited(ev.exit);
+        this.emit('exit', ev.exit);
+        break;
+      default:
+        break;
+    }
+  }
+
+  /** @internal The executor died under this VM. */
+  lost(reason: string): void {
+    if (this.state === 'exited') return;
+    this.handle({
+      ev: 'exit', vmId: this.id, exits: this.exitCount,
+      exit: { kind: 'crash', code: 'executor-lost', reason },
+      timings: this.timings ?? { requestNs: 0, shellNs: 0, loadedNs: 0, bootNs: 0, endNs: 0, destroyedNs: 0 },
+    });
+  }
+}
+
