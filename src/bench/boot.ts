@@ -7,6 +7,7 @@ import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { Host } from '../toolstack/host.js';
 import { PACKAGE_ROOT, resolveImage } from '../toolstack/images.js';
+import { startDaemon, waitForPool } from './daemon-peer.js';
 import { forkExec, kvmFloor, qemuBoot, which } from './peers.js';
 import { ratio, summarize, type Percentiles } from './stats.js';
 
@@ -21,6 +22,42 @@ export interface BootBenchOptions {
 
 /** Extra measurements that need a daemon (issue: split toolstack) plug in here. */
 export type ExtraSampler = (round: number, batch: number) => Promise<number[]>;
+
+/**
+ * lightvm_warm: API request to the noop guest's boot marker, from a
+ * prepared shell, through a real daemon on its socket. The boot marker is
+ * stamped by the executor on the shared monotonic clock, so the sample ends
+ * at the guest's first hypercall, not when the reply gets back.
+ */
+export async function warmSampler(): Promise<{ sampler: ExtraSampler; stop: () => Promise<void> }> {
+  const daemon = await startDaemon(['--pool', '4:16']);
+  const { client } = daemon;
+  const one = async (): Promise<number> => {
+    const t0 = process.hrtime.bigint();
+    const r = await client.request<{ vm: { id: number; warm: boolean }; timings: { bootNs: number } }>(
+      'POST', '/v1/vms', { image: 'noop', wait: 'booted' });
+    if (!r.vm.warm) throw new Error('lightvm_warm: the VM did not come from a prepared shell');
+    await client.request('DELETE', `/v1/vms/${r.vm.id}`);
+    return (r.timings.bootNs - Number(t0)) / 1e6;
+  };
+  await waitForPool(client, 4, 16);
+  for (let i = 0; i < 10; i++) {
+    await one();
+    await waitForPool(client, 4, 16);
+  }
+  return {
+    stop: () => daemon.stop(),
+    sampler: async (_round, n) => {
+      const out: number[] = [];
+      for (let i = 0; i < n; i++) {
+        // Each sample starts with the pool full: refilling is background work.
+        await waitForPool(client, 4, 16);
+        out.push(await one());
+      }
+      return out;
+    },
+  };
+}
 
 export async function benchBoot(opts: BootBenchOptions, extra: Record<string, ExtraSampler> = {}): Promise<Record<string, unknown>> {
   const runs = opts.runs;

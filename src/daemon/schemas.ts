@@ -60,6 +60,11 @@ const timings = {
   type: ['object', 'null'],
   description: 'monotonic nanosecond timestamps (CLOCK_MONOTONIC) of the VM life phases',
   properties: {
+    trace: {
+      type: 'object',
+      description: 'stamps along the request path: API handler, sent to the executor, relayed by it',
+      properties: { apiNs: { type: 'number' }, sentNs: { type: 'number' }, relayNs: { type: 'number' } },
+    },
     requestNs: { type: 'number' }, shellNs: { type: 'number' }, loadedNs: { type: 'number' },
     bootNs: { type: 'number' }, endNs: { type: 'number' }, destroyedNs: { type: 'number' },
   },

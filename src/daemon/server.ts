@@ -71,11 +71,12 @@ export async function buildServer(daemon: Daemon): Promise<FastifyInstance> {
   };
 
   app.post<{ Body: S.CreateBody }>('/v1/vms', { schema: S.createVm }, async (req, reply) => {
+    const apiNs = Number(process.hrtime.bigint());
     const b = req.body;
     let vm: VirtualMachine;
     try {
       vm = await host.create({
-        image: b.image, name: b.name, memoryMiB: b.memory, cmdline: b.cmdline, devices: b.devices, warm: b.warm,
+        image: b.image, name: b.name, memoryMiB: b.memory, cmdline: b.cmdline, devices: b.devices, warm: b.warm, trace: { apiNs },
       });
     } catch (err) {
       if (err instanceof VmCreateError) {

@@ -39,6 +39,8 @@ export interface CreateOptions {
   warm?: boolean;
   /** Count guest instructions from entry to the first hypercall (slow: single-steps). */
   countInstructions?: boolean;
+  /** Stamp the request path (monotonic ns) into the VM's timings. */
+  trace?: { apiNs?: number };
 }
 
 /** Where VMs run: picks (or starts) an executor for each new VM. */
@@ -154,6 +156,7 @@ export class Host extends EventEmitter<HostEvents> {
       op: 'create', vmId: id, name, image, memory: memoryMiB * 1048576,
       cmdline: options.cmdline ?? '', devices, warm: options.warm ?? true,
       countInstructions: options.countInstructions,
+      trace: options.trace ? { ...options.trace } : undefined,
     };
     // Reserve the name before the first await so that concurrent creates see it.
     const executor = await this.reserve(name, () => this.placement.pick(config.memory));
@@ -163,6 +166,7 @@ export class Host extends EventEmitter<HostEvents> {
       this.vms.set(id, vm);
       this.byName.set(name, vm);
       this.place(executor, +1);
+      if (config.trace) config.trace.sentNs = Number(process.hrtime.bigint());
       executor.send(config);
     });
   }

@@ -93,6 +93,7 @@ function handle(req: ProcessRequest): void {
       void shutdown();
       return;
     case 'create':
+      if (req.trace) req.trace.relayNs = Number(process.hrtime.bigint());
       vms.set(req.vmId, { config: req, state: 'running', warm: false, timings: undefined, exit: undefined, console: new Uint8Array(0) });
       break;
     default:

@@ -155,7 +155,7 @@ export class Executor {
   }
 
   private create(req: CreateRequest): void {
-    const timings: Timings = { requestNs: monotonicNs(), shellNs: 0, loadedNs: 0, bootNs: 0, endNs: 0, destroyedNs: 0 };
+    const timings: Timings = { trace: req.trace, requestNs: monotonicNs(), shellNs: 0, loadedNs: 0, bootNs: 0, endNs: 0, destroyedNs: 0 };
     let machine: Machine | undefined;
     let warm: boolean;
     try {

@@ -16,6 +16,8 @@ export interface CreateRequest {
   warm: boolean;
   /** Single-step from entry to the first hypercall and count instructions. */
   countInstructions?: boolean;
+  /** Monotonic ns stamps along the request path, for latency breakdowns. */
+  trace?: { apiNs?: number; sentNs?: number; relayNs?: number };
 }
 
 export type ExecutorRequest =
@@ -33,6 +35,8 @@ export type ExecutorRequest =
 
 /** Monotonic nanosecond timestamps (process.hrtime) of one VM's life. */
 export interface Timings {
+  /** Stamps of the request on its way here (API, sent by toolstack, relayed by executor process). */
+  trace?: CreateRequest['trace'];
   requestNs: number;
   shellNs: number;
   loadedNs: number;

@@ -1,5 +1,5 @@
 import type { Command } from 'commander';
-import { benchBoot } from '../../bench/boot.js';
+import { benchBoot, warmSampler } from '../../bench/boot.js';
 import { fail, intOption } from '../output.js';
 
 function progress(json: boolean) {
@@ -17,7 +17,13 @@ export function registerBench(program: Command): void {
     .option('--json', 'print one JSON object')
     .action(async (opts: { runs: number; json?: boolean }) => {
       try {
-        const result = await benchBoot({ runs: opts.runs, onProgress: progress(opts.json === true) });
+        const warm = await warmSampler();
+        let result;
+        try {
+          result = await benchBoot({ runs: opts.runs, onProgress: progress(opts.json === true) }, { lightvm_warm: warm.sampler });
+        } finally {
+          await warm.stop();
+        }
         if (!opts.json && process.stderr.isTTY) process.stderr.write('\n');
         process.stdout.write(`${JSON.stringify(result, null, opts.json ? undefined : 2)}\n`);
       } catch (err) {
