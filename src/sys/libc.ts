@@ -1,7 +1,7 @@
 // The libc calls LightVM needs, declared once with fixed prototypes.
 // Nothing outside src/sys may import koffi or know a syscall.
 import koffi from 'koffi';
-import { SysError, EINTR } from './errors.js';
+import { SysError, EINTR, EAGAIN } from './errors.js';
 
 const libc = koffi.load('libc.so.6');
 
@@ -22,6 +22,10 @@ const c = {
   epollCreate1: libc.func('int epoll_create1(int flags)'),
   epollCtl: libc.func('int epoll_ctl(int epfd, int op, int fd, void *event)'),
   epollPwait2: libc.func('int epoll_pwait2(int epfd, void *events, int maxevents, void *timeout, void *sigmask)'),
+  socket: libc.func('int socket(int domain, int type, int protocol)'),
+  bind: libc.func('int bind(int fd, void *addr, uint32_t len)'),
+  listen: libc.func('int listen(int fd, int backlog)'),
+  accept4: libc.func('int accept4(int fd, void *addr, void *len, int flags)'),
   gettid: libc.func('int gettid()'),
   getpid: libc.func('int getpid()'),
   tgkill: libc.func('int tgkill(int tgid, int tid, int sig)'),
@@ -39,6 +43,8 @@ export type Pointer = unknown;
 function fail(call: string, detail?: string): never {
   throw new SysError(call, koffi.errno(), detail);
 }
+
+export { EAGAIN as EAGAIN_ERRNO } from './errors.js';
 
 export const O_RDWR = 0o2;
 export const O_CLOEXEC = 0o2000000;
@@ -199,6 +205,39 @@ export function epollWait(epfd: number, buf: Uint8Array, timeoutNs: number): num
   return n;
 }
 
+const AF_UNIX = 1;
+const SOCK_STREAM = 1;
+const SOCK_NONBLOCK = 0o4000;
+const SOCK_CLOEXEC = 0o2000000;
+
+/** A non-blocking unix stream socket listening at path (which must not exist). */
+export function listenUnix(path: string, backlog = 16): number {
+  // struct sockaddr_un: sa_family_t (u16), then up to 108 bytes of path.
+  const pathBytes = new TextEncoder().encode(path);
+  if (pathBytes.length >= 108) throw new SysError('bind', 36 /* ENAMETOOLONG */, path);
+  const addr = new Uint8Array(2 + 108);
+  new DataView(addr.buffer).setUint16(0, AF_UNIX, true);
+  addr.set(pathBytes, 2);
+  const fd = c.socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0) as number;
+  if (fd < 0) fail('socket');
+  if ((c.bind(fd, addr, 2 + pathBytes.length + 1) as number) < 0 || (c.listen(fd, backlog) as number) < 0) {
+    const errno = koffi.errno();
+    close(fd);
+    throw new SysError('bind', errno, path);
+  }
+  return fd;
+}
+
+/** Accepts a connection, non-blocking; -1 if none is waiting. */
+export function acceptNonBlocking(fd: number): number {
+  const r = c.accept4(fd, null, null, SOCK_NONBLOCK | SOCK_CLOEXEC) as number;
+  if (r < 0) {
+    if (koffi.errno() === EAGAIN) return -1;
+    fail('accept4');
+  }
+  return r;
+}
+
 export function gettid(): number {
   return c.gettid() as number;
 }
@@ -268,6 +307,14 @@ export function threadTimerSet(timer: bigint, intervalNs: number): void {
   spec[1] = nsec;
   spec[2] = sec;
   spec[3] = nsec;
+  if ((c.timerSettime(timer, 0, new Uint8Array(spec.buffer), null) as number) < 0) fail('timer_settime');
+}
+
+/** Arms a timer to fire once, afterNs from now. */
+export function threadTimerOnce(timer: bigint, afterNs: number): void {
+  const spec = new BigInt64Array(4);
+  spec[2] = BigInt(Math.floor(afterNs / 1e9));
+  spec[3] = BigInt(Math.floor(afterNs % 1e9));
   if ((c.timerSettime(timer, 0, new Uint8Array(spec.buffer), null) as number) < 0) fail('timer_settime');
 }
 

@@ -7,7 +7,8 @@ import { closeSync, openSync } from 'node:fs';
 import { connect, type Socket } from 'node:net';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import type { AdoptedVm, ExecutorRequest, ProcessEvent, ProcessRequest, SerializedError } from '../vmm/protocol.js';
+import * as libc from '../sys/libc.js';
+import { KICK_SIGNAL, type AdoptedVm, type ExecutorRequest, type ProcessEvent, type ProcessRequest, type SerializedError } from '../vmm/protocol.js';
 import { encodeFrame, FrameDecoder } from '../vmm/wire.js';
 import type { ExecutorLink, ExecutorLinkEvents } from './executor-link.js';
 import { PACKAGE_ROOT } from './images.js';
@@ -18,6 +19,8 @@ const MAIN = fileURLToPath(new URL(`../vmm/executor-main.${fromSource ? 'ts' : '
 export interface Hello {
   id: number;
   pid: number;
+  /** The executor thread, which a kick signal interrupts. */
+  tid: number;
   vms: AdoptedVm[];
   pools: Record<number, number>;
 }
@@ -29,6 +32,7 @@ export class ExecutorProcess extends EventEmitter<ExecutorLinkEvents> implements
   private alive = true;
   private stopping = false;
   private child: ChildProcess | undefined;
+  private tid = 0;
   private childExit: Promise<string> | undefined;
 
   private constructor(
@@ -114,6 +118,7 @@ export class ExecutorProcess extends EventEmitter<ExecutorLinkEvents> implements
       link.write({ op: 'hello' });
     });
     if (!pid) (link as { pid: number }).pid = hello.pid;
+    link.tid = hello.tid;
     for (const [memory, depth] of Object.entries(hello.pools)) link.pools.set(Number(memory), depth);
     return { link, hello };
   }
@@ -134,6 +139,9 @@ export class ExecutorProcess extends EventEmitter<ExecutorLinkEvents> implements
   send(req: ExecutorRequest): void {
     if (!this.alive) throw new Error(`executor ${this.id} is not running`);
     this.write(req);
+    // The executor thread may be inside KVM_RUN with a guest that never
+    // exits: interrupt it so it reads the request now.
+    if (this.tid) libc.tgkill(this.pid, this.tid, KICK_SIGNAL);
   }
 
   /** The toolstack has recorded this VM's end. */

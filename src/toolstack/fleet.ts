@@ -110,6 +110,7 @@ export class ExecutorFleet implements Placement {
     if (this.closed) throw new Error('the executor fleet is stopped');
     let ex = this.active();
     if (!ex) ex = await this.startOne();
+    ex.load++;
     this.idleSince.delete(ex.id);
     this.movePool(ex);
     this.keepSpare();

@@ -47,7 +47,10 @@ export interface CreateOptions {
 export interface Placement {
   /** Every live executor. */
   executors(): Iterable<ExecutorLink>;
-  /** The executor for a new VM of this many bytes; may start one. */
+  /**
+   * The executor for a new VM of this many bytes; may start one. The VM is
+   * counted in the executor's load at once, so concurrent picks spread.
+   */
   pick(memory: number): Promise<ExecutorLink>;
   /** Called with each executor as it joins (also those present at start). */
   onExecutor(listener: (ex: ExecutorLink) => void): void;
@@ -78,7 +81,10 @@ export class ThreadPlacement implements Placement {
   pick(): Promise<ExecutorLink> {
     let best: ExecutorThread | undefined;
     for (const t of this.threads) if (t.isAlive && (!best || t.load < best.load)) best = t;
-    return best ? Promise.resolve(best) : Promise.reject(new Error('no executor is running'));
+    if (!best) return Promise.reject(new Error('no executor is running'));
+    best.load++;
+    best.setBusy(true);
+    return Promise.resolve(best);
   }
 
   onExecutor(listener: (ex: ExecutorLink) => void): void {
@@ -165,7 +171,6 @@ export class Host extends EventEmitter<HostEvents> {
       this.creating.set(id, { vm, resolve, reject });
       this.vms.set(id, vm);
       this.byName.set(name, vm);
-      this.place(executor, +1);
       if (config.trace) config.trace.sentNs = Number(process.hrtime.bigint());
       executor.send(config);
     });

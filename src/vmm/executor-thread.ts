@@ -5,8 +5,9 @@ import { MessageChannel, Worker } from 'node:worker_threads';
 import * as libc from '../sys/libc.js';
 import {
   CONTROL_IN_GUEST, CONTROL_PENDING, CONTROL_WORDS, KICK_SIGNAL,
-  type ExecutorEvent, type ExecutorRequest, type SerializedError,
+  type ExecutorEvent, type ExecutorRequest, type ProcessEvent, type SerializedError,
 } from './protocol.js';
+import type { ServeOptions } from './executor-worker.js';
 
 const fromSource = import.meta.url.endsWith('.ts');
 const workerUrl = new URL(fromSource ? './executor-worker.ts' : './executor-worker.js', import.meta.url);
@@ -44,7 +45,7 @@ export class ExecutorThread extends EventEmitter<ExecutorThreadEvents> {
   private alive = true;
   private readonly stopped: Promise<void>;
 
-  private constructor() {
+  private constructor(serve?: ServeOptions) {
     super();
     const sab = new SharedArrayBuffer(CONTROL_WORDS * 4);
     this.control = new Int32Array(sab);
@@ -53,12 +54,12 @@ export class ExecutorThread extends EventEmitter<ExecutorThreadEvents> {
     this.port = port1;
     this.worker = new Worker(workerEntry, {
       eval: fromSource,
-      workerData: { port: port2, control: sab, wakeFd: this.wakeFd },
+      workerData: { port: port2, control: sab, wakeFd: this.wakeFd, serve },
       transferList: [port2],
       // An executor needs little JS heap: its VMs' memory is mapped, not allocated.
       resourceLimits: { maxOldGenerationSizeMb: 256 },
     });
-    this.port.on('message', (ev: ExecutorEvent) => {
+    this.port.on('message', (ev: ExecutorEvent | ProcessEvent) => {
       if (ev.ev === 'ready') {
         this.tid = ev.tid;
         this.pid = ev.pid;
@@ -66,7 +67,7 @@ export class ExecutorThread extends EventEmitter<ExecutorThreadEvents> {
         this.alive = false;
         this.emit('lost', ev.error);
       }
-      this.emit('event', ev);
+      this.emit('event', ev as ExecutorEvent);
     });
     this.stopped = new Promise((resolve) => {
       this.worker.once('exit', (code) => {
@@ -87,8 +88,9 @@ export class ExecutorThread extends EventEmitter<ExecutorThreadEvents> {
     });
   }
 
-  static start(): Promise<ExecutorThread> {
-    const t = new ExecutorThread();
+  /** Starts an executor thread; with serve, it also serves a toolstack socket. */
+  static start(serve?: ServeOptions): Promise<ExecutorThread> {
+    const t = new ExecutorThread(serve);
     return new Promise((resolve, reject) => {
       const onEvent = (ev: ExecutorEvent): void => {
         if (ev.ev === 'ready') {

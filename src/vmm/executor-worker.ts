@@ -1,26 +1,40 @@
-// Entry point of an executor thread (a worker): runs one Executor.
+// Entry point of an executor thread (a worker): runs one Executor. In an
+// executor process it also serves the toolstack's socket itself.
 import { receiveMessageOnPort, workerData, type MessagePort } from 'node:worker_threads';
 import * as libc from '../sys/libc.js';
 import { Executor } from './executor.js';
-import { serializeError, type ExecutorEvent, type ExecutorRequest } from './protocol.js';
+import { serializeError, type ProcessEvent, type ProcessRequest } from './protocol.js';
+import { SocketPort } from './socket-port.js';
+
+export interface ServeOptions {
+  socketPath: string;
+  id: number;
+}
 
 interface ExecutorWorkerData {
   port: MessagePort;
   control: SharedArrayBuffer;
   wakeFd: number;
+  serve?: ServeOptions;
 }
 
-const { port, control, wakeFd } = workerData as ExecutorWorkerData;
-const send = (ev: ExecutorEvent): void => port.postMessage(ev);
+const { port, control, wakeFd, serve } = workerData as ExecutorWorkerData;
+const post = (ev: ProcessEvent): void => port.postMessage(ev);
 try {
-  const executor = new Executor(
-    { receive: () => receiveMessageOnPort(port)?.message as ExecutorRequest | undefined, send },
-    new Int32Array(control),
-    wakeFd,
-  );
-  send({ ev: 'ready', tid: libc.gettid(), pid: libc.getpid() });
+  const executor = new Executor(new Int32Array(control), wakeFd, { keepRecords: serve !== undefined, id: serve?.id });
+  const receive = (): ProcessRequest | undefined => receiveMessageOnPort(port)?.message as ProcessRequest | undefined;
+  if (serve) {
+    // The host thread only starts and stops us; the toolstack talks on the socket.
+    const socket = new SocketPort(executor, serve.socketPath);
+    executor.setPort({ receive, send: (ev) => socket.send(ev) });
+    executor.onStop = () => socket.close();
+  } else {
+    executor.setPort({ receive, send: post });
+  }
+  post({ ev: 'ready', tid: libc.gettid(), pid: libc.getpid() });
   executor.loop();
+  if (serve) post({ ev: 'stopped' });
 } catch (err) {
-  send({ ev: 'fatal', error: serializeError(err) });
+  post({ ev: 'fatal', error: serializeError(err) });
 }
 port.close();

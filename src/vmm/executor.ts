@@ -13,12 +13,17 @@ import { ImageCache } from './image-cache.js';
 import { Machine, monotonicNs, Outcome } from './machine.js';
 import {
   CONTROL_IN_GUEST, CONTROL_PENDING, KICK_SIGNAL, serializeError,
-  type CreateRequest, type ExecutorEvent, type ExecutorRequest, type Timings,
+  type AdoptedVm, type CreateRequest, type ProcessEvent, type ProcessRequest, type Timings,
 } from './protocol.js';
+
+/** Console bytes kept per VM for a toolstack that reconnects (executor processes). */
+export const CONSOLE_HISTORY = 16 * 1024;
 
 /** How long a VM may hold the executor while others are runnable. */
 export const SLICE_NS = 10_000_000;
 const MAX_SLEEP_NS = 1_000_000_000;
+/** Shortest timer the executor arms: below this, signals cost more than lateness. */
+const MIN_TIMER_NS = 50_000;
 
 interface Entry extends HeapItem {
   vmId: number;
@@ -31,12 +36,27 @@ interface Entry extends HeapItem {
   bootReported: boolean;
   countInstructions: boolean;
   cpuNs: number;
+  config: CreateRequest;
+  warm: boolean;
+  /** The last CONSOLE_HISTORY bytes of console, when kept. */
+  console: Uint8Array;
 }
 
+/** How an executor talks to its toolstack. */
 export interface ExecutorPort {
-  receive(): ExecutorRequest | undefined;
-  send(ev: ExecutorEvent): void;
+  /** The next request posted through shared memory (threads), if any. */
+  receive(): ProcessRequest | undefined;
+  send(ev: ProcessEvent): void;
 }
+
+export interface ExecutorOptions {
+  /** Keep console history and ended VMs' records until told to forget them
+   *  (an executor process, whose toolstack may restart). */
+  keepRecords?: boolean;
+  id?: number;
+}
+
+type FdHandler = (events: number) => void;
 
 export class Executor {
   private readonly kvm: Kvm;
@@ -52,12 +72,20 @@ export class Executor {
   private readonly timer: bigint;
   private timerArmed = false;
   private stopping = false;
+  private port: ExecutorPort = { receive: () => undefined, send: () => {} };
+  private readonly watches = new Map<number, FdHandler>();
+  private readonly ended = new Map<number, AdoptedVm>();
+  private poolChanged = false;
+  private readonly keepRecords: boolean;
+  readonly id: number;
 
   /**
    * wakeFd is an eventfd owned by the host: it signals it after posting a
    * request, and closes it only after this executor has stopped.
    */
-  constructor(private readonly port: ExecutorPort, private readonly control: Int32Array, private readonly wakeFd: number) {
+  constructor(private readonly control: Int32Array, private readonly wakeFd: number, options: ExecutorOptions = {}) {
+    this.keepRecords = options.keepRecords ?? false;
+    this.id = options.id ?? 0;
     // The kick signal is blocked on this thread except inside KVM_RUN (see
     // Machine: vCPU signal mask), so it can never be lost between a check
     // and the entry; it is ignored process-wide, so it never runs a handler.
@@ -65,8 +93,32 @@ export class Executor {
     libc.blockSignals(this.kickSet);
     this.kvm = Kvm.open();
     this.epfd = libc.epollCreate();
-    libc.epollCtl(this.epfd, libc.EPOLL_CTL_ADD, this.wakeFd, libc.EPOLLIN, 0);
+    this.watch(this.wakeFd, libc.EPOLLIN, () => libc.eventfdDrain(this.wakeFd));
     this.timer = libc.threadTimerCreate(KICK_SIGNAL);
+  }
+
+  setPort(port: ExecutorPort): void {
+    this.port = port;
+  }
+
+  /** Wakes this thread when fd is ready; handler runs on this thread. */
+  watch(fd: number, events: number, handler: FdHandler): void {
+    libc.epollCtl(this.epfd, this.watches.has(fd) ? libc.EPOLL_CTL_MOD : libc.EPOLL_CTL_ADD, fd, events, fd);
+    this.watches.set(fd, handler);
+  }
+
+  unwatch(fd: number): void {
+    if (!this.watches.delete(fd)) return;
+    try {
+      libc.epollCtl(this.epfd, libc.EPOLL_CTL_DEL, fd, 0, 0);
+    } catch {
+      // Already closed: the kernel dropped it from the set.
+    }
+  }
+
+  /** Takes kick signals that arrived while no guest ran (they would cut the next KVM_RUN short). */
+  dropPendingKicks(): void {
+    while (libc.takePendingSignal(this.kickSet) !== 0);
   }
 
   /** Runs until asked to stop. */
@@ -93,8 +145,22 @@ export class Executor {
     for (let req = this.port.receive(); req; req = this.port.receive()) this.handle(req);
   }
 
-  private handle(req: ExecutorRequest): void {
+  /** Carries out one request from the toolstack. */
+  handle(req: ProcessRequest): void {
     switch (req.op) {
+      case 'hello':
+        this.port.send({
+          ev: 'hello', id: this.id, pid: libc.getpid(), tid: libc.gettid(),
+          vms: [...[...this.vms.values()].map((e) => this.record(e)), ...this.ended.values()],
+          pools: Object.fromEntries([...this.pool].map(([m, shells]) => [m, shells.length])),
+        });
+        break;
+      case 'forget':
+        this.ended.delete(req.vmId);
+        break;
+      case 'terminate':
+        this.stopping = true;
+        break;
       case 'create':
         this.create(req);
         break;
@@ -164,7 +230,7 @@ export class Executor {
       const shells = req.warm ? this.pool.get(req.memory) : undefined;
       machine = shells?.pop();
       warm = machine !== undefined;
-      if (warm) this.port.send({ ev: 'pool', memory: req.memory, depth: shells!.length });
+      this.poolChanged ||= warm;
       machine ??= new Machine(this.kvm, req.memory);
       timings.shellNs = monotonicNs();
       machine.load(image, { vmId: req.vmId, name: req.name, cmdline: req.cmdline, devices: req.devices });
@@ -176,10 +242,14 @@ export class Executor {
       return;
     }
     const vmId = req.vmId;
-    machine.onConsole = (data) => this.port.send({ ev: 'console', vmId, data: data.slice() });
     const e: Entry = {
       vmId, machine, timings, deadlineNs: 0, heapIndex: -1, paused: false, queued: false,
       wokeWhilePaused: false, bootReported: false, countInstructions: req.countInstructions === true, cpuNs: 0,
+      config: req, warm, console: new Uint8Array(0),
+    };
+    machine.onConsole = (data) => {
+      if (this.keepRecords) e.console = appendHistory(e.console, data);
+      this.port.send({ ev: 'console', vmId, data: data.slice() });
     };
     this.vms.set(vmId, e);
     this.port.send({ ev: 'started', vmId, warm, timings });
@@ -194,10 +264,17 @@ export class Executor {
   private runSlice(e: Entry): void {
     e.queued = false;
     if (e.paused || !this.vms.has(e.vmId)) return;
-    const others = this.runQueue.length > 0;
-    if (others !== this.timerArmed) {
-      libc.threadTimerSet(this.timer, others ? SLICE_NS : 0);
-      this.timerArmed = others;
+    // Bound the time in the guest while others wait: runnable VMs for their
+    // turn, parked VMs for their deadline. Nothing waits: no timer at all.
+    let until = this.runQueue.length > 0 ? SLICE_NS : Infinity;
+    const top = this.parked.peek();
+    if (top) until = Math.min(until, Math.max(MIN_TIMER_NS, top.deadlineNs - monotonicNs()));
+    if (until !== Infinity) {
+      libc.threadTimerOnce(this.timer, until);
+      this.timerArmed = true;
+    } else if (this.timerArmed) {
+      libc.threadTimerSet(this.timer, 0);
+      this.timerArmed = false;
     }
     Atomics.store(this.control, CONTROL_IN_GUEST, 1);
     const t0 = monotonicNs();
@@ -214,9 +291,11 @@ export class Executor {
     }
     switch (outcome) {
       case Outcome.Interrupted:
-        // Take the kick (or slice timer) signal that interrupted KVM_RUN.
-        while (libc.takePendingSignal(this.kickSet) !== 0);
+        // Take the kick (or timer) signal that interrupted KVM_RUN, then
+        // serve whatever woke us: a request on a socket, a deadline.
+        this.dropPendingKicks();
         this.enqueue(e);
+        this.poll(0);
         break;
       case Outcome.Parked:
         e.deadlineNs = m.deadlineNs;
@@ -245,6 +324,7 @@ export class Executor {
     if (e.queued) this.runQueue = this.runQueue.filter((x) => x !== e);
     e.machine.close();
     e.timings.destroyedNs = monotonicNs();
+    if (this.keepRecords) this.ended.set(e.vmId, { ...this.record(e), state: 'exited', exit });
     this.port.send({
       ev: 'exit', vmId: e.vmId, exit, timings: e.timings, exits: e.machine.exitCount,
       instructions: e.countInstructions ? e.machine.instructionCount : undefined,
@@ -264,7 +344,7 @@ export class Executor {
         return false;
       }
       this.pool.set(memory, shells);
-      this.port.send({ ev: 'pool', memory, depth: shells.length });
+      this.poolChanged = true;
       return true;
     }
     return false;
@@ -276,7 +356,19 @@ export class Executor {
     while (shells.length > target) shells.pop()!.close();
   }
 
+  private record(e: Entry): AdoptedVm {
+    return {
+      config: e.config, state: e.paused ? 'paused' : 'running', warm: e.warm, timings: e.timings,
+      exit: undefined, console: e.console,
+    };
+  }
+
   private sleep(): void {
+    if (this.poolChanged) {
+      // Pool depth is news for the toolstack, but never on a VM's boot path.
+      this.poolChanged = false;
+      for (const [memory, shells] of this.pool) this.port.send({ ev: 'pool', memory, depth: shells.length });
+    }
     const top = this.parked.peek();
     // Bounded, so that the thread returns to JavaScript now and then and
     // can be terminated even if its host vanished without a word.
@@ -285,8 +377,18 @@ export class Executor {
       libc.threadTimerSet(this.timer, 0);
       this.timerArmed = false;
     }
-    const n = libc.epollWait(this.epfd, this.events, timeout);
-    if (n > 0) libc.eventfdDrain(this.wakeFd);
+    this.poll(timeout);
+  }
+
+  /** Waits up to timeoutNs for ready fds and runs their handlers. */
+  private poll(timeoutNs: number): void {
+    const n = libc.epollWait(this.epfd, this.events, timeoutNs);
+    const v = new DataView(this.events.buffer);
+    for (let i = 0; i < n; i++) {
+      const o = i * libc.EPOLL_EVENT_SIZE;
+      const fd = Number(v.getBigUint64(o + 4, true));
+      this.watches.get(fd)?.(v.getUint32(o, true));
+    }
   }
 
   private shutdown(): void {
@@ -296,8 +398,20 @@ export class Executor {
       this.trimPool(memory);
     }
     libc.threadTimerDelete(this.timer);
+    this.port.send({ ev: 'stopped' });
+    this.onStop?.();
     libc.close(this.epfd);
     this.kvm.close();
-    this.port.send({ ev: 'stopped' });
   }
+
+  /** Runs once the executor has stopped, before its epoll set is closed. */
+  onStop: (() => void) | undefined;
+}
+
+function appendHistory(history: Uint8Array, data: Uint8Array): Uint8Array {
+  const out = new Uint8Array(Math.min(CONSOLE_HISTORY, history.length + data.length));
+  const keepOld = Math.max(0, out.length - data.length);
+  out.set(history.subarray(history.length - keepOld), 0);
+  out.set(data.subarray(Math.max(0, data.length - out.length)), keepOld);
+  return out;
 }

@@ -114,6 +114,6 @@ export type ProcessRequest =
 
 export type ProcessEvent =
   | ExecutorEvent
-  | { ev: 'hello'; id: number; pid: number; vms: AdoptedVm[]; pools: Record<number, number> }
+  | { ev: 'hello'; id: number; pid: number; tid: number; vms: AdoptedVm[]; pools: Record<number, number> }
   | { ev: 'executor-lost'; error: SerializedError };
 
