@@ -62,11 +62,11 @@ const timings = {
   properties: {
     trace: {
       type: 'object',
-      description: 'stamps along the request path: API handler, sent to the executor, relayed by it',
-      properties: { apiNs: { type: 'number' }, sentNs: { type: 'number' }, relayNs: { type: 'number' } },
+      description: 'stamps along the request path: API handler, sent to the executor, executor thread awake',
+      properties: { apiNs: { type: 'number' }, sentNs: { type: 'number' }, wokeNs: { type: 'number' } },
     },
     requestNs: { type: 'number' }, shellNs: { type: 'number' }, loadedNs: { type: 'number' },
-    bootNs: { type: 'number' }, endNs: { type: 'number' }, destroyedNs: { type: 'number' },
+    bootNs: { type: 'number' }, endNs: { type: 'number' }, destroyNs: { type: 'number' }, destroyedNs: { type: 'number' },
   },
 } as const;
 

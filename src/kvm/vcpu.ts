@@ -1,3 +1,4 @@
+import { EINTR, SysError } from '../sys/errors.js';
 import * as libc from '../sys/libc.js';
 import { KVM, RUN, SIZE, GUESTDBG_ENABLE, GUESTDBG_SINGLESTEP } from '../sys/kvm-api.js';
 import { encodeRegs, decodeRegs, encodeSignalMask, type Regs } from '../sys/kvm-structs.js';
@@ -32,6 +33,18 @@ export class Vcpu {
 
   get exitReason(): number {
     return this.run.getUint32(RUN.exitReason, true);
+  }
+
+  /**
+   * Finishes an instruction left half done by the last exit (an I/O port
+   * access), without entering the guest again: KVM_RUN with immediate_exit.
+   * Needed before the registers are changed or saved.
+   */
+  completePendingIo(): void {
+    this.run.setUint8(RUN.immediateExit, 1);
+    const r = libc.ioctlRaw(this.fd, KVM.RUN);
+    this.run.setUint8(RUN.immediateExit, 0);
+    if (r < 0 && r !== -EINTR) throw new SysError('KVM_RUN', -r, 'completing pending I/O');
   }
 
   getRegs(): Regs {

@@ -22,6 +22,8 @@ export const CONSOLE_HISTORY = 16 * 1024;
 /** How long a VM may hold the executor while others are runnable. */
 export const SLICE_NS = 10_000_000;
 const MAX_SLEEP_NS = 1_000_000_000;
+/** Ended VMs waiting to be freed before the executor frees them at once. */
+const MAX_DYING = 64;
 /** Shortest timer the executor arms: below this, signals cost more than lateness. */
 const MIN_TIMER_NS = 50_000;
 
@@ -75,7 +77,12 @@ export class Executor {
   private port: ExecutorPort = { receive: () => undefined, send: () => {} };
   private readonly watches = new Map<number, FdHandler>();
   private readonly ended = new Map<number, AdoptedVm>();
+  private readonly dying: { e: Entry; exit: VmExit }[] = [];
   private poolChanged = false;
+  /** Set after a slice: background work may take one step before the next guest. */
+  private backgroundTurn = false;
+  /** When epoll last returned: the start of a request's handling here. */
+  private wokeNs = 0;
   private readonly keepRecords: boolean;
   readonly id: number;
 
@@ -130,12 +137,21 @@ export class Executor {
         continue;
       }
       this.wakeExpired(monotonicNs());
+      // Background work (freeing ended VMs, preparing shells) goes one step
+      // at a time: when no guest is runnable, or as one turn among busy
+      // guests after a slice, never ahead of a request.
+      if ((this.runQueue.length === 0 || this.backgroundTurn) && this.hasBackgroundWork()) {
+        this.backgroundTurn = false;
+        this.poll(0);
+        if (Atomics.load(this.control, CONTROL_PENDING) !== 0) continue;
+        if (!this.reapOne()) this.refillOne();
+        continue;
+      }
       const next = this.runQueue.shift();
       if (next) {
         this.runSlice(next);
         continue;
       }
-      if (this.refillOne()) continue;
       this.sleep();
     }
     this.shutdown();
@@ -221,6 +237,7 @@ export class Executor {
   }
 
   private create(req: CreateRequest): void {
+    if (req.trace) req.trace.wokeNs = this.wokeNs;
     const timings: Timings = { trace: req.trace, requestNs: monotonicNs(), shellNs: 0, loadedNs: 0, bootNs: 0, endNs: 0, destroyedNs: 0 };
     let machine: Machine | undefined;
     let warm: boolean;
@@ -266,7 +283,7 @@ export class Executor {
     if (e.paused || !this.vms.has(e.vmId)) return;
     // Bound the time in the guest while others wait: runnable VMs for their
     // turn, parked VMs for their deadline. Nothing waits: no timer at all.
-    let until = this.runQueue.length > 0 ? SLICE_NS : Infinity;
+    let until = this.runQueue.length > 0 || this.hasBackgroundWork() ? SLICE_NS : Infinity;
     const top = this.parked.peek();
     if (top) until = Math.min(until, Math.max(MIN_TIMER_NS, top.deadlineNs - monotonicNs()));
     if (until !== Infinity) {
@@ -295,6 +312,7 @@ export class Executor {
         // serve whatever woke us: a request on a socket, a deadline.
         this.dropPendingKicks();
         this.enqueue(e);
+        this.backgroundTurn = true;
         this.poll(0);
         break;
       case Outcome.Parked:
@@ -317,11 +335,26 @@ export class Executor {
   }
 
   /** Ends a VM: frees everything it held, then reports how it ended. */
+  /**
+   * Ends a VM: it never runs again from here on. Freeing its KVM objects and
+   * memory (hundreds of µs, mostly in the kernel) waits until the executor
+   * has nothing better to do, so a destroy never delays a request.
+   */
   private end(e: Entry, exit: VmExit): void {
     e.timings.endNs = monotonicNs();
     this.parked.remove(e);
     this.vms.delete(e.vmId);
     if (e.queued) this.runQueue = this.runQueue.filter((x) => x !== e);
+    this.dying.push({ e, exit });
+    if (this.dying.length > MAX_DYING) this.reapOne();
+  }
+
+  /** Frees one ended VM and reports its end; false if none is waiting. */
+  private reapOne(): boolean {
+    const d = this.dying.shift();
+    if (!d) return false;
+    const { e, exit } = d;
+    e.timings.destroyNs = monotonicNs();
     e.machine.close();
     e.timings.destroyedNs = monotonicNs();
     if (this.keepRecords) this.ended.set(e.vmId, { ...this.record(e), state: 'exited', exit });
@@ -329,6 +362,16 @@ export class Executor {
       ev: 'exit', vmId: e.vmId, exit, timings: e.timings, exits: e.machine.exitCount,
       instructions: e.countInstructions ? e.machine.instructionCount : undefined,
     });
+    return true;
+  }
+
+  private hasBackgroundWork(): boolean {
+    return this.dying.length > 0 || this.poolShort();
+  }
+
+  private poolShort(): boolean {
+    for (const [memory, target] of this.poolTarget) if ((this.pool.get(memory)?.length ?? 0) < target) return true;
+    return false;
   }
 
   /** Prepares one shell if a pool is short; true if it did work. */
@@ -337,7 +380,14 @@ export class Executor {
       const shells = this.pool.get(memory) ?? [];
       if (shells.length >= target) continue;
       try {
-        shells.push(new Machine(this.kvm, memory));
+        const shell = new Machine(this.kvm, memory);
+        try {
+          while (!shell.warmUp()) this.dropPendingKicks();
+        } catch (err) {
+          shell.close();
+          throw err;
+        }
+        shells.push(shell);
       } catch (err) {
         this.poolTarget.set(memory, 0);
         this.port.send({ ev: 'fatal', error: serializeError(err) });
@@ -383,6 +433,7 @@ export class Executor {
   /** Waits up to timeoutNs for ready fds and runs their handlers. */
   private poll(timeoutNs: number): void {
     const n = libc.epollWait(this.epfd, this.events, timeoutNs);
+    this.wokeNs = monotonicNs();
     const v = new DataView(this.events.buffer);
     for (let i = 0; i < n; i++) {
       const o = i * libc.EPOLL_EVENT_SIZE;
@@ -393,6 +444,7 @@ export class Executor {
 
   private shutdown(): void {
     for (const e of [...this.vms.values()]) this.end(e, { kind: 'destroyed' });
+    while (this.reapOne());
     for (const memory of this.pool.keys()) {
       this.poolTarget.set(memory, 0);
       this.trimPool(memory);

@@ -8,6 +8,10 @@ export const PAGE = 0x1000;
 export const GDT_GPA = 0x1000;
 export const BOOT_INFO_GPA = 0x1800;
 export const CMDLINE_GPA = 0x1c00;
+/** A few instructions a prepared shell runs once, ahead of any request. */
+export const WARMUP_GPA = 0x1f00;
+/** The port the warm-up code ends with (not a hypercall port). */
+export const WARMUP_PORT = 0x4ff;
 export const PML4_GPA = 0x2000;
 export const PDPT_GPA = 0x3000;
 /** Page table for the first 2 MiB (4 KiB pages, page 0 absent). */

@@ -18,8 +18,11 @@ import { ImageError } from './elf.js';
 import { GuestFault, type VmExit } from './exit.js';
 import { HYPERCALL_SLOTS, lookup, Next } from './hypercalls.js';
 import {
-  BOOT_INFO_GPA, CMDLINE_GPA, MAX_MEMORY, MIN_MEMORY, MIN_STACK,
+  BOOT_INFO_GPA, CMDLINE_GPA, MAX_MEMORY, MIN_MEMORY, MIN_STACK, WARMUP_GPA, WARMUP_PORT,
 } from './layout.js';
+
+// push %rax (touches the stack page); mov $WARMUP_PORT, %dx; out %al, (%dx)
+const WARMUP_CODE = new Uint8Array([0x50, 0x66, 0xba, WARMUP_PORT & 0xff, WARMUP_PORT >> 8, 0xee]);
 
 export interface MachineConfig {
   vmId: number;
@@ -121,6 +124,29 @@ export class Machine {
     this.ram = ram;
     this.devicePage = devicePage;
     this.tscHz = t.tscHz;
+  }
+
+  /**
+   * Runs a few instructions in the shell so that what a vCPU's first entry
+   * costs (KVM's per-run set-up, the shadow of the page tables, the stack
+   * page) is paid while preparing, not on a request. Leaves the shell as it
+   * was: the code and the stack slot it used are zeroed again. Returns
+   * false if a signal interrupted it before the guest ran (call again).
+   */
+  warmUp(): boolean {
+    const code = WARMUP_CODE;
+    this.ram.bytes.set(code, WARMUP_GPA);
+    this.vcpu.setRegs({ rip: BigInt(WARMUP_GPA), rsp: BigInt(this.memSize), rflags: 2n });
+    const r = this.vcpu.enter();
+    if (r === -EINTR) return false;
+    const run = this.vcpu.run;
+    if (r !== EXIT.IO || run.getUint16(RUN.ioPort, true) !== WARMUP_PORT) {
+      throw new Error(`shell warm-up ended with exit ${r} (${EXIT_NAMES[r] ?? 'unknown'}), not the warm-up port`);
+    }
+    this.vcpu.completePendingIo();
+    this.ram.bytes.fill(0, WARMUP_GPA, WARMUP_GPA + code.length);
+    this.ram.bytes.fill(0, this.memSize - 8, this.memSize);
+    return true;
   }
 
   /** Execute phase: copies the image in, writes boot info and device page, sets registers. */

@@ -17,7 +17,7 @@ export interface CreateRequest {
   /** Single-step from entry to the first hypercall and count instructions. */
   countInstructions?: boolean;
   /** Monotonic ns stamps along the request path, for latency breakdowns. */
-  trace?: { apiNs?: number; sentNs?: number; relayNs?: number };
+  trace?: { apiNs?: number; sentNs?: number; wokeNs?: number };
 }
 
 export type ExecutorRequest =
@@ -42,6 +42,8 @@ export interface Timings {
   loadedNs: number;
   bootNs: number;
   endNs: number;
+  /** Freeing started (after endNs: it waits until the executor is idle). */
+  destroyNs?: number;
   destroyedNs: number;
 }
 

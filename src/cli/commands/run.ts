@@ -61,7 +61,7 @@ async function run(image: string, opts: RunOptions): Promise<number> {
       boot_ms: t.bootNs ? ms(t.bootNs - t.loadedNs) : null,
       request_to_boot_ms: t.bootNs ? ms(t.bootNs - Number(requested)) : null,
       run_ms: t.bootNs ? ms(t.endNs - t.bootNs) : ms(t.endNs - t.loadedNs),
-      destroy_ms: ms(t.destroyedNs - t.endNs),
+      destroy_ms: ms(t.destroyedNs - (t.destroyNs ?? t.endNs)),
       total_ms: ms(t.destroyedNs - Number(requested)),
     };
     if (opts.json) {
