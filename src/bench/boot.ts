@@ -8,6 +8,7 @@ import { promisify } from 'node:util';
 import { Host } from '../toolstack/host.js';
 import { PACKAGE_ROOT, resolveImage } from '../toolstack/images.js';
 import { startDaemon, waitForPool } from './daemon-peer.js';
+import { RawHttpClient } from './http-client.js';
 import { forkExec, kvmFloor, qemuBoot, which } from './peers.js';
 import { ratio, summarize, type Percentiles } from './stats.js';
 
@@ -34,17 +35,21 @@ export async function warmSampler(): Promise<{ sampler: ExtraSampler; stop: () =
   const daemon = await startDaemon(['--pool', `4:${POOL}`]);
   const { client } = daemon;
   // The noop guest ends at its first hypercall: no destroy request needed.
+  const raw = new RawHttpClient(daemon.socket);
+  const request = raw.prepare('POST', '/v1/vms', { image: 'noop', wait: 'booted' });
   const one = async (): Promise<number> => {
-    const t0 = process.hrtime.bigint();
-    const r = await client.request<{ vm: { id: number; warm: boolean }; timings: { bootNs: number } }>(
-      'POST', '/v1/vms', { image: 'noop', wait: 'booted' });
+    let t0 = 0n;
+    const r = await raw.send<{ vm: { id: number; warm: boolean }; timings: { bootNs: number } }>(request, (ns) => (t0 = ns));
     if (!r.vm.warm) throw new Error('lightvm_warm: the VM did not come from a prepared shell');
     return (r.timings.bootNs - Number(t0)) / 1e6;
   };
   await waitForPool(client, 4, POOL);
   for (let i = 0; i < 10; i++) await one();
   return {
-    stop: () => daemon.stop(),
+    stop: async () => {
+      raw.close();
+      await daemon.stop();
+    },
     // Back to back, like the other loops, from a full pool that refills
     // in the background between rounds.
     sampler: async (_round, n) => {

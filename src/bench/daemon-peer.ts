@@ -9,6 +9,7 @@ import { PACKAGE_ROOT } from '../toolstack/images.js';
 
 export interface BenchDaemon {
   client: Client;
+  socket: string;
   runtimeDir: string;
   process: ChildProcess;
   stop(): Promise<void>;
@@ -28,7 +29,7 @@ export async function startDaemon(args: string[] = []): Promise<BenchDaemon> {
   }
   const client = new Client(socket);
   return {
-    client, runtimeDir, process: child,
+    client, socket, runtimeDir, process: child,
     async stop() {
       client.close();
       child.kill('SIGTERM');
@@ -38,12 +39,12 @@ export async function startDaemon(args: string[] = []): Promise<BenchDaemon> {
   };
 }
 
-/** Waits until the daemon's pool for this size holds at least `depth` shells. */
+/** Waits until the daemon's pool for this size holds at least `depth` warmed-up shells. */
 export async function waitForPool(client: Client, memoryMiB: number, depth: number, timeoutMs = 30_000): Promise<void> {
   const t0 = Date.now();
   for (;;) {
-    const { pools } = await client.request<{ pools: { memory_mib: number; depth: number }[] }>('GET', '/v1/pool');
-    if ((pools.find((p) => p.memory_mib === memoryMiB)?.depth ?? 0) >= depth) return;
+    const { pools } = await client.request<{ pools: { memory_mib: number; warm: number }[] }>('GET', '/v1/pool');
+    if ((pools.find((p) => p.memory_mib === memoryMiB)?.warm ?? 0) >= depth) return;
     if (Date.now() - t0 > timeoutMs) throw new Error(`pool of ${memoryMiB} MiB shells did not reach ${depth} within ${timeoutMs} ms`);
     await new Promise((r) => setTimeout(r, 20));
   }

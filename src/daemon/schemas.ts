@@ -173,8 +173,13 @@ const pools = {
   type: 'array',
   items: {
     type: 'object',
-    required: ['memory_mib', 'target', 'depth'],
-    properties: { memory_mib: { type: 'number' }, target: { type: 'integer' }, depth: { type: 'integer' } },
+    required: ['memory_mib', 'target', 'depth', 'warm'],
+    properties: {
+      memory_mib: { type: 'number' },
+      target: { type: 'integer' },
+      depth: { type: 'integer', description: 'prepared shells ready' },
+      warm: { type: 'integer', description: 'of those, already run once on their executor thread (fastest)' },
+    },
   },
 } as const;
 

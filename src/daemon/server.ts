@@ -188,9 +188,9 @@ export async function buildServer(daemon: Daemon): Promise<FastifyInstance> {
   return app;
 }
 
-function poolView(daemon: Daemon): { memory_mib: number; target: number; depth: number }[] {
+function poolView(daemon: Daemon): { memory_mib: number; target: number; depth: number; warm: number }[] {
   return [...daemon.fleet.targets].map(([memory, target]) => ({
-    memory_mib: memory / 1048576, target, depth: daemon.fleet.poolDepth(memory),
+    memory_mib: memory / 1048576, target, depth: daemon.fleet.poolDepth(memory), warm: daemon.fleet.poolWarm(memory),
   }));
 }
 

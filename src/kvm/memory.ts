@@ -13,16 +13,17 @@ export class GuestMemory {
   /** Zero-copy view of the whole region; invalid after close(). */
   readonly bytes: Uint8Array;
   readonly view: DataView;
-  private readonly ptr: libc.Pointer;
+  private readonly ptr: libc.Pointer | bigint;
   private closed = false;
 
-  constructor(size: number) {
+  /** hostAddress: memory another thread of this process mapped (ownership moves here). */
+  constructor(size: number, hostAddress?: bigint) {
     if (!Number.isSafeInteger(size) || size <= 0 || size % PAGE_SIZE !== 0) {
       throw new RangeError(`guest memory size must be a positive multiple of ${PAGE_SIZE}, got ${size}`);
     }
     this.size = size;
-    this.ptr = libc.mmap(size, libc.PROT_READ | libc.PROT_WRITE, libc.MAP_PRIVATE | libc.MAP_ANONYMOUS | libc.MAP_NORESERVE);
-    this.hostAddress = libc.address(this.ptr);
+    this.ptr = hostAddress ?? libc.mmap(size, libc.PROT_READ | libc.PROT_WRITE, libc.MAP_PRIVATE | libc.MAP_ANONYMOUS | libc.MAP_NORESERVE);
+    this.hostAddress = hostAddress ?? libc.address(this.ptr);
     const ab = libc.view(this.ptr, size);
     this.bytes = new Uint8Array(ab);
     this.view = new DataView(ab);

@@ -12,14 +12,15 @@ export class Vcpu {
   /** The kvm_run page, read after every KVM_RUN. */
   readonly run: DataView;
   readonly runBytes: Uint8Array;
-  private readonly runPtr: libc.Pointer;
+  private readonly runPtr: libc.Pointer | bigint;
   private closed = false;
 
-  constructor(vm: Vm, fd: number, id: number) {
+  /** runAddress: the kvm_run mapping, when another thread of this process made it. */
+  constructor(vm: Vm, fd: number, id: number, runAddress?: bigint) {
     this.vm = vm;
     this.fd = fd;
     this.id = id;
-    this.runPtr = libc.mmap(vm.kvm.vcpuMmapSize, libc.PROT_READ | libc.PROT_WRITE, libc.MAP_SHARED, fd);
+    this.runPtr = runAddress ?? libc.mmap(vm.kvm.vcpuMmapSize, libc.PROT_READ | libc.PROT_WRITE, libc.MAP_SHARED, fd);
     const ab = libc.view(this.runPtr, vm.kvm.vcpuMmapSize);
     this.run = new DataView(ab);
     this.runBytes = new Uint8Array(ab);
@@ -85,6 +86,10 @@ export class Vcpu {
 
   tscKhz(): number {
     return libc.ioctl(this.fd, KVM.GET_TSC_KHZ, 0, 'KVM_GET_TSC_KHZ');
+  }
+
+  get runAddress(): bigint {
+    return typeof this.runPtr === 'bigint' ? this.runPtr : libc.address(this.runPtr);
   }
 
   close(): void {

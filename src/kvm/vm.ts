@@ -34,6 +34,13 @@ export class Vm {
     return s;
   }
 
+  /** Wraps a vCPU that another thread of this process created. */
+  adoptVcpu(fd: number, id: number, runAddress: bigint): Vcpu {
+    const vcpu = new Vcpu(this, fd, id, runAddress);
+    this.vcpus.push(vcpu);
+    return vcpu;
+  }
+
   createVcpu(id = 0): Vcpu {
     const fd = libc.ioctl(this.fd, KVM.CREATE_VCPU, id, 'KVM_CREATE_VCPU');
     let vcpu: Vcpu;

@@ -15,7 +15,7 @@ const c = {
   ioctlValue: libc.func('int ioctl(int fd, unsigned long req, unsigned long arg)'),
   ioctlBuffer: libc.func('int ioctl(int fd, unsigned long req, void *arg)'),
   mmap: libc.func('void *mmap(void *addr, size_t len, int prot, int flags, int fd, int64_t off)'),
-  munmap: libc.func('int munmap(void *addr, size_t len)'),
+  munmap: libc.func('int munmap(uintptr_t addr, size_t len)'),
   madvise: libc.func('int madvise(uintptr_t addr, size_t len, int advice)'),
   mincore: libc.func('int mincore(uintptr_t addr, size_t len, void *vec)'),
   eventfd: libc.func('int eventfd(unsigned int initval, int flags)'),
@@ -27,6 +27,8 @@ const c = {
   listen: libc.func('int listen(int fd, int backlog)'),
   accept4: libc.func('int accept4(int fd, void *addr, void *len, int flags)'),
   gettid: libc.func('int gettid()'),
+  setpriority: libc.func('int setpriority(int which, uint32_t who, int prio)'),
+  schedSetscheduler: libc.func('int sched_setscheduler(int pid, int policy, void *param)'),
   getpid: libc.func('int getpid()'),
   tgkill: libc.func('int tgkill(int tgid, int tid, int sig)'),
   pthreadSigmask: libc.func('int pthread_sigmask(int how, void *set, void *oldset)'),
@@ -95,8 +97,9 @@ export function mmap(len: number, prot: number, flags: number, fd = -1, offset =
   return p;
 }
 
-export function munmap(p: Pointer, len: number): void {
-  if ((c.munmap(p, len) as number) < 0) fail('munmap', `${len} bytes`);
+/** Unmaps a mapping, given as mmap returned it or by its address. */
+export function munmap(p: Pointer | bigint, len: number): void {
+  if ((c.munmap(typeof p === 'bigint' ? p : address(p), len) as number) < 0) fail('munmap', `${len} bytes`);
 }
 
 export function madvise(addr: bigint, len: number, advice: number): void {
@@ -113,8 +116,8 @@ export function residentPages(addr: bigint, len: number): number {
   return n;
 }
 
-/** A zero-copy view of len bytes at p. Valid only until p is unmapped. */
-export function view(p: Pointer, len: number): ArrayBuffer {
+/** A zero-copy view of len bytes at p (a pointer or an address). Valid only until p is unmapped. */
+export function view(p: Pointer | bigint, len: number): ArrayBuffer {
   return koffi.view(p, len);
 }
 
@@ -240,6 +243,20 @@ export function acceptNonBlocking(fd: number): number {
 
 export function gettid(): number {
   return c.gettid() as number;
+}
+
+/** Lowers (or raises) the calling thread's scheduling priority: Linux nice is per thread. */
+export function setThreadNice(nice: number): void {
+  if ((c.setpriority(0 /* PRIO_PROCESS */, gettid(), nice) as number) < 0) fail('setpriority');
+}
+
+/**
+ * Makes the calling thread run only when a CPU has nothing else to do
+ * (SCHED_IDLE): background work that must never delay anything else.
+ */
+export function setThreadIdle(): void {
+  const param = new Int32Array(1);
+  if ((c.schedSetscheduler(0, 5 /* SCHED_IDLE */, new Uint8Array(param.buffer)) as number) < 0) fail('sched_setscheduler');
 }
 
 export function getpid(): number {

@@ -29,6 +29,8 @@ export class ExecutorProcess extends EventEmitter<ExecutorLinkEvents> implements
   load = 0;
   /** Prepared shells per memory size, as last reported. */
   readonly pools = new Map<number, number>();
+  /** Of those, the ones already run once on the executor thread. */
+  readonly warmPools = new Map<number, number>();
   private alive = true;
   private stopping = false;
   private child: ChildProcess | undefined;
@@ -183,6 +185,7 @@ export class ExecutorProcess extends EventEmitter<ExecutorLinkEvents> implements
         return;
       case 'pool':
         this.pools.set(ev.memory, ev.depth);
+        this.warmPools.set(ev.memory, ev.warm ?? ev.depth);
         break;
       default:
         break;

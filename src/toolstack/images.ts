@@ -13,10 +13,18 @@ export const BUILTIN_IMAGES = ['noop', 'hello', 'daytime'] as const;
  * Resolves an image argument: a path to an ELF file, or the name of a
  * built-in image (apps and test guests under guest/build).
  */
+const builtins = new Map<string, string>();
+
 export function resolveImage(image: string): string {
   if (image.includes('/') || image.endsWith('.elf')) return resolve(image);
+  // A built-in's path, once found, is remembered: the executor checks the file itself.
+  const known = builtins.get(image);
+  if (known) return known;
   const builtin = join(BUILTIN_DIR, `${image}.elf`);
-  if (existsSync(builtin)) return builtin;
+  if (existsSync(builtin)) {
+    builtins.set(image, builtin);
+    return builtin;
+  }
   if (existsSync(image)) return resolve(image);
   throw new UnknownImageError(image);
 }

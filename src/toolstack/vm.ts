@@ -145,6 +145,7 @@ export class VirtualMachine extends EventEmitter<VirtualMachineEvents> {
       }
       case 'booted':
         this.instructions = ev.instructions;
+        if (this.timings) this.timings.bootNs = ev.bootNs;
         this.resolveBooted(ev.bootNs);
         this.emit('booted', ev.bootNs);
         break;

@@ -54,9 +54,11 @@ function parseIpv4(field: string, ip: string): number {
   return parts.reduce((acc, p, i) => acc | (Number(p) << (8 * i)), 0) >>> 0;
 }
 
+const scratch = new DataView(new ArrayBuffer(NOXS_PAGE_SIZE));
+
 /** Checks a configuration without writing anything. */
 export function validateDevicePage(c: DevicePageContents): void {
-  encode(new DataView(new ArrayBuffer(NOXS_PAGE_SIZE)), c);
+  encode(scratch, c);
 }
 
 /** Writes everything but the generation counter. */
@@ -100,8 +102,8 @@ export class DevicePage {
   readonly memory: GuestMemory;
   private generation = 0;
 
-  constructor() {
-    this.memory = new GuestMemory(NOXS_PAGE_SIZE);
+  constructor(memory = new GuestMemory(NOXS_PAGE_SIZE)) {
+    this.memory = memory;
   }
 
   /**

@@ -10,12 +10,15 @@ import {
 import type { ServeOptions } from './executor-worker.js';
 
 const fromSource = import.meta.url.endsWith('.ts');
-const workerUrl = new URL(fromSource ? './executor-worker.ts' : './executor-worker.js', import.meta.url);
-// Run from source (tests), the worker must register the TypeScript loader
-// itself: Node 20 does not pass loader hooks on to worker threads.
-const workerEntry: URL | string = fromSource
-  ? `import('tsx/esm/api').then((m) => { m.register(); return import(${JSON.stringify(workerUrl.href)}); })`
-  : workerUrl;
+
+/** A worker running module `name` of this folder, from dist or (tests) from source. */
+function startWorker(name: string, options: ConstructorParameters<typeof Worker>[1]): Worker {
+  const url = new URL(`./${name}.${fromSource ? 'ts' : 'js'}`, import.meta.url);
+  // From source the worker must register the TypeScript loader itself:
+  // Node 20 does not pass loader hooks on to worker threads.
+  if (!fromSource) return new Worker(url, options);
+  return new Worker(`import('tsx/esm/api').then((m) => { m.register(); return import(${JSON.stringify(url.href)}); })`, { ...options, eval: true });
+}
 
 export class ExecutorError extends Error {
   constructor(message: string) {
@@ -37,6 +40,8 @@ export class ExecutorThread extends EventEmitter<ExecutorThreadEvents> {
   /** VMs placed on this executor (kept by the host). */
   load = 0;
   private readonly worker: Worker;
+  /** Prepares shells beside the executor thread. */
+  private readonly preparer: Worker;
   private readonly port: import('node:worker_threads').MessagePort;
   private readonly control: Int32Array;
   private readonly wakeFd: number;
@@ -52,12 +57,22 @@ export class ExecutorThread extends EventEmitter<ExecutorThreadEvents> {
     this.wakeFd = libc.eventfd();
     const { port1, port2 } = new MessageChannel();
     this.port = port1;
-    this.worker = new Worker(workerEntry, {
-      eval: fromSource,
-      workerData: { port: port2, control: sab, wakeFd: this.wakeFd, serve },
-      transferList: [port2],
+    const shells = new MessageChannel();
+    this.worker = startWorker('executor-worker', {
+      workerData: { port: port2, control: sab, wakeFd: this.wakeFd, serve, shells: shells.port2 },
+      transferList: [port2, shells.port2],
       // An executor needs little JS heap: its VMs' memory is mapped, not allocated.
       resourceLimits: { maxOldGenerationSizeMb: 256 },
+    });
+    this.preparer = startWorker('preparer', {
+      workerData: { executor: shells.port1, wakeFd: this.wakeFd },
+      transferList: [shells.port1],
+      resourceLimits: { maxOldGenerationSizeMb: 64 },
+    });
+    this.preparer.unref();
+    this.preparer.on('error', (err) => {
+      // Without its preparer the executor still runs VMs, from cold.
+      process.emitWarning(`executor ${this.id}: shell preparer failed: ${err.message}`);
     });
     this.port.on('message', (ev: ExecutorEvent | ProcessEvent) => {
       if (ev.ev === 'ready') {
@@ -75,9 +90,11 @@ export class ExecutorThread extends EventEmitter<ExecutorThreadEvents> {
           this.alive = false;
           this.emit('lost', { name: 'ExecutorError', message: `executor thread exited with code ${code}` });
         }
-        libc.close(this.wakeFd);
-        this.port.close();
-        resolve();
+        void this.stopPreparer().then(() => {
+          libc.close(this.wakeFd);
+          this.port.close();
+          resolve();
+        });
       });
     });
     this.worker.on('error', (err) => {
@@ -121,6 +138,17 @@ export class ExecutorThread extends EventEmitter<ExecutorThreadEvents> {
     if (Atomics.load(this.control, CONTROL_IN_GUEST) !== 0) libc.tgkill(this.pid, this.tid, KICK_SIGNAL);
   }
 
+  private preparerStopped: Promise<void> | undefined;
+  private stopPreparer(): Promise<void> {
+    this.preparerStopped ??= new Promise<void>((resolve) => {
+      const done = (): void => resolve();
+      this.preparer.once('message', done);
+      this.preparer.once('exit', done);
+      this.preparer.postMessage({ op: 'stop' });
+    });
+    return this.preparerStopped;
+  }
+
   /** Keeps the process alive while this executor has VMs. */
   setBusy(busy: boolean): void {
     if (busy) {
@@ -135,6 +163,9 @@ export class ExecutorThread extends EventEmitter<ExecutorThreadEvents> {
   /** Destroys the executor's VMs and ends the thread. */
   async stop(): Promise<void> {
     this.setBusy(true);
+    // The preparer stops first: once it has, no shell is in flight, and the
+    // executor, stopping last, frees every shell it was handed.
+    await this.stopPreparer();
     if (this.alive) {
       this.alive = false;
       this.port.postMessage({ op: 'stop' } satisfies ExecutorRequest);

@@ -9,7 +9,9 @@ import * as libc from '../sys/libc.js';
 import { POLL_CONTROL } from './abi.js';
 import { DeadlineHeap, type HeapItem } from './deadline-heap.js';
 import type { VmExit } from './exit.js';
+import type { MessagePort } from 'node:worker_threads';
 import { ImageCache } from './image-cache.js';
+import { ShellSupply } from './shell-supply.js';
 import { Machine, monotonicNs, Outcome } from './machine.js';
 import {
   CONTROL_IN_GUEST, CONTROL_PENDING, KICK_SIGNAL, serializeError,
@@ -22,6 +24,8 @@ export const CONSOLE_HISTORY = 16 * 1024;
 /** How long a VM may hold the executor while others are runnable. */
 export const SLICE_NS = 10_000_000;
 const MAX_SLEEP_NS = 1_000_000_000;
+/** Background work waits until no request has come for this long. */
+const QUIET_NS = 2_000_000;
 /** Ended VMs waiting to be freed before the executor frees them at once. */
 const MAX_DYING = 64;
 /** Shortest timer the executor arms: below this, signals cost more than lateness. */
@@ -56,6 +60,8 @@ export interface ExecutorOptions {
    *  (an executor process, whose toolstack may restart). */
   keepRecords?: boolean;
   id?: number;
+  /** The channel to this executor's shell preparer, if it has one. */
+  shells?: MessagePort;
 }
 
 type FdHandler = (events: number) => void;
@@ -66,8 +72,7 @@ export class Executor {
   private readonly vms = new Map<number, Entry>();
   private runQueue: Entry[] = [];
   private readonly parked = new DeadlineHeap<Entry>();
-  private readonly pool = new Map<number, Machine[]>();
-  private readonly poolTarget = new Map<number, number>();
+  private readonly supply: ShellSupply | undefined;
   private readonly epfd: number;
   private readonly events = new Uint8Array(libc.EPOLL_EVENT_SIZE * 16);
   private readonly kickSet = libc.sigset(KICK_SIGNAL);
@@ -79,6 +84,7 @@ export class Executor {
   private readonly ended = new Map<number, AdoptedVm>();
   private readonly dying: { e: Entry; exit: VmExit }[] = [];
   private poolChanged = false;
+  private lastRequestNs = 0;
   /** Set after a slice: background work may take one step before the next guest. */
   private backgroundTurn = false;
   /** When epoll last returned: the start of a request's handling here. */
@@ -99,6 +105,7 @@ export class Executor {
     libc.ignoreSignal(KICK_SIGNAL);
     libc.blockSignals(this.kickSet);
     this.kvm = Kvm.open();
+    this.supply = options.shells ? new ShellSupply(this.kvm, options.shells) : undefined;
     this.epfd = libc.epollCreate();
     this.watch(this.wakeFd, libc.EPOLLIN, () => libc.eventfdDrain(this.wakeFd));
     this.timer = libc.threadTimerCreate(KICK_SIGNAL);
@@ -140,11 +147,14 @@ export class Executor {
       // Background work (freeing ended VMs, preparing shells) goes one step
       // at a time: when no guest is runnable, or as one turn among busy
       // guests after a slice, never ahead of a request.
-      if ((this.runQueue.length === 0 || this.backgroundTurn) && this.hasBackgroundWork()) {
+      if ((this.runQueue.length === 0 || this.backgroundTurn) && this.hasBackgroundWork() && this.quiet()) {
         this.backgroundTurn = false;
         this.poll(0);
         if (Atomics.load(this.control, CONTROL_PENDING) !== 0) continue;
-        if (!this.reapOne()) this.refillOne();
+        if (!this.reapOne()) {
+          if (this.supply?.drain()) this.poolChanged = true;
+          if (this.supply?.warmOne(() => this.dropPendingKicks())) this.poolChanged = true;
+        }
         continue;
       }
       const next = this.runQueue.shift();
@@ -163,12 +173,13 @@ export class Executor {
 
   /** Carries out one request from the toolstack. */
   handle(req: ProcessRequest): void {
+    this.lastRequestNs = monotonicNs();
     switch (req.op) {
       case 'hello':
         this.port.send({
           ev: 'hello', id: this.id, pid: libc.getpid(), tid: libc.gettid(),
           vms: [...[...this.vms.values()].map((e) => this.record(e)), ...this.ended.values()],
-          pools: Object.fromEntries([...this.pool].map(([m, shells]) => [m, shells.length])),
+          pools: Object.fromEntries([...this.supply?.depths() ?? []].map(([m, d]) => [m, d.depth])),
         });
         break;
       case 'forget':
@@ -217,9 +228,12 @@ export class Executor {
         break;
       }
       case 'pool':
-        this.poolTarget.set(req.memory, req.target);
-        this.trimPool(req.memory);
-        this.port.send({ ev: 'pool', memory: req.memory, depth: this.pool.get(req.memory)?.length ?? 0 });
+        if (!this.supply) {
+          this.port.send({ ev: 'pool-error', memory: req.memory, error: { name: 'Error', message: 'this executor has no shell preparer' } });
+          break;
+        }
+        this.supply.setTarget(req.memory, req.target);
+        this.poolChanged = true;
         break;
       case 'stats':
         this.port.send({
@@ -244,8 +258,7 @@ export class Executor {
     try {
       if (this.vms.has(req.vmId)) throw new Error(`VM id ${req.vmId} already exists on this executor`);
       const image = this.images.get(req.image);
-      const shells = req.warm ? this.pool.get(req.memory) : undefined;
-      machine = shells?.pop();
+      machine = req.warm ? this.supply?.take(req.memory) : undefined;
       warm = machine !== undefined;
       this.poolChanged ||= warm;
       machine ??= new Machine(this.kvm, req.memory);
@@ -302,9 +315,8 @@ export class Executor {
     if (!e.bootReported && m.firstHypercallNs !== 0) {
       e.bootReported = true;
       e.timings.bootNs = m.firstHypercallNs;
-      if (outcome !== Outcome.Ended) {
-        this.port.send({ ev: 'booted', vmId: e.vmId, bootNs: m.firstHypercallNs, instructions: e.countInstructions ? m.instructionCount : undefined });
-      }
+      // Even for a guest that already ended: freeing it waits for an idle moment.
+      this.port.send({ ev: 'booted', vmId: e.vmId, bootNs: m.firstHypercallNs, instructions: e.countInstructions ? m.instructionCount : undefined });
     }
     switch (outcome) {
       case Outcome.Interrupted:
@@ -365,45 +377,16 @@ export class Executor {
     return true;
   }
 
+  /**
+   * True once no request has come for QUIET_NS (or too much is waiting):
+   * background work must not land between the requests of a burst.
+   */
+  private quiet(): boolean {
+    return monotonicNs() - this.lastRequestNs >= QUIET_NS || this.dying.length > MAX_DYING / 2;
+  }
+
   private hasBackgroundWork(): boolean {
-    return this.dying.length > 0 || this.poolShort();
-  }
-
-  private poolShort(): boolean {
-    for (const [memory, target] of this.poolTarget) if ((this.pool.get(memory)?.length ?? 0) < target) return true;
-    return false;
-  }
-
-  /** Prepares one shell if a pool is short; true if it did work. */
-  private refillOne(): boolean {
-    for (const [memory, target] of this.poolTarget) {
-      const shells = this.pool.get(memory) ?? [];
-      if (shells.length >= target) continue;
-      try {
-        const shell = new Machine(this.kvm, memory);
-        try {
-          while (!shell.warmUp()) this.dropPendingKicks();
-        } catch (err) {
-          shell.close();
-          throw err;
-        }
-        shells.push(shell);
-      } catch (err) {
-        this.poolTarget.set(memory, 0);
-        this.port.send({ ev: 'fatal', error: serializeError(err) });
-        return false;
-      }
-      this.pool.set(memory, shells);
-      this.poolChanged = true;
-      return true;
-    }
-    return false;
-  }
-
-  private trimPool(memory: number): void {
-    const shells = this.pool.get(memory) ?? [];
-    const target = this.poolTarget.get(memory) ?? 0;
-    while (shells.length > target) shells.pop()!.close();
+    return this.dying.length > 0 || (this.supply?.hasCold ?? false);
   }
 
   private record(e: Entry): AdoptedVm {
@@ -414,15 +397,24 @@ export class Executor {
   }
 
   private sleep(): void {
-    if (this.poolChanged) {
+    if (this.supply?.drain()) this.poolChanged = true;
+    if (this.poolChanged && this.supply) {
       // Pool depth is news for the toolstack, but never on a VM's boot path.
       this.poolChanged = false;
-      for (const [memory, shells] of this.pool) this.port.send({ ev: 'pool', memory, depth: shells.length });
+      for (const [memory, d] of this.supply.depths()) this.port.send({ ev: 'pool', memory, depth: d.depth, warm: d.warm });
+      const f = this.supply.failure;
+      if (f) {
+        this.supply.failure = undefined;
+        this.port.send({ ev: 'pool-error', memory: f.memory, error: f.error });
+      }
     }
     const top = this.parked.peek();
     // Bounded, so that the thread returns to JavaScript now and then and
     // can be terminated even if its host vanished without a word.
-    const timeout = Math.min(top ? Math.max(0, top.deadlineNs - monotonicNs()) : MAX_SLEEP_NS, MAX_SLEEP_NS);
+    const now = monotonicNs();
+    let timeout = Math.min(top ? Math.max(0, top.deadlineNs - now) : MAX_SLEEP_NS, MAX_SLEEP_NS);
+    // Background work waits for the quiet period to end.
+    if (this.hasBackgroundWork()) timeout = Math.min(timeout, Math.max(0, this.lastRequestNs + QUIET_NS - now));
     if (this.timerArmed) {
       libc.threadTimerSet(this.timer, 0);
       this.timerArmed = false;
@@ -430,8 +422,8 @@ export class Executor {
     this.poll(timeout);
   }
 
-  /** Waits up to timeoutNs for ready fds and runs their handlers. */
-  private poll(timeoutNs: number): void {
+  /** Waits up to timeoutNs for ready fds and runs their handlers; returns how many were ready. */
+  private poll(timeoutNs: number): number {
     const n = libc.epollWait(this.epfd, this.events, timeoutNs);
     this.wokeNs = monotonicNs();
     const v = new DataView(this.events.buffer);
@@ -440,15 +432,13 @@ export class Executor {
       const fd = Number(v.getBigUint64(o + 4, true));
       this.watches.get(fd)?.(v.getUint32(o, true));
     }
+    return n;
   }
 
   private shutdown(): void {
     for (const e of [...this.vms.values()]) this.end(e, { kind: 'destroyed' });
     while (this.reapOne());
-    for (const memory of this.pool.keys()) {
-      this.poolTarget.set(memory, 0);
-      this.trimPool(memory);
-    }
+    this.supply?.close();
     libc.threadTimerDelete(this.timer);
     this.port.send({ ev: 'stopped' });
     this.onStop?.();

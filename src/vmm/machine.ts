@@ -4,7 +4,7 @@
 import { Kvm } from '../kvm/kvm.js';
 import { GuestMemory, PAGE_SIZE } from '../kvm/memory.js';
 import type { Vcpu } from '../kvm/vcpu.js';
-import type { Vm } from '../kvm/vm.js';
+import { Vm } from '../kvm/vm.js';
 import { EINTR, SysError } from '../sys/errors.js';
 import { EXIT, EXIT_NAMES, IO_OUT, RUN } from '../sys/kvm-api.js';
 import { patchSregs } from '../sys/kvm-structs.js';
@@ -23,6 +23,17 @@ import {
 
 // push %rax (touches the stack page); mov $WARMUP_PORT, %dx; out %al, (%dx)
 const WARMUP_CODE = new Uint8Array([0x50, 0x66, 0xba, WARMUP_PORT & 0xff, WARMUP_PORT >> 8, 0xee]);
+
+/** A prepared shell as it crosses between threads of one process. */
+export interface ShellParts {
+  memSize: number;
+  vmFd: number;
+  vcpuFd: number;
+  runAddress: bigint;
+  ramAddress: bigint;
+  devicePageAddress: bigint;
+  tscHz: number;
+}
 
 export interface MachineConfig {
   vmId: number;
@@ -82,12 +93,23 @@ export class Machine {
   private readonly tscHz: number;
   private closed = false;
 
-  /** Prepares a shell: VM, memory, slots, vCPU and 64-bit entry state. */
-  constructor(kvm: Kvm, memSize: number) {
+  /**
+   * Prepares a shell: VM, memory, slots, vCPU and 64-bit entry state. With
+   * parts, takes over a shell another thread of this process prepared.
+   */
+  constructor(kvm: Kvm, memSize: number, parts?: ShellParts) {
     if (!Number.isSafeInteger(memSize) || memSize < MIN_MEMORY || memSize > MAX_MEMORY || memSize % (1024 * 1024) !== 0) {
       throw new RangeError(`memory must be a whole number of MiB from ${MIN_MEMORY / 1048576} to ${MAX_MEMORY / 1048576}, got ${memSize / 1048576} MiB`);
     }
     this.memSize = memSize;
+    if (parts) {
+      this.vm = new Vm(kvm, parts.vmFd);
+      this.ram = new GuestMemory(memSize, parts.ramAddress);
+      this.devicePage = new DevicePage(new GuestMemory(NOXS_PAGE_SIZE, parts.devicePageAddress));
+      this.vcpu = this.vm.adoptVcpu(parts.vcpuFd, 0, parts.runAddress);
+      this.tscHz = parts.tscHz;
+      return;
+    }
     let t = templates.get(kvm);
     if (!t) {
       t = new CpuTemplate(kvm);
@@ -124,6 +146,18 @@ export class Machine {
     this.ram = ram;
     this.devicePage = devicePage;
     this.tscHz = t.tscHz;
+  }
+
+  /**
+   * Hands the shell over to another thread of this process: returns what
+   * identifies it, and this object lets go of it without closing anything.
+   */
+  detach(): ShellParts {
+    this.closed = true;
+    return {
+      memSize: this.memSize, vmFd: this.vm.fd, vcpuFd: this.vcpu.fd, runAddress: this.vcpu.runAddress,
+      ramAddress: this.ram.hostAddress, devicePageAddress: this.devicePage.memory.hostAddress, tscHz: this.tscHz,
+    };
   }
 
   /**

@@ -72,7 +72,9 @@ export type ExecutorEvent =
   | { ev: 'exit'; vmId: number; exit: VmExit; timings: Timings; exits: number; instructions?: number }
   | { ev: 'paused'; vmId: number; ok: boolean }
   | { ev: 'unpaused'; vmId: number; ok: boolean }
-  | { ev: 'pool'; memory: number; depth: number }
+  | { ev: 'pool'; memory: number; depth: number; warm?: number }
+  /** Preparing shells of this size failed; the pool for it is off. */
+  | { ev: 'pool-error'; memory: number; error: SerializedError }
   | { ev: 'stats'; requestId: number; vms: VmStats[] }
   | { ev: 'stopped' }
   | { ev: 'fatal'; error: SerializedError };

@@ -1,0 +1,84 @@
+// The shell preparer: a thread beside each executor that keeps prepared
+// shells ready (VM, memory, slots, vCPU, 64-bit state, warm-up run) so that
+// preparing never takes the executor thread from a request. It runs at a
+// low priority and hands each shell over as file descriptors and addresses.
+import { parentPort, workerData, type MessagePort } from 'node:worker_threads';
+import { Kvm } from '../kvm/kvm.js';
+import * as libc from '../sys/libc.js';
+import { Machine, type ShellParts } from './machine.js';
+import { serializeError, type SerializedError } from './protocol.js';
+
+/** Executor → preparer. */
+export type PreparerRequest =
+  | { op: 'target'; memory: number; target: number }
+  | { op: 'taken'; memory: number };
+
+/** Preparer → executor. */
+export type PreparerMessage =
+  | { kind: 'shell'; parts: ShellParts }
+  | { kind: 'failed'; memory: number; error: SerializedError };
+
+interface PreparerData {
+  /** The channel with the executor thread: shells out, targets and takes in. */
+  executor: MessagePort;
+  /** The executor's eventfd: signalled after each shell so it can report the pool. */
+  wakeFd: number;
+}
+
+const { executor, wakeFd } = workerData as PreparerData;
+// Preparing is background work: it runs only on an otherwise idle CPU.
+libc.setThreadIdle();
+const kvm = Kvm.open();
+const targets = new Map<number, number>();
+/** Shells handed over and not yet taken, per memory size. */
+const ready = new Map<number, number>();
+let stopping = false;
+let scheduled = false;
+
+function schedule(): void {
+  if (scheduled || stopping) return;
+  scheduled = true;
+  setImmediate(step);
+}
+
+/** Prepares one shell where one is missing, then yields to messages. */
+function step(): void {
+  scheduled = false;
+  if (stopping) return;
+  for (const [memory, target] of targets) {
+    const have = ready.get(memory) ?? 0;
+    if (have >= target) continue;
+    let m: Machine | undefined;
+    try {
+      m = new Machine(kvm, memory);
+    } catch (err) {
+      m?.close();
+      targets.set(memory, 0);
+      executor.postMessage({ kind: 'failed', memory, error: serializeError(err) } satisfies PreparerMessage);
+      libc.eventfdSignal(wakeFd);
+      return;
+    }
+    ready.set(memory, have + 1);
+    executor.postMessage({ kind: 'shell', parts: m.detach() } satisfies PreparerMessage);
+    libc.eventfdSignal(wakeFd);
+    schedule();
+    return;
+  }
+}
+
+executor.on('message', (req: PreparerRequest) => {
+  if (req.op === 'target') targets.set(req.memory, req.target);
+  else ready.set(req.memory, Math.max(0, (ready.get(req.memory) ?? 0) - 1));
+  schedule();
+});
+
+// The host stops us before it stops the executor, so that the executor,
+// stopping last, frees every shell we handed over.
+parentPort!.on('message', (m: { op: 'stop' }) => {
+  if (m.op !== 'stop') return;
+  stopping = true;
+  kvm.close();
+  executor.close();
+  parentPort!.postMessage('stopped');
+  parentPort!.close();
+});

@@ -1,0 +1,126 @@
+// The executor's side of the shell preparer: takes in the shells it hands
+// over, runs each once on this thread when idle (see Machine.warmUp), and
+// gives them out to requests, warmed-up ones first.
+import { receiveMessageOnPort, type MessagePort } from 'node:worker_threads';
+import type { Kvm } from '../kvm/kvm.js';
+import { Machine } from './machine.js';
+import type { PreparerMessage, PreparerRequest } from './preparer.js';
+import type { SerializedError } from './protocol.js';
+
+export class ShellSupply {
+  /** Ready shells per memory size; warmed-up ones at the front. */
+  private readonly shells = new Map<number, Machine[]>();
+  private readonly targets = new Map<number, number>();
+  /** Handed over but not yet run once on this thread. */
+  private readonly cold: Machine[] = [];
+  /** A preparation failure not yet reported. */
+  failure: { memory: number; error: SerializedError } | undefined;
+
+  constructor(private readonly kvm: Kvm, private readonly port: MessagePort) {}
+
+  /** Takes in what the preparer has handed over; true if anything changed. */
+  drain(): boolean {
+    let changed = false;
+    for (let m = receiveMessageOnPort(this.port); m; m = receiveMessageOnPort(this.port)) {
+      const msg = m.message as PreparerMessage;
+      changed = true;
+      if (msg.kind === 'failed') {
+        this.failure = { memory: msg.memory, error: msg.error };
+        this.targets.set(msg.memory, 0);
+        continue;
+      }
+      const memory = msg.parts.memSize;
+      const machine = new Machine(this.kvm, memory, msg.parts);
+      const list = this.shells.get(memory) ?? [];
+      if (list.length >= (this.targets.get(memory) ?? 0)) {
+        // More than wanted (the target went down meanwhile): free it now.
+        machine.close();
+        this.post({ op: 'taken', memory });
+        continue;
+      }
+      list.push(machine);
+      this.shells.set(memory, list);
+      this.cold.push(machine);
+    }
+    return changed;
+  }
+
+  /** A prepared shell of this size, or undefined if none is ready. */
+  take(memory: number): Machine | undefined {
+    let list = this.shells.get(memory);
+    if (!list?.length) {
+      this.drain();
+      list = this.shells.get(memory);
+    }
+    const machine = list?.shift();
+    if (!machine) return undefined;
+    this.post({ op: 'taken', memory });
+    this.unlistCold(machine);
+    return machine;
+  }
+
+  /**
+   * Runs one cold shell once on this thread: the first KVM_RUN of a vCPU on
+   * a thread is what costs, so it happens here, as background work, not on a
+   * request. False if there was nothing to do.
+   */
+  warmOne(onInterrupted: () => void): boolean {
+    const machine = this.cold.shift();
+    if (!machine) return false;
+    if (!machine.warmUp()) {
+      onInterrupted();
+      this.cold.unshift(machine);
+      return true;
+    }
+    // Warm shells go out first.
+    const list = this.shells.get(machine.memSize)!;
+    list.splice(list.indexOf(machine), 1);
+    let i = 0;
+    while (i < list.length && !this.cold.includes(list[i]!)) i++;
+    list.splice(i, 0, machine);
+    return true;
+  }
+
+  get hasCold(): boolean {
+    return this.cold.length > 0;
+  }
+
+  setTarget(memory: number, target: number): void {
+    this.targets.set(memory, target);
+    this.post({ op: 'target', memory, target });
+    const list = this.shells.get(memory) ?? [];
+    while (list.length > target) {
+      const m = list.pop()!;
+      this.unlistCold(m);
+      m.close();
+      this.post({ op: 'taken', memory });
+    }
+  }
+
+  /** Shells ready per memory size, and how many of them are warmed up. */
+  depths(): Map<number, { depth: number; warm: number }> {
+    const out = new Map<number, { depth: number; warm: number }>();
+    for (const memory of new Set([...this.targets.keys(), ...this.shells.keys()])) {
+      const list = this.shells.get(memory) ?? [];
+      out.set(memory, { depth: list.length, warm: list.filter((m) => !this.cold.includes(m)).length });
+    }
+    return out;
+  }
+
+  /** Frees every shell held; call after the preparer has stopped. */
+  close(): void {
+    this.drain();
+    for (const list of this.shells.values()) for (const m of list) m.close();
+    this.shells.clear();
+    this.cold.length = 0;
+  }
+
+  private unlistCold(machine: Machine): void {
+    const i = this.cold.indexOf(machine);
+    if (i >= 0) this.cold.splice(i, 1);
+  }
+
+  private post(req: PreparerRequest): void {
+    this.port.postMessage(req);
+  }
+}
