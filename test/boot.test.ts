@@ -46,6 +46,7 @@ void describe('booting images on KVM', () => {
     const vm = await host.create({ image: 'hello' });
     const bootNs = await vm.booted;
     await vm.exited;
+    await vm.freed;
     const t = vm.timings!;
     assert.equal(bootNs, t.bootNs);
     const order = [t.requestNs, t.shellNs, t.loadedNs, t.bootNs, t.endNs, t.destroyedNs];

@@ -337,6 +337,7 @@ void describe('malformed and oversized images through a Host', () => {
     for (const o of failing) await createError(o);
     const vm = await host.create({ image: 'noop' });
     await vm.exited;
+    await vm.freed;
     const start = resources();
     for (let i = 0; i < 50; i++) await createError(failing[i % failing.length]!);
     assert.equal(liveVms(host), 0, 'no VM left alive');

@@ -78,7 +78,7 @@ export async function benchBoot(opts: BootBenchOptions, extra: Record<string, Ex
   const host = await Host.start({ executors: 1 });
   try {
     // Warm-up: JIT, page cache, the first VM on the host costs double.
-    for (let i = 0; i < 20; i++) await (await host.create({ image: noop, warm: false })).exited;
+    for (let i = 0; i < 20; i++) await (await host.create({ image: noop, warm: false })).freed;
     await kvmFloor(5);
     await forkExec(5);
 
@@ -89,6 +89,7 @@ export async function benchBoot(opts: BootBenchOptions, extra: Record<string, Ex
         const vm = await host.create({ image: noop, warm: false });
         const exit = await vm.exited;
         const t1 = process.hrtime.bigint();
+        await vm.freed;
         if (exit.kind !== 'halt' || exit.status !== 0) throw new Error(`noop guest did not exit 0: ${JSON.stringify(exit)}`);
         const t = vm.timings!;
         samples.lightvm_cold!.push((t.bootNs - Number(t0) + (t.destroyedNs - (t.destroyNs ?? t.endNs))) / 1e6);

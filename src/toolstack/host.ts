@@ -262,7 +262,7 @@ export class Host extends EventEmitter<HostEvents> {
       pending?.reject(new VmCreateError(ev.error));
       return;
     }
-    const vm = this.vms.get(ev.vmId);
+    const vm = this.vms.get(ev.vmId) ?? this.ended.get(ev.vmId);
     if (!vm) return;
     if (ev.ev === 'started') {
       vm.warm = ev.warm;
@@ -275,9 +275,10 @@ export class Host extends EventEmitter<HostEvents> {
     vm.handle(ev);
     if (ev.ev === 'exit') {
       this.forget(vm);
-      this.place(ex, -1);
       this.emit('vm', { type: 'exited', vm });
     }
+    // An ended VM counts on its executor until its resources are freed.
+    if (ev.ev === 'freed') this.place(ex, -1);
   }
 
   private onLost(ex: ExecutorLink, err: SerializedError): void {

@@ -47,8 +47,11 @@ export class VirtualMachine extends EventEmitter<VirtualMachineEvents> {
   instructions: number | undefined;
   /** Resolves with the monotonic ns of the first hypercall. */
   readonly booted: Promise<number>;
-  /** Resolves when the VM has ended and everything it held is freed. */
+  /** Resolves when the VM has ended: it never runs again. */
   readonly exited: Promise<VmExit>;
+  /** Resolves when everything the VM held (KVM objects, memory) is given back. */
+  readonly freed: Promise<void>;
+  private resolveFreed!: () => void;
   private resolveBooted!: (ns: number) => void;
   private resolveExited!: (e: VmExit) => void;
   private readonly consoleChunks: Buffer[] = [];
@@ -68,6 +71,7 @@ export class VirtualMachine extends EventEmitter<VirtualMachineEvents> {
     this.memoryMiB = config.memory / 1048576;
     this.booted = new Promise((r) => (this.resolveBooted = r));
     this.exited = new Promise((r) => (this.resolveExited = r));
+    this.freed = new Promise((r) => (this.resolveFreed = r));
     // Nobody need listen for boot: do not turn it into an unhandled rejection.
     void this.booted.catch(() => {});
   }
@@ -81,6 +85,7 @@ export class VirtualMachine extends EventEmitter<VirtualMachineEvents> {
   async destroy(): Promise<VmExit> {
     if (this.state !== 'exited') this.executor.send({ op: 'destroy', vmId: this.id });
     const exit = await this.exited;
+    await this.freed;
     this.emit('removed');
     return exit;
   }
@@ -127,6 +132,8 @@ export class VirtualMachine extends EventEmitter<VirtualMachineEvents> {
     if (a.state === 'paused') this.state = 'paused';
     if (a.state === 'exited' && a.exit && a.timings) {
       this.handle({ ev: 'exit', vmId: this.id, exit: a.exit, timings: a.timings, exits: 0 });
+      // Whether or not its executor has freed it yet, it no longer counts here.
+      this.resolveFreed();
     }
   }
 
@@ -148,6 +155,13 @@ export class VirtualMachine extends EventEmitter<VirtualMachineEvents> {
         if (this.timings) this.timings.bootNs = ev.bootNs;
         this.resolveBooted(ev.bootNs);
         this.emit('booted', ev.bootNs);
+        break;
+      case 'freed':
+        if (this.timings) {
+          this.timings.destroyNs = ev.destroyNs;
+          this.timings.destroyedNs = ev.destroyedNs;
+        }
+        this.resolveFreed();
         break;
       case 'paused':
       case 'unpaused': {
@@ -175,6 +189,8 @@ export class VirtualMachine extends EventEmitter<VirtualMachineEvents> {
 
   /** @internal The executor died under this VM. */
   lost(reason: string): void {
+    // Its resources went with the executor.
+    this.resolveFreed();
     if (this.state === 'exited') return;
     this.handle({
       ev: 'exit', vmId: this.id, exits: this.exitCount,

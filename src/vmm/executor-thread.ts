@@ -144,14 +144,15 @@ export class ExecutorThread extends EventEmitter<ExecutorThreadEvents> {
       const done = (): void => resolve();
       this.preparer.once('message', done);
       this.preparer.once('exit', done);
+      this.preparer.ref();
       this.preparer.postMessage({ op: 'stop' });
     });
     return this.preparerStopped;
   }
 
-  /** Keeps the process alive while this executor has VMs. */
+  /** Keeps the process alive while this executor has VMs (and while it stops). */
   setBusy(busy: boolean): void {
-    if (busy) {
+    if (busy || this.stopping) {
       this.worker.ref();
       this.port.ref();
     } else {
@@ -161,7 +162,10 @@ export class ExecutorThread extends EventEmitter<ExecutorThreadEvents> {
   }
 
   /** Destroys the executor's VMs and ends the thread. */
+  private stopping = false;
+
   async stop(): Promise<void> {
+    this.stopping = true;
     this.setBusy(true);
     // The preparer stops first: once it has, no shell is in flight, and the
     // executor, stopping last, frees every shell it was handed.

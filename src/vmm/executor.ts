@@ -82,6 +82,7 @@ export class Executor {
   private port: ExecutorPort = { receive: () => undefined, send: () => {} };
   private readonly watches = new Map<number, FdHandler>();
   private readonly ended = new Map<number, AdoptedVm>();
+  /** Ended VMs not yet freed. */
   private readonly dying: { e: Entry; exit: VmExit }[] = [];
   private poolChanged = false;
   private lastRequestNs = 0;
@@ -147,7 +148,7 @@ export class Executor {
       // Background work (freeing ended VMs, preparing shells) goes one step
       // at a time: when no guest is runnable, or as one turn among busy
       // guests after a slice, never ahead of a request.
-      if ((this.runQueue.length === 0 || this.backgroundTurn) && this.hasBackgroundWork() && this.quiet()) {
+      if ((this.runQueue.length === 0 || this.backgroundTurn) && this.hasBackgroundWork() && (this.dying.length > 0 || this.quiet())) {
         this.backgroundTurn = false;
         this.poll(0);
         if (Atomics.load(this.control, CONTROL_PENDING) !== 0) continue;
@@ -358,6 +359,11 @@ export class Executor {
     this.vms.delete(e.vmId);
     if (e.queued) this.runQueue = this.runQueue.filter((x) => x !== e);
     this.dying.push({ e, exit });
+    if (this.keepRecords) this.ended.set(e.vmId, { ...this.record(e), state: 'exited', exit });
+    this.port.send({
+      ev: 'exit', vmId: e.vmId, exit, timings: e.timings, exits: e.machine.exitCount,
+      instructions: e.countInstructions ? e.machine.instructionCount : undefined,
+    });
     if (this.dying.length > MAX_DYING) this.reapOne();
   }
 
@@ -365,24 +371,20 @@ export class Executor {
   private reapOne(): boolean {
     const d = this.dying.shift();
     if (!d) return false;
-    const { e, exit } = d;
+    const { e } = d;
     e.timings.destroyNs = monotonicNs();
     e.machine.close();
     e.timings.destroyedNs = monotonicNs();
-    if (this.keepRecords) this.ended.set(e.vmId, { ...this.record(e), state: 'exited', exit });
-    this.port.send({
-      ev: 'exit', vmId: e.vmId, exit, timings: e.timings, exits: e.machine.exitCount,
-      instructions: e.countInstructions ? e.machine.instructionCount : undefined,
-    });
+    this.port.send({ ev: 'freed', vmId: e.vmId, destroyNs: e.timings.destroyNs, destroyedNs: e.timings.destroyedNs });
     return true;
   }
 
   /**
-   * True once no request has come for QUIET_NS (or too much is waiting):
-   * background work must not land between the requests of a burst.
+   * True once no request has come for QUIET_NS: warming up shells must not
+   * land between the requests of a burst. (Freeing ended VMs does not wait.)
    */
   private quiet(): boolean {
-    return monotonicNs() - this.lastRequestNs >= QUIET_NS || this.dying.length > MAX_DYING / 2;
+    return monotonicNs() - this.lastRequestNs >= QUIET_NS;
   }
 
   private hasBackgroundWork(): boolean {
@@ -414,7 +416,7 @@ export class Executor {
     const now = monotonicNs();
     let timeout = Math.min(top ? Math.max(0, top.deadlineNs - now) : MAX_SLEEP_NS, MAX_SLEEP_NS);
     // Background work waits for the quiet period to end.
-    if (this.hasBackgroundWork()) timeout = Math.min(timeout, Math.max(0, this.lastRequestNs + QUIET_NS - now));
+    if (this.supply?.hasCold) timeout = Math.min(timeout, Math.max(0, this.lastRequestNs + QUIET_NS - now));
     if (this.timerArmed) {
       libc.threadTimerSet(this.timer, 0);
       this.timerArmed = false;

@@ -69,7 +69,10 @@ export type ExecutorEvent =
   | { ev: 'create-failed'; vmId: number; error: SerializedError }
   | { ev: 'booted'; vmId: number; bootNs: number; instructions?: number }
   | { ev: 'console'; vmId: number; data: Uint8Array }
+  /** The guest ended: it never runs again. Its resources are freed soon after ('freed'). */
   | { ev: 'exit'; vmId: number; exit: VmExit; timings: Timings; exits: number; instructions?: number }
+  /** Everything the VM held (KVM objects, memory) is given back. */
+  | { ev: 'freed'; vmId: number; destroyNs: number; destroyedNs: number }
   | { ev: 'paused'; vmId: number; ok: boolean }
   | { ev: 'unpaused'; vmId: number; ok: boolean }
   | { ev: 'pool'; memory: number; depth: number; warm?: number }

@@ -53,6 +53,7 @@ async function run(image: string, opts: RunOptions): Promise<number> {
     });
     if (!opts.json) vm.on('console', (b) => process.stdout.write(b));
     const exit = await vm.exited;
+    await vm.freed;
     const t = vm.timings!;
     const phases = {
       host_start_ms: ms(Number(requested - t0)),
