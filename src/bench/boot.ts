@@ -36,6 +36,12 @@ export async function warmSampler(): Promise<{ sampler: ExtraSampler; stop: () =
   const { client } = daemon;
   // The noop guest ends at its first hypercall: no destroy request needed.
   const raw = new RawHttpClient(daemon.socket);
+  try {
+    await waitForPool(client, 4, POOL);
+  } catch (err) {
+    await daemon.stop();
+    throw err;
+  }
   const request = raw.prepare('POST', '/v1/vms', { image: 'noop', wait: 'booted' });
   const one = async (): Promise<number> => {
     let t0 = 0n;
@@ -43,7 +49,6 @@ export async function warmSampler(): Promise<{ sampler: ExtraSampler; stop: () =
     if (!r.vm.warm) throw new Error('lightvm_warm: the VM did not come from a prepared shell');
     return (r.timings.bootNs - Number(t0)) / 1e6;
   };
-  await waitForPool(client, 4, POOL);
   for (let i = 0; i < 10; i++) await one();
   return {
     stop: async () => {

@@ -23,6 +23,9 @@ export async function startDaemon(args: string[] = []): Promise<BenchDaemon> {
   const child = spawn(process.execPath, [...(fromSource ? ['--import', 'tsx'] : []), cli, 'daemon', '--runtime-dir', runtimeDir,
     '--log-level', 'warn', ...args], { stdio: ['ignore', 'ignore', 'inherit'], cwd: PACKAGE_ROOT });
   const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+  // Whatever happens to the benchmark, its daemon (and the daemon's executors) go with it.
+  const reap = (): void => void child.kill('SIGTERM');
+  process.once('exit', reap);
   for (let i = 0; !existsSync(socket); i++) {
     if (child.exitCode !== null || i > 600) throw new Error('lightvmd did not start');
     await new Promise((r) => setTimeout(r, 50));
@@ -31,6 +34,7 @@ export async function startDaemon(args: string[] = []): Promise<BenchDaemon> {
   return {
     client, socket, runtimeDir, process: child,
     async stop() {
+      process.off('exit', reap);
       client.close();
       child.kill('SIGTERM');
       await exited;

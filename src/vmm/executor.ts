@@ -148,7 +148,7 @@ export class Executor {
       // Background work (freeing ended VMs, preparing shells) goes one step
       // at a time: when no guest is runnable, or as one turn among busy
       // guests after a slice, never ahead of a request.
-      if ((this.runQueue.length === 0 || this.backgroundTurn) && this.hasBackgroundWork() && (this.dying.length > 0 || this.quiet())) {
+      if ((this.runQueue.length === 0 || this.backgroundTurn) && this.hasBackgroundWork() && this.quiet()) {
         this.backgroundTurn = false;
         this.poll(0);
         if (Atomics.load(this.control, CONTROL_PENDING) !== 0) continue;
@@ -380,11 +380,12 @@ export class Executor {
   }
 
   /**
-   * True once no request has come for QUIET_NS: warming up shells must not
-   * land between the requests of a burst. (Freeing ended VMs does not wait.)
+   * True once no request has come for QUIET_NS (or too many ended VMs wait
+   * to be freed): background work must not land between the requests of a
+   * burst.
    */
   private quiet(): boolean {
-    return monotonicNs() - this.lastRequestNs >= QUIET_NS;
+    return monotonicNs() - this.lastRequestNs >= QUIET_NS || this.dying.length > MAX_DYING / 2;
   }
 
   private hasBackgroundWork(): boolean {
@@ -416,7 +417,7 @@ export class Executor {
     const now = monotonicNs();
     let timeout = Math.min(top ? Math.max(0, top.deadlineNs - now) : MAX_SLEEP_NS, MAX_SLEEP_NS);
     // Background work waits for the quiet period to end.
-    if (this.supply?.hasCold) timeout = Math.min(timeout, Math.max(0, this.lastRequestNs + QUIET_NS - now));
+    if (this.hasBackgroundWork()) timeout = Math.min(timeout, Math.max(0, this.lastRequestNs + QUIET_NS - now));
     if (this.timerArmed) {
       libc.threadTimerSet(this.timer, 0);
       this.timerArmed = false;

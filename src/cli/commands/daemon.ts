@@ -51,7 +51,9 @@ export function registerDaemon(program: Command): void {
     .description('stop a running daemon (SIGTERM)')
     .option('--runtime-dir <dir>', 'runtime directory')
     .option('--socket <path>', 'API socket')
-    .action(async (opts: { runtimeDir?: string; socket?: string }) => {
+    .action(async (_opts: unknown, cmd: Command) => {
+      // The options may have been given after "daemon" or after "stop".
+      const opts = cmd.optsWithGlobals<{ runtimeDir?: string; socket?: string }>();
       try {
         const { Client } = await import('../client.js');
         const client = new Client(opts.socket ?? defaultSocketPath(opts.runtimeDir ?? defaultRuntimeDir()));
