@@ -1,7 +1,9 @@
 /*
  * daytime: the RFC 867 service of the paper's daytime unikernel, without
  * the network for now: read WALLTIME once and print it in RFC 867 style,
- * "Saturday, November 28, 2026 19:47:07-UTC".
+ * "Saturday, November 28, 2026 19:47:07-UTC". With the command line "stay"
+ * it then waits, parked, until the host asks it to shut down: the idle
+ * guest of the density benchmark.
  */
 #include <lightvm/lvm.h>
 
@@ -37,5 +39,8 @@ int main(void)
     civil_from_days(days, &year, &month, &day);
     lvm_printf("%s, %s %u, %ld %02u:%02u:%02u-UTC\n", weekdays[(days + 4) % 7], months[month - 1],
                day, year, sod / 3600, sod / 60 % 60, sod % 60);
+    if (strcmp(lvm_cmdline(), "stay") == 0)
+        for (;;)
+            lvm_poll(~0ull); /* returns only for devices; a shutdown request ends us inside */
     return 0;
 }

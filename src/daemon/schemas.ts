@@ -63,7 +63,9 @@ const timings = {
     trace: {
       type: 'object',
       description: 'stamps along the request path: API handler, sent to the executor, executor thread awake',
-      properties: { apiNs: { type: 'number' }, sentNs: { type: 'number' }, wokeNs: { type: 'number' } },
+      properties: {
+        apiNs: { type: 'number' }, sentNs: { type: 'number' }, wokeNs: { type: 'number' }, createdNs: { type: 'number' }, replyNs: { type: 'number' },
+      },
     },
     requestNs: { type: 'number' }, shellNs: { type: 'number' }, loadedNs: { type: 'number' },
     bootNs: { type: 'number' }, endNs: { type: 'number' }, destroyNs: { type: 'number' }, destroyedNs: { type: 'number' },

@@ -85,8 +85,13 @@ export async function buildServer(daemon: Daemon): Promise<FastifyInstance> {
       }
       throw err;
     }
+    const createdNs = Number(process.hrtime.bigint());
     if (b.wait === 'booted') await Promise.race([vm.booted, vm.exited]);
     if (b.wait === 'exit') await vm.exited;
+    if (vm.timings?.trace) {
+      vm.timings.trace.createdNs = createdNs;
+      vm.timings.trace.replyNs = Number(process.hrtime.bigint());
+    }
     return reply.code(201).send({ vm: vmView(vm), timings: vm.timings ?? null, console: b.wait === 'exit' ? vm.consoleText() : null });
   });
 

@@ -1,7 +1,7 @@
 // The host's handle on one executor thread: starts the worker, posts
 // requests and wakes (or kicks) the thread so it reads them at once.
 import { EventEmitter } from 'node:events';
-import { MessageChannel, Worker } from 'node:worker_threads';
+import { MessageChannel, Worker, type TransferListItem } from 'node:worker_threads';
 import * as libc from '../sys/libc.js';
 import {
   CONTROL_IN_GUEST, CONTROL_PENDING, CONTROL_WORDS, KICK_SIGNAL,
@@ -40,8 +40,10 @@ export class ExecutorThread extends EventEmitter<ExecutorThreadEvents> {
   /** VMs placed on this executor (kept by the host). */
   load = 0;
   private readonly worker: Worker;
-  /** Prepares shells beside the executor thread. */
-  private readonly preparer: Worker;
+  /** Prepares shells beside the executor thread while it holds a pool. */
+  private preparer: Worker | undefined;
+  /** Preparer starts and stops, one after another. */
+  private preparerWork: Promise<void> = Promise.resolve();
   private readonly port: import('node:worker_threads').MessagePort;
   private readonly control: Int32Array;
   private readonly wakeFd: number;
@@ -57,24 +59,17 @@ export class ExecutorThread extends EventEmitter<ExecutorThreadEvents> {
     this.wakeFd = libc.eventfd();
     const { port1, port2 } = new MessageChannel();
     this.port = port1;
-    const shells = new MessageChannel();
     this.worker = startWorker('executor-worker', {
-      workerData: { port: port2, control: sab, wakeFd: this.wakeFd, serve, shells: shells.port2 },
-      transferList: [port2, shells.port2],
+      workerData: { port: port2, control: sab, wakeFd: this.wakeFd, serve },
+      transferList: [port2],
       // An executor needs little JS heap: its VMs' memory is mapped, not allocated.
       resourceLimits: { maxOldGenerationSizeMb: 256 },
     });
-    this.preparer = startWorker('preparer', {
-      workerData: { executor: shells.port1, wakeFd: this.wakeFd },
-      transferList: [shells.port1],
-      resourceLimits: { maxOldGenerationSizeMb: 64 },
-    });
-    this.preparer.unref();
-    this.preparer.on('error', (err) => {
-      // Without its preparer the executor still runs VMs, from cold.
-      process.emitWarning(`executor ${this.id}: shell preparer failed: ${err.message}`);
-    });
     this.port.on('message', (ev: ExecutorEvent | ProcessEvent) => {
+      if (ev.ev === 'preparer-wanted') {
+        this.preparerWork = this.preparerWork.then(() => (ev.want ? this.startPreparer() : this.stopPreparer()));
+        return;
+      }
       if (ev.ev === 'ready') {
         this.tid = ev.tid;
         this.pid = ev.pid;
@@ -90,7 +85,7 @@ export class ExecutorThread extends EventEmitter<ExecutorThreadEvents> {
           this.alive = false;
           this.emit('lost', { name: 'ExecutorError', message: `executor thread exited with code ${code}` });
         }
-        void this.stopPreparer().then(() => {
+        void (this.preparerWork = this.preparerWork.then(() => this.stopPreparer())).then(() => {
           libc.close(this.wakeFd);
           this.port.close();
           resolve();
@@ -131,23 +126,47 @@ export class ExecutorThread extends EventEmitter<ExecutorThreadEvents> {
 
   send(req: ExecutorRequest): void {
     if (!this.alive) throw new ExecutorError('executor is not running');
-    this.port.postMessage(req);
+    this.post(req);
+  }
+
+  private post(req: ExecutorRequest, transfer: TransferListItem[] = []): void {
+    this.port.postMessage(req, transfer);
     Atomics.store(this.control, CONTROL_PENDING, 1);
     libc.eventfdSignal(this.wakeFd);
     // A thread inside KVM_RUN does not read its eventfd: interrupt it.
     if (Atomics.load(this.control, CONTROL_IN_GUEST) !== 0) libc.tgkill(this.pid, this.tid, KICK_SIGNAL);
   }
 
-  private preparerStopped: Promise<void> | undefined;
-  private stopPreparer(): Promise<void> {
-    this.preparerStopped ??= new Promise<void>((resolve) => {
-      const done = (): void => resolve();
-      this.preparer.once('message', done);
-      this.preparer.once('exit', done);
-      this.preparer.ref();
-      this.preparer.postMessage({ op: 'stop' });
+  private startPreparer(): void {
+    if (this.preparer || !this.alive) return;
+    const channel = new MessageChannel();
+    const preparer = startWorker('preparer', {
+      workerData: { executor: channel.port1, wakeFd: this.wakeFd },
+      transferList: [channel.port1],
+      resourceLimits: { maxOldGenerationSizeMb: 64 },
     });
-    return this.preparerStopped;
+    preparer.unref();
+    preparer.on('error', (err) => {
+      // Without its preparer the executor still runs VMs, from cold.
+      process.emitWarning(`executor ${this.id}: shell preparer failed: ${err.message}`);
+    });
+    this.preparer = preparer;
+    this.post({ op: 'preparer-attached', port: channel.port2 }, [channel.port2]);
+  }
+
+  /** Stops the preparer; once it has, no shell is in flight, and the executor frees what it holds. */
+  private async stopPreparer(): Promise<void> {
+    const preparer = this.preparer;
+    if (!preparer) return;
+    this.preparer = undefined;
+    await new Promise<void>((resolve) => {
+      const done = (): void => resolve();
+      preparer.once('message', done);
+      preparer.once('exit', done);
+      preparer.ref();
+      preparer.postMessage({ op: 'stop' });
+    });
+    if (this.alive) this.post({ op: 'preparer-stopped' });
   }
 
   /** Keeps the process alive while this executor has VMs (and while it stops). */
@@ -169,7 +188,7 @@ export class ExecutorThread extends EventEmitter<ExecutorThreadEvents> {
     this.setBusy(true);
     // The preparer stops first: once it has, no shell is in flight, and the
     // executor, stopping last, frees every shell it was handed.
-    await this.stopPreparer();
+    await (this.preparerWork = this.preparerWork.then(() => this.stopPreparer()));
     if (this.alive) {
       this.alive = false;
       this.port.postMessage({ op: 'stop' } satisfies ExecutorRequest);

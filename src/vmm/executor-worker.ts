@@ -16,13 +16,15 @@ interface ExecutorWorkerData {
   control: SharedArrayBuffer;
   wakeFd: number;
   serve?: ServeOptions;
-  shells: MessagePort;
 }
 
-const { port, control, wakeFd, serve, shells } = workerData as ExecutorWorkerData;
+const { port, control, wakeFd, serve } = workerData as ExecutorWorkerData;
 const post = (ev: ProcessEvent): void => port.postMessage(ev);
 try {
-  const executor = new Executor(new Int32Array(control), wakeFd, { keepRecords: serve !== undefined, id: serve?.id, shells });
+  const executor = new Executor(new Int32Array(control), wakeFd, {
+    keepRecords: serve !== undefined, id: serve?.id,
+    wantPreparer: (want) => post({ ev: 'preparer-wanted', want }),
+  });
   const receive = (): ProcessRequest | undefined => receiveMessageOnPort(port)?.message as ProcessRequest | undefined;
   if (serve) {
     // The host thread only starts and stops us; the toolstack talks on the socket.

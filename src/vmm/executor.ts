@@ -39,7 +39,6 @@ interface Entry extends HeapItem {
   queued: boolean;
   /** Woken (deadline passed) while paused: runnable on unpause. */
   wokeWhilePaused: boolean;
-  bootReported: boolean;
   countInstructions: boolean;
   cpuNs: number;
   config: CreateRequest;
@@ -60,8 +59,8 @@ export interface ExecutorOptions {
    *  (an executor process, whose toolstack may restart). */
   keepRecords?: boolean;
   id?: number;
-  /** The channel to this executor's shell preparer, if it has one. */
-  shells?: MessagePort;
+  /** Asks the host thread to start (true) or stop (false) a shell preparer. */
+  wantPreparer?: (want: boolean) => void;
 }
 
 type FdHandler = (events: number) => void;
@@ -72,7 +71,11 @@ export class Executor {
   private readonly vms = new Map<number, Entry>();
   private runQueue: Entry[] = [];
   private readonly parked = new DeadlineHeap<Entry>();
-  private readonly supply: ShellSupply | undefined;
+  /** Shells from a preparer thread, which runs only while a pool target is set. */
+  private supply: ShellSupply | undefined;
+  private readonly poolTargets = new Map<number, number>();
+  private preparerWanted = false;
+  private readonly wantPreparer: (want: boolean) => void;
   private readonly epfd: number;
   private readonly events = new Uint8Array(libc.EPOLL_EVENT_SIZE * 16);
   private readonly kickSet = libc.sigset(KICK_SIGNAL);
@@ -106,7 +109,7 @@ export class Executor {
     libc.ignoreSignal(KICK_SIGNAL);
     libc.blockSignals(this.kickSet);
     this.kvm = Kvm.open();
-    this.supply = options.shells ? new ShellSupply(this.kvm, options.shells) : undefined;
+    this.wantPreparer = options.wantPreparer ?? (() => {});
     this.epfd = libc.epollCreate();
     this.watch(this.wakeFd, libc.EPOLLIN, () => libc.eventfdDrain(this.wakeFd));
     this.timer = libc.threadTimerCreate(KICK_SIGNAL);
@@ -229,12 +232,22 @@ export class Executor {
         break;
       }
       case 'pool':
-        if (!this.supply) {
-          this.port.send({ ev: 'pool-error', memory: req.memory, error: { name: 'Error', message: 'this executor has no shell preparer' } });
-          break;
-        }
-        this.supply.setTarget(req.memory, req.target);
+        this.poolTargets.set(req.memory, req.target);
+        this.supply?.setTarget(req.memory, req.target);
         this.poolChanged = true;
+        this.updatePreparer();
+        break;
+      case 'preparer-attached':
+        this.supply = new ShellSupply(this.kvm, req.port);
+        for (const [memory, target] of this.poolTargets) this.supply.setTarget(memory, target);
+        this.updatePreparer();
+        break;
+      case 'preparer-stopped':
+        this.supply?.close();
+        this.supply = undefined;
+        this.preparerWanted = false;
+        this.poolChanged = true;
+        this.updatePreparer();
         break;
       case 'stats':
         this.port.send({
@@ -275,8 +288,16 @@ export class Executor {
     const vmId = req.vmId;
     const e: Entry = {
       vmId, machine, timings, deadlineNs: 0, heapIndex: -1, paused: false, queued: false,
-      wokeWhilePaused: false, bootReported: false, countInstructions: req.countInstructions === true, cpuNs: 0,
+      wokeWhilePaused: false, countInstructions: req.countInstructions === true, cpuNs: 0,
       config: req, warm, console: new Uint8Array(0),
+    };
+    // The boot marker is news at once: the guest may run on for a while.
+    machine.onBoot = () => {
+      e.timings.bootNs = machine.firstHypercallNs;
+      this.port.send({
+        ev: 'booted', vmId, bootNs: machine.firstHypercallNs,
+        instructions: e.countInstructions ? machine.instructionCount : undefined,
+      });
     };
     machine.onConsole = (data) => {
       if (this.keepRecords) e.console = appendHistory(e.console, data);
@@ -313,12 +334,6 @@ export class Executor {
     e.cpuNs += monotonicNs() - t0;
     Atomics.store(this.control, CONTROL_IN_GUEST, 0);
     const m = e.machine;
-    if (!e.bootReported && m.firstHypercallNs !== 0) {
-      e.bootReported = true;
-      e.timings.bootNs = m.firstHypercallNs;
-      // Even for a guest that already ended: freeing it waits for an idle moment.
-      this.port.send({ ev: 'booted', vmId: e.vmId, bootNs: m.firstHypercallNs, instructions: e.countInstructions ? m.instructionCount : undefined });
-    }
     switch (outcome) {
       case Outcome.Interrupted:
         // Take the kick (or timer) signal that interrupted KVM_RUN, then
@@ -388,6 +403,19 @@ export class Executor {
     return monotonicNs() - this.lastRequestNs >= QUIET_NS || this.dying.length > MAX_DYING / 2;
   }
 
+  /**
+   * A preparer thread costs memory (a V8 isolate): it runs only while this
+   * executor holds a pool, which the toolstack moves to the executor it fills.
+   */
+  private updatePreparer(): void {
+    let want = false;
+    for (const t of this.poolTargets.values()) if (t > 0) want = true;
+    if (want !== this.preparerWanted && (want || this.supply)) {
+      this.preparerWanted = want;
+      this.wantPreparer(want);
+    }
+  }
+
   private hasBackgroundWork(): boolean {
     return this.dying.length > 0 || (this.supply?.hasCold ?? false);
   }
@@ -401,12 +429,16 @@ export class Executor {
 
   private sleep(): void {
     if (this.supply?.drain()) this.poolChanged = true;
-    if (this.poolChanged && this.supply) {
+    if (this.poolChanged) {
       // Pool depth is news for the toolstack, but never on a VM's boot path.
       this.poolChanged = false;
-      for (const [memory, d] of this.supply.depths()) this.port.send({ ev: 'pool', memory, depth: d.depth, warm: d.warm });
-      const f = this.supply.failure;
-      if (f) {
+      const depths = this.supply?.depths() ?? new Map<number, { depth: number; warm: number }>();
+      for (const memory of this.poolTargets.keys()) {
+        const d = depths.get(memory) ?? { depth: 0, warm: 0 };
+        this.port.send({ ev: 'pool', memory, depth: d.depth, warm: d.warm });
+      }
+      const f = this.supply?.failure;
+      if (f && this.supply) {
         this.supply.failure = undefined;
         this.port.send({ ev: 'pool-error', memory: f.memory, error: f.error });
       }

@@ -87,6 +87,8 @@ export class Machine {
   /** Guest instructions from entry to the first hypercall, when counted. */
   instructionCount = 0;
   private counting = false;
+  /** Called at the first hypercall: the boot marker. */
+  onBoot: () => void = () => {};
   /** Receives what the guest writes to its console. */
   onConsole: (data: Uint8Array) => void = () => {};
   private pollArg = 0;
@@ -256,6 +258,7 @@ export class Machine {
               this.counting = false;
               this.vcpu.setSingleStep(false);
             }
+            this.onBoot();
           }
           const arg = run.getUint32(Number(run.getBigUint64(RUN.ioDataOffset, true)), true);
           const next = call(this, arg);

@@ -17,7 +17,7 @@ export interface CreateRequest {
   /** Single-step from entry to the first hypercall and count instructions. */
   countInstructions?: boolean;
   /** Monotonic ns stamps along the request path, for latency breakdowns. */
-  trace?: { apiNs?: number; sentNs?: number; wokeNs?: number };
+  trace?: { apiNs?: number; sentNs?: number; wokeNs?: number; createdNs?: number; replyNs?: number };
 }
 
 export type ExecutorRequest =
@@ -29,6 +29,9 @@ export type ExecutorRequest =
   | { op: 'shutdown'; vmId: number }
   /** Keep this many prepared shells of this memory size. */
   | { op: 'pool'; memory: number; target: number }
+  /** Internal, from the executor's host thread: a shell preparer now feeds this port / has stopped. */
+  | { op: 'preparer-attached'; port: import('node:worker_threads').MessagePort }
+  | { op: 'preparer-stopped' }
   /** Per-VM counters, answered with 'stats'. */
   | { op: 'stats'; requestId: number }
   | { op: 'stop' };
@@ -80,6 +83,8 @@ export type ExecutorEvent =
   | { ev: 'pool-error'; memory: number; error: SerializedError }
   | { ev: 'stats'; requestId: number; vms: VmStats[] }
   | { ev: 'stopped' }
+  /** Internal, to the executor's host thread: start (or stop) its shell preparer. */
+  | { ev: 'preparer-wanted'; want: boolean }
   | { ev: 'fatal'; error: SerializedError };
 
 /** Shared control words: [PENDING] set by the host after posting, [IN_GUEST] set while vCPUs run. */

@@ -1,0 +1,31 @@
+// Host-wide readings for density benchmarks: memory from /proc/meminfo
+// (kernel included) and CPU time from /proc/stat.
+import { readFileSync } from 'node:fs';
+
+/** MemAvailable in KiB: what the host could still give, kernel memory included. */
+export function memAvailableKiB(): number {
+  const m = /^MemAvailable:\s+(\d+) kB/m.exec(readFileSync('/proc/meminfo', 'utf8'));
+  if (!m) throw new Error('/proc/meminfo has no MemAvailable');
+  return Number(m[1]);
+}
+
+/** Jiffies spent busy and in total, summed over all CPUs. */
+export function cpuJiffies(): { busy: number; total: number } {
+  const line = readFileSync('/proc/stat', 'utf8').split('\n')[0]!;
+  const f = line.trim().split(/\s+/).slice(1).map(Number);
+  // user nice system idle iowait irq softirq steal guest guest_nice
+  const idle = (f[3] ?? 0) + (f[4] ?? 0);
+  const total = f.slice(0, 8).reduce((a, b) => a + b, 0);
+  return { busy: total - idle, total };
+}
+
+/** Host CPU used over `ms`, in percent of one core. */
+export async function busyPercentOfOneCore(ms: number): Promise<number> {
+  const a = cpuJiffies();
+  const t0 = process.hrtime.bigint();
+  await new Promise((r) => setTimeout(r, ms));
+  const b = cpuJiffies();
+  const seconds = Number(process.hrtime.bigint() - t0) / 1e9;
+  const hz = 100; // USER_HZ: /proc/stat counts in 1/100 s on Linux
+  return Math.round(((b.busy - a.busy) / hz / seconds) * 100 * 1000) / 1000;
+}

@@ -1,0 +1,111 @@
+// `lightvm bench scale`: start VMs one after another through a real daemon,
+// each an idle guest that stays parked, and record what every creation
+// cost, how much host memory a VM takes and how much CPU idle VMs burn,
+// beside crun and fork+exec measured in the same run.
+import { availableParallelism, release } from 'node:os';
+import { crunAvailable, crunRun, prepareBundle } from './crun.js';
+import { startDaemon, waitForPool } from './daemon-peer.js';
+import { busyPercentOfOneCore, memAvailableKiB } from './host-stats.js';
+import { RawHttpClient } from './http-client.js';
+import { forkExec } from './peers.js';
+import { ratio, summarize } from './stats.js';
+
+export interface ScaleOptions {
+  vms: number;
+  /** Prepared shells the daemon keeps (per memory size 4 MiB). */
+  pool?: number;
+  vmsPerExecutor?: number;
+  /** Seconds over which idle CPU is measured. */
+  idleSeconds?: number;
+  onProgress?: (created: number, total: number) => void;
+  /** Called with the running count and the create samples so far, e.g. to sample peers at that density. */
+  atDensity?: (running: number) => Promise<void>;
+  densityEvery?: number;
+}
+
+export interface ScaleResult {
+  [k: string]: unknown;
+  vms: number;
+  create_ms: number[];
+}
+
+const WINDOW = 500;
+
+export async function benchScale(opts: ScaleOptions): Promise<ScaleResult> {
+  const pool = opts.pool ?? 64;
+  const fork = summarize(await forkExec(200));
+  const crunSkip = crunAvailable();
+  let crun: ReturnType<typeof summarize> | null = null;
+  if (!crunSkip) {
+    const bundle = await prepareBundle();
+    try {
+      crun = summarize(await crunRun(bundle, 50));
+    } finally {
+      await bundle.cleanup();
+    }
+  }
+
+  const args = ['--pool', `4:${pool}`];
+  if (opts.vmsPerExecutor) args.push('--vms-per-executor', String(opts.vmsPerExecutor));
+  const memBeforeDaemon = memAvailableKiB();
+  const daemon = await startDaemon(args);
+  const raw = new RawHttpClient(daemon.socket);
+  try {
+    await waitForPool(daemon.client, 4, pool, 120_000);
+    const memBefore = memAvailableKiB();
+    const request = raw.prepare('POST', '/v1/vms', { image: 'daytime', cmdline: 'stay', wait: 'booted' });
+    const createMs: number[] = [];
+    let error: string | undefined;
+    const t0 = process.hrtime.bigint();
+    for (let i = 0; i < opts.vms; i++) {
+      let sent = 0n;
+      try {
+        await raw.send(request, (ns) => (sent = ns));
+      } catch (err) {
+        error = `VM ${i + 1}: ${(err as Error).message}`;
+        break;
+      }
+      createMs.push(Number(process.hrtime.bigint() - sent) / 1e6);
+      if ((i + 1) % 100 === 0) opts.onProgress?.(i + 1, opts.vms);
+      if (opts.atDensity && opts.densityEvery && (i + 1) % opts.densityEvery === 0) await opts.atDensity(i + 1);
+    }
+    const elapsedS = Number(process.hrtime.bigint() - t0) / 1e9;
+    const reached = createMs.length;
+    // Let the pool refill and the executors go idle before reading memory and CPU.
+    await waitForPool(daemon.client, 4, pool, 120_000).catch(() => {});
+    await new Promise((r) => setTimeout(r, 2000));
+    const memAfter = memAvailableKiB();
+    const idleCpu = await busyPercentOfOneCore((opts.idleSeconds ?? 10) * 1000);
+    const host = await daemon.client.request<{ vms: number; executors: unknown[]; daemon_rss_kib: number }>('GET', '/v1/host');
+    const first = summarize(createMs.slice(0, WINDOW));
+    const last = summarize(createMs.slice(-WINDOW));
+    const result: ScaleResult = {
+      bench: 'scale',
+      vms: reached,
+      requested: opts.vms,
+      ...(error ? { error } : {}),
+      create_p50_first_ms: first.p50_ms,
+      create_p50_last_ms: last.p50_ms,
+      create_p90_first_ms: first.p90_ms,
+      create_p90_last_ms: last.p90_ms,
+      last_over_first: ratio(last.p50_ms, first.p50_ms),
+      rate_vms_per_s: Math.round(reached / elapsedS),
+      host_mem_per_vm_kib: reached ? Math.round((memBefore - memAfter) / reached) : null,
+      host_mem_daemon_and_pool_kib: memBeforeDaemon - memBefore,
+      idle_cpu_pct: idleCpu,
+      executors: host.executors.length,
+      running_vms: host.vms,
+      crun_p50_ms: crun?.p50_ms ?? null,
+      ...(crunSkip ? { skipped: { crun: crunSkip } } : {}),
+      fork_exec_p50_ms: fork.p50_ms,
+      lightvm_create_p50_ms: summarize(createMs).p50_ms,
+      crun_over_lightvm: crun ? ratio(crun.p50_ms, summarize(createMs).p50_ms) : null,
+      host: { kernel: release(), cpus: availableParallelism(), node: process.version },
+      create_ms: createMs,
+    };
+    return result;
+  } finally {
+    raw.close();
+    await daemon.stop();
+  }
+}
