@@ -9,7 +9,6 @@ import * as libc from '../sys/libc.js';
 import { POLL_CONTROL } from './abi.js';
 import { DeadlineHeap, type HeapItem } from './deadline-heap.js';
 import type { VmExit } from './exit.js';
-import type { MessagePort } from 'node:worker_threads';
 import { ImageCache } from './image-cache.js';
 import { ShellSupply } from './shell-supply.js';
 import { Machine, monotonicNs, Outcome } from './machine.js';
