@@ -19,18 +19,23 @@ const WIDTH = 640;
 const HEIGHT = 360;
 const FONT = 'Helvetica, Arial, sans-serif';
 
+// Without a canvas vega estimates text widths generously (about 0.8 em a
+// character): a rotated y-axis title longer than the plot is tall pushes
+// the plot down, so the axis titles are kept short and the details go
+// into the title and subtitle.
 const CONFIG: TopLevelSpec['config'] = {
   font: FONT,
   background: 'white',
   padding: 12,
   view: { stroke: '#ddd' },
-  title: { fontSize: 16, subtitleFontSize: 12, subtitleColor: '#555', anchor: 'start', offset: 12 },
+  title: { fontSize: 16, subtitleFontSize: 12, subtitleColor: '#555', anchor: 'start', offset: 16 },
   axis: { labelFontSize: 12, titleFontSize: 13, titleFontWeight: 'normal', gridColor: '#eee', titlePadding: 10 },
-  legend: { labelFontSize: 12, titleFontSize: 12, symbolStrokeWidth: 2 },
+  legend: { labelFontSize: 12, titleFontSize: 12, symbolStrokeWidth: 2, symbolOpacity: 1, symbolSize: 80 },
 };
 
-function header(title: string, subtitle?: string): TopLevelSpec['title'] {
-  return subtitle ? { text: title, subtitle } : title;
+function header(title: string, ...subtitle: (string | undefined)[]): TopLevelSpec['title'] {
+  const lines = subtitle.filter((s): s is string => !!s);
+  return lines.length ? { text: title, subtitle: lines } : title;
 }
 
 function check(ok: boolean, what: string): void {
@@ -44,21 +49,22 @@ function creationSpec(data: FigureData): TopLevelSpec {
   const hasP90 = rows.some((r) => r.p90_ms !== null);
   const x = {
     field: 'running', type: 'quantitative' as const, title: 'VMs or containers already running',
-    scale: { zero: true, nice: true }, axis: { format: '~s' },
+    scale: { zero: true, nice: true }, axis: { format: ',d' },
   };
   const y = {
     field: 'p50_ms', type: 'quantitative' as const,
-    title: hasP90 ? 'Creation time (ms, log scale): p50, bar to p90' : 'Creation time p50 (ms, log scale)',
+    title: 'Creation time (ms, log scale)',
     scale: { type: 'log' as const, nice: true }, axis: { format: '~g', grid: true },
   };
   const color = {
     field: 'series', type: 'nominal' as const, title: null,
     scale: { domain: series, scheme: 'tableau10' },
-    legend: { orient: 'top-left' as const, direction: 'vertical' as const, fillColor: 'white', padding: 6, strokeColor: '#ddd' },
+    legend: { orient: 'right' as const },
   };
   return {
     $schema: 'https://vega.github.io/schema/vega-lite/v6.json',
-    title: header('Creation time against instances already running', data.title),
+    title: header('Creation time against instances already running', data.title,
+      hasP90 ? 'Points: median (p50); bars reach p90' : 'Points: median (p50)'),
     width: WIDTH,
     height: HEIGHT,
     config: CONFIG,
@@ -71,29 +77,29 @@ function creationSpec(data: FigureData): TopLevelSpec {
         encoding: { y, y2: { field: 'p90_ms' } },
       }] : []),
       { mark: { type: 'line' as const, strokeWidth: 2, interpolate: 'monotone' as const }, encoding: { y } },
-      { mark: { type: 'point' as const, filled: true, size: 36 }, encoding: { y, shape: { field: 'series', type: 'nominal' as const, title: null, scale: { domain: series } } } },
+      { mark: { type: 'point' as const, filled: true, size: 36, opacity: 1 }, encoding: { y, shape: { field: 'series', type: 'nominal' as const, title: null, scale: { domain: series } } } },
     ],
   };
 }
 
 function memorySpec(data: FigureData): TopLevelSpec {
   const y = {
-    field: 'kib_per_vm', type: 'quantitative' as const, title: 'Host memory per VM (KiB, kernel included)',
+    field: 'kib_per_vm', type: 'quantitative' as const, title: 'Host memory per VM (KiB)',
     scale: { zero: true, nice: true }, axis: { format: ',d', grid: true },
   };
   return {
     $schema: 'https://vega.github.io/schema/vega-lite/v6.json',
-    title: header('Host memory per VM against VMs running', data.title),
+    title: header('Host memory per VM against VMs running', data.title, 'Host memory used per VM, kernel memory included'),
     width: WIDTH,
     height: HEIGHT,
     config: CONFIG,
     data: { values: data.memory },
     encoding: {
-      x: { field: 'running', type: 'quantitative', title: 'VMs running', scale: { zero: true, nice: true }, axis: { format: '~s' } },
+      x: { field: 'running', type: 'quantitative', title: 'VMs running', scale: { zero: true, nice: true }, axis: { format: ',d' } },
     },
     layer: [
       { mark: { type: 'line', strokeWidth: 2, color: '#4c78a8' }, encoding: { y } },
-      { mark: { type: 'point', filled: true, size: 36, color: '#4c78a8' }, encoding: { y } },
+      { mark: { type: 'point', filled: true, size: 36, opacity: 1, color: '#4c78a8' }, encoding: { y } },
     ],
   };
 }

@@ -30,10 +30,12 @@ const exit = {
   type: ['object', 'null'],
   description: 'how the VM ended: {kind: halt, status} | {kind: crash, code, reason} | {kind: destroyed}',
   properties: {
-    kind: { type: 'string', enum: ['halt', 'crash', 'destroyed'] },
+    kind: { type: 'string', enum: ['halt', 'crash', 'destroyed', 'saved', 'migrated'] },
     status: { type: 'integer' },
     code: { type: 'string' },
     reason: { type: 'string' },
+    file: { type: ['string', 'null'] },
+    to: { type: 'string' },
   },
 } as const;
 
@@ -157,6 +159,39 @@ export const shutdownVm = {
     properties: { grace_ms: { type: 'integer', minimum: 0, maximum: 600000 } },
   },
   response: { 200: vmReply, 404: error },
+} as const;
+
+const snapshotFile = { type: 'string', minLength: 1, maxLength: 4096, description: 'absolute path on the daemon host' } as const;
+
+export const saveVm = {
+  tags, summary: 'save a VM to a snapshot file; it ends (as xl save) unless checkpoint',
+  params: idParams,
+  body: {
+    type: 'object', required: ['file'], additionalProperties: false,
+    properties: { file: snapshotFile, checkpoint: { type: 'boolean', description: 'keep the VM running' } },
+  },
+  response: {
+    200: {
+      type: 'object', required: ['vm', 'snapshot'],
+      properties: {
+        vm,
+        snapshot: {
+          type: 'object', required: ['file', 'bytes', 'pages', 'ms'],
+          properties: { file: { type: 'string' }, bytes: { type: 'integer' }, pages: { type: 'integer' }, ms: { type: 'number' } },
+        },
+      },
+    },
+    400: error, 404: error, 409: error, 422: error,
+  },
+} as const;
+
+export const restoreVm = {
+  tags, summary: 'start a VM from a snapshot file, into a prepared shell when one is ready',
+  body: {
+    type: 'object', required: ['file'], additionalProperties: false,
+    properties: { file: snapshotFile, name: { type: 'string', minLength: 1, maxLength: 63, pattern: '^[A-Za-z0-9][A-Za-z0-9_.-]*$' } },
+  },
+  response: { 201: vmReply, 400: error, 409: error, 422: error, 503: error },
 } as const;
 
 export const consoleVm = {

@@ -1,6 +1,7 @@
 // The REST API of lightvmd, on a unix socket. Every route declares its
 // schemas: fastify validates requests with them and @fastify/swagger turns
 // them into the OpenAPI document (docs/openapi.json, GET /v1/openapi.json).
+import { isAbsolute } from 'node:path';
 import swagger from '@fastify/swagger';
 import Fastify, { type FastifyBaseLogger, type FastifyError, type FastifyInstance, type FastifyReply } from 'fastify';
 import { VmCreateError } from '../toolstack/vm.js';
@@ -121,6 +122,33 @@ export async function buildServer(daemon: Daemon): Promise<FastifyInstance> {
     const vm = find(req.params.id);
     await vm.shutdown(req.body?.grace_ms ?? 10_000);
     return { vm: vmView(vm) };
+  });
+
+  app.post<{ Params: S.IdParams; Body: { file: string; checkpoint?: boolean } }>('/v1/vms/:id/save', { schema: S.saveVm }, async (req) => {
+    const vm = find(req.params.id);
+    if (vm.state === 'exited') throw new ApiError(409, 'conflict', `VM ${vm.name} has ended: nothing to save`, 'state');
+    if (!isAbsolute(req.body.file)) throw new ApiError(400, 'invalid', `file: "${req.body.file}" is not an absolute path`, 'file');
+    try {
+      const r = await vm.save(req.body.file, { checkpoint: req.body.checkpoint });
+      return { vm: vmView(vm), snapshot: { file: req.body.file, bytes: r.bytes, pages: r.pages, ms: r.ms } };
+    } catch (err) {
+      throw new ApiError(422, 'save-failed', (err as Error).message, 'file');
+    }
+  });
+
+  app.post<{ Body: { file: string; name?: string } }>('/v1/restore', { schema: S.restoreVm }, async (req, reply) => {
+    if (!isAbsolute(req.body.file)) throw new ApiError(400, 'invalid', `file: "${req.body.file}" is not an absolute path`, 'file');
+    let vm: VirtualMachine;
+    try {
+      vm = await host.restore({ file: req.body.file, name: req.body.name });
+    } catch (err) {
+      if (err instanceof VmCreateError) {
+        const status = err.kind === 'ExecutorError' ? 503 : err.field === 'name' ? 409 : 422;
+        throw new ApiError(status, status === 409 ? 'conflict' : 'restore-failed', err.message, err.field ?? 'file');
+      }
+      throw err;
+    }
+    return reply.code(201).send({ vm: vmView(vm) });
   });
 
   app.get<{ Params: S.IdParams; Querystring: { follow?: boolean } }>('/v1/vms/:id/console', { schema: S.consoleVm }, (req, reply) => {

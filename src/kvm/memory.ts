@@ -51,6 +51,11 @@ export class GuestMemory {
     libc.madvise(this.hostAddress + BigInt(offset), len, libc.MADV_DONTNEED);
   }
 
+  /** Which pages the host has backed (touched at least once), one flag per page. */
+  residentMap(): Uint8Array {
+    return libc.residentMap(this.hostAddress, this.size);
+  }
+
   /** Bytes of this memory the host has actually backed with pages. */
   residentBytes(): number {
     return libc.residentPages(this.hostAddress, this.size) * PAGE_SIZE;

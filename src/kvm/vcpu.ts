@@ -1,7 +1,16 @@
 import { EINTR, SysError } from '../sys/errors.js';
 import * as libc from '../sys/libc.js';
 import { KVM, RUN, SIZE, GUESTDBG_ENABLE, GUESTDBG_SINGLESTEP } from '../sys/kvm-api.js';
-import { encodeRegs, decodeRegs, encodeSignalMask, type Regs } from '../sys/kvm-structs.js';
+import { encodeRegs, decodeRegs, decodeMsrs, encodeMsrs, encodeSignalMask, type Regs } from '../sys/kvm-structs.js';
+
+/** A vCPU's state as KVM's own structs: stable across kernels of one architecture. */
+export interface VcpuState {
+  regs: Uint8Array;
+  sregs: Uint8Array;
+  xsave: Uint8Array;
+  events: Uint8Array;
+  msrs: { index: number; data: bigint }[];
+}
 import type { Vm } from './vm.js';
 
 /** One virtual CPU: its fd and the shared kvm_run page. */
@@ -82,6 +91,42 @@ export class Vcpu {
     const buf = new Uint8Array(SIZE.guestDebug);
     new DataView(buf.buffer).setUint32(0, on ? GUESTDBG_ENABLE | GUESTDBG_SINGLESTEP : 0, true);
     libc.ioctlStruct(this.fd, KVM.SET_GUEST_DEBUG, buf, 'KVM_SET_GUEST_DEBUG');
+  }
+
+  /** Everything KVM holds for this vCPU, as its own structs (see VcpuState). */
+  saveState(msrIndices: readonly number[]): VcpuState {
+    const get = (req: number, size: number, name: string): Uint8Array => {
+      const buf = new Uint8Array(size);
+      libc.ioctlStruct(this.fd, req, buf, name);
+      return buf;
+    };
+    const msrBuf = encodeMsrs(msrIndices.map((index) => ({ index, data: 0n })));
+    const n = libc.ioctlStruct(this.fd, KVM.GET_MSRS, msrBuf, 'KVM_GET_MSRS');
+    return {
+      regs: get(KVM.GET_REGS, SIZE.regs, 'KVM_GET_REGS'),
+      sregs: get(KVM.GET_SREGS, SIZE.sregs, 'KVM_GET_SREGS'),
+      xsave: get(KVM.GET_XSAVE, SIZE.xsave, 'KVM_GET_XSAVE'),
+      events: get(KVM.GET_VCPU_EVENTS, SIZE.vcpuEvents, 'KVM_GET_VCPU_EVENTS'),
+      msrs: decodeMsrs(msrBuf, n),
+    };
+  }
+
+  /** Puts back what saveState took (on this or another vCPU, in this or another process). */
+  restoreState(s: VcpuState): void {
+    libc.ioctlStruct(this.fd, KVM.SET_SREGS, s.sregs, 'KVM_SET_SREGS');
+    libc.ioctlStruct(this.fd, KVM.SET_REGS, s.regs, 'KVM_SET_REGS');
+    libc.ioctlStruct(this.fd, KVM.SET_XSAVE, s.xsave, 'KVM_SET_XSAVE');
+    const n = libc.ioctlStruct(this.fd, KVM.SET_MSRS, encodeMsrs(s.msrs), 'KVM_SET_MSRS');
+    if (n !== s.msrs.length) throw new Error(`KVM_SET_MSRS set ${n} of ${s.msrs.length} MSRs (MSR 0x${s.msrs[n]?.index.toString(16)} refused)`);
+    libc.ioctlStruct(this.fd, KVM.SET_VCPU_EVENTS, s.events, 'KVM_SET_VCPU_EVENTS');
+  }
+
+  /** Which of these MSRs KVM lets this vCPU read (the others are left out of a save). */
+  supportedMsrs(candidates: readonly number[]): number[] {
+    return candidates.filter((index) => {
+      const buf = encodeMsrs([{ index, data: 0n }]);
+      return libc.ioctlStruct(this.fd, KVM.GET_MSRS, buf, 'KVM_GET_MSRS') === 1;
+    });
   }
 
   tscKhz(): number {

@@ -1,8 +1,8 @@
 import * as libc from '../sys/libc.js';
-import { KVM, MEM_READONLY } from '../sys/kvm-api.js';
-import { encodeMemoryRegion } from '../sys/kvm-structs.js';
+import { KVM, MEM_LOG_DIRTY_PAGES, MEM_READONLY } from '../sys/kvm-api.js';
+import { encodeDirtyLog, encodeMemoryRegion } from '../sys/kvm-structs.js';
 import type { Kvm } from './kvm.js';
-import type { GuestMemory } from './memory.js';
+import { GuestMemory } from './memory.js';
 import { Vcpu } from './vcpu.js';
 
 export interface MemorySlot {
@@ -39,6 +39,33 @@ export class Vm {
     const vcpu = new Vcpu(this, fd, id, runAddress);
     this.vcpus.push(vcpu);
     return vcpu;
+  }
+
+  /** Turns dirty-page logging on or off for a slot (live migration). */
+  setDirtyLogging(slot: MemorySlot, on: boolean): void {
+    const region = encodeMemoryRegion(slot.slot, (slot.readonly ? MEM_READONLY : 0) | (on ? MEM_LOG_DIRTY_PAGES : 0),
+      slot.gpa, slot.memory.size, slot.memory.hostAddress);
+    libc.ioctlStruct(this.fd, KVM.SET_USER_MEMORY_REGION, region, 'KVM_SET_USER_MEMORY_REGION');
+  }
+
+  /**
+   * The pages of a slot written since the last call (one bit per page), and
+   * the log is cleared: KVM_GET_DIRTY_LOG.
+   */
+  dirtyPages(slot: MemorySlot): Uint8Array {
+    const pages = slot.memory.size / 4096;
+    // KVM writes the bitmap through a pointer: it must live outside the JS heap.
+    const bitmap = new GuestMemory(Math.ceil(pages / 8 / 4096) * 4096);
+    try {
+      libc.ioctlStruct(this.fd, KVM.GET_DIRTY_LOG, encodeDirtyLog(slot.slot, bitmap.hostAddress), 'KVM_GET_DIRTY_LOG');
+      return bitmap.bytes.slice(0, Math.ceil(pages / 8));
+    } finally {
+      bitmap.close();
+    }
+  }
+
+  get slotList(): readonly MemorySlot[] {
+    return this.slots;
   }
 
   createVcpu(id = 0): Vcpu {

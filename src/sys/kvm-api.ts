@@ -169,6 +169,10 @@ export const MEMORY_REGION = { slot: 0, flags: 4, guestPhysAddr: 8, memorySize: 
 export const CPUID2 = { nent: 0, entries: 8 } as const;
 export const CPUID_ENTRY = { function: 0, index: 4, flags: 8, eax: 12, ebx: 16, ecx: 20, edx: 24 } as const;
 
+/** struct kvm_msrs header and kvm_msr_entry offsets. */
+export const MSRS = { nmsrs: 0, entries: 8 } as const;
+export const MSR_ENTRY = { index: 0, data: 8 } as const;
+
 /** struct kvm_dirty_log offsets. */
 export const DIRTY_LOG = { slot: 0, dirtyBitmap: 8 } as const;
 

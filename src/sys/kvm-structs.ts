@@ -1,7 +1,7 @@
 // Encoders and decoders for the KVM structs the monitor fills in, so that
 // struct offsets stay in src/sys.
 import {
-  CPUID2, CPUID_ENTRY, DTABLE, MEMORY_REGION, REG_OFFSET, REGS, SEGMENT, SIGNAL_MASK, SIZE, SREGS,
+  CPUID2, CPUID_ENTRY, DIRTY_LOG, DTABLE, MEMORY_REGION, MSR_ENTRY, MSRS, REG_OFFSET, REGS, SEGMENT, SIGNAL_MASK, SIZE, SREGS,
   type RegName,
 } from './kvm-api.js';
 
@@ -143,6 +143,38 @@ export function encodeCpuid(entries: readonly CpuidEntry[]): Uint8Array {
     v.setUint32(o + CPUID_ENTRY.ecx, e.ecx, true);
     v.setUint32(o + CPUID_ENTRY.edx, e.edx, true);
   });
+  return buf;
+}
+
+/** A kvm_msrs buffer asking for (or setting) these MSRs. */
+export function encodeMsrs(entries: readonly { index: number; data: bigint }[]): Uint8Array {
+  const buf = new Uint8Array(SIZE.msrs + entries.length * SIZE.msrEntry);
+  const v = new DataView(buf.buffer);
+  v.setUint32(MSRS.nmsrs, entries.length, true);
+  entries.forEach((e, i) => {
+    const o = MSRS.entries + i * SIZE.msrEntry;
+    v.setUint32(o + MSR_ENTRY.index, e.index, true);
+    v.setBigUint64(o + MSR_ENTRY.data, e.data, true);
+  });
+  return buf;
+}
+
+export function decodeMsrs(buf: Uint8Array, count: number): { index: number; data: bigint }[] {
+  const v = new DataView(buf.buffer, buf.byteOffset, buf.byteLength);
+  const out: { index: number; data: bigint }[] = [];
+  for (let i = 0; i < count; i++) {
+    const o = MSRS.entries + i * SIZE.msrEntry;
+    out.push({ index: v.getUint32(o + MSR_ENTRY.index, true), data: v.getBigUint64(o + MSR_ENTRY.data, true) });
+  }
+  return out;
+}
+
+/** struct kvm_dirty_log for a slot, pointing at a bitmap held in this process. */
+export function encodeDirtyLog(slot: number, bitmapAddress: bigint): Uint8Array {
+  const buf = new Uint8Array(SIZE.dirtyLog);
+  const v = new DataView(buf.buffer);
+  v.setUint32(DIRTY_LOG.slot, slot, true);
+  v.setBigUint64(DIRTY_LOG.dirtyBitmap, bitmapAddress, true);
   return buf;
 }
 

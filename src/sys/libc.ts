@@ -108,12 +108,17 @@ export function madvise(addr: bigint, len: number, advice: number): void {
 
 /** How many pages of [addr, addr+len) are resident in memory. */
 export function residentPages(addr: bigint, len: number): number {
-  const pages = Math.ceil(len / 4096);
-  const vec = new Uint8Array(pages);
-  if ((c.mincore(addr, len, vec) as number) < 0) fail('mincore');
+  const vec = residentMap(addr, len);
   let n = 0;
-  for (let i = 0; i < pages; i++) n += vec[i]! & 1;
+  for (let i = 0; i < vec.length; i++) n += vec[i]! & 1;
   return n;
+}
+
+/** One byte per page of [addr, addr+len): bit 0 set if the page is resident. */
+export function residentMap(addr: bigint, len: number): Uint8Array {
+  const vec = new Uint8Array(Math.ceil(len / 4096));
+  if ((c.mincore(addr, len, vec) as number) < 0) fail('mincore');
+  return vec;
 }
 
 /** A zero-copy view of len bytes at p (a pointer or an address). Valid only until p is unmapped. */

@@ -6,6 +6,7 @@
 //   const exit = await vm.exited; console.log(vm.consoleText());
 //   await host.close();
 import { EventEmitter } from 'node:events';
+import { readFile } from 'node:fs/promises';
 import { availableParallelism } from 'node:os';
 import type { DeviceEntry } from '../vmm/device-page.js';
 import { validateDevicePage } from '../vmm/device-page.js';
@@ -13,6 +14,7 @@ import { ExecutorThread } from '../vmm/executor-thread.js';
 import { MAX_MEMORY, MIN_MEMORY } from '../vmm/layout.js';
 import type { CreateRequest, ExecutorEvent, SerializedError } from '../vmm/protocol.js';
 import type { ExecutorLink } from './executor-link.js';
+import { decodeSnapshot, type Snapshot } from '../vmm/snapshot.js';
 import { resolveImage } from './images.js';
 import { VirtualMachine, VmCreateError } from './vm.js';
 
@@ -26,6 +28,15 @@ export const KEEP_EXITED = 1024;
 export interface HostOptions {
   /** Executor threads (default: one per core). */
   executors?: number;
+}
+
+export interface RestoreOptions {
+  file?: string;
+  data?: Uint8Array;
+  name?: string;
+  /** Keep the VM id the snapshot has (if free). */
+  keepId?: boolean;
+  warm?: boolean;
 }
 
 export interface CreateOptions {
@@ -173,6 +184,46 @@ export class Host extends EventEmitter<HostEvents> {
       this.byName.set(name, vm);
       if (config.trace) config.trace.sentNs = Number(process.hrtime.bigint());
       executor.send(config);
+    });
+  }
+
+  /**
+   * Starts a VM from a snapshot (a file, or its bytes), checked whole
+   * before anything is created. Keeps the saved name unless given one, and
+   * the saved id when asked (a daemon restart).
+   */
+  async restore(options: RestoreOptions): Promise<VirtualMachine> {
+    if (this.closed) throw new Error('host is closed');
+    const label = options.file ?? 'snapshot';
+    let snapshot: Snapshot;
+    try {
+      const bytes = options.data ?? (await readFile(options.file ?? ''));
+      snapshot = decodeSnapshot(label, bytes);
+    } catch (err) {
+      const e = err as Error & { field?: string; code?: string };
+      if (e.code === 'ENOENT') throw new VmCreateError({ name: 'SnapshotError', field: 'file', file: label, message: `${label}: no such file` });
+      throw new VmCreateError({ name: e.name, message: e.message, field: e.field ?? 'file', file: label });
+    }
+    const h = snapshot.header.vm;
+    const id = options.keepId && !this.get(h.id) ? h.id : this.nextId++;
+    this.nextId = Math.max(this.nextId, id + 1);
+    const name = options.name ?? h.name;
+    const same = this.byName.get(name);
+    if (same && same.state !== 'exited') {
+      throw new VmCreateError({ name: 'Error', field: 'name', message: `name: a VM named "${name}" already exists (restore with another name)` });
+    }
+    if (same) this.drop(same);
+    const config: CreateRequest = {
+      op: 'create', vmId: id, name, image: snapshot.header.image.path, memory: h.memory,
+      cmdline: h.cmdline, devices: h.devices, warm: options.warm ?? true,
+    };
+    const executor = await this.reserve(name, () => this.placement.pick(config.memory));
+    const vm = new VirtualMachine(executor, config);
+    return new Promise((resolve, reject) => {
+      this.creating.set(id, { vm, resolve, reject });
+      this.vms.set(id, vm);
+      this.byName.set(name, vm);
+      executor.send({ op: 'restore', config, snapshot });
     });
   }
 

@@ -4,6 +4,17 @@ import type { VmExit } from '../vmm/exit.js';
 import type { AdoptedVm, CreateRequest, ExecutorEvent, SerializedError, Timings } from '../vmm/protocol.js';
 import type { ExecutorLink } from './executor-link.js';
 
+export interface SaveResult {
+  file?: string;
+  /** The snapshot itself, when no file was given. */
+  data?: Uint8Array;
+  bytes: number;
+  /** Memory pages in it (those ever written and not zero). */
+  pages: number;
+  /** Time the executor took, capture to file written. */
+  ms: number;
+}
+
 /** Console bytes kept per VM for consoleText(); older output is dropped. */
 export const CONSOLE_KEEP = 1 << 20;
 
@@ -104,6 +115,22 @@ export class VirtualMachine extends EventEmitter<VirtualMachineEvents> {
     return first === 'late' ? this.destroy() : first;
   }
 
+  private saveRequests = 0;
+  private readonly saves = new Map<number, { resolve: (r: SaveResult) => void; reject: (e: Error) => void }>();
+
+  /**
+   * Snapshots the VM, to a file (absolute path) or, without one, into the
+   * result's data. It ends, as saved (like xl save), unless checkpoint.
+   */
+  save(file?: string, options: { checkpoint?: boolean } = {}): Promise<SaveResult> {
+    if (this.state === 'exited') return Promise.reject(new Error(`VM ${this.name} has ended: nothing to save`));
+    return new Promise((resolve, reject) => {
+      const requestId = ++this.saveRequests;
+      this.saves.set(requestId, { resolve, reject });
+      this.executor.send({ op: 'save', requestId, vmId: this.id, file, keep: options.checkpoint === true });
+    });
+  }
+
   async pause(): Promise<void> {
     if (this.state !== 'running') throw new Error(`VM ${this.name} is ${this.state}, not running`);
     await this.request('pause');
@@ -156,6 +183,17 @@ export class VirtualMachine extends EventEmitter<VirtualMachineEvents> {
         this.resolveBooted(ev.bootNs);
         this.emit('booted', ev.bootNs);
         break;
+      case 'saved':
+      case 'save-failed': {
+        const waiter = this.saves.get(ev.requestId);
+        this.saves.delete(ev.requestId);
+        if (ev.ev === 'saved') {
+          waiter?.resolve({ file: ev.file, data: ev.data, bytes: ev.bytes, pages: ev.pages, ms: ev.ns / 1e6 });
+        } else {
+          waiter?.reject(Object.assign(new Error(ev.error.message), { name: ev.error.name }));
+        }
+        break;
+      }
       case 'freed':
         if (this.timings) {
           this.timings.destroyNs = ev.destroyNs;
@@ -178,6 +216,8 @@ export class VirtualMachine extends EventEmitter<VirtualMachineEvents> {
         if (ev.timings.bootNs) this.resolveBooted(ev.timings.bootNs);
         for (const done of this.pending.values()) done();
         this.pending.clear();
+        for (const w of this.saves.values()) w.reject(new Error(`VM ${this.name} ended before it was saved`));
+        this.saves.clear();
         this.exitInfo = ev.exit;
         this.resolveExited(ev.exit);
         this.emit('exit', ev.exit);

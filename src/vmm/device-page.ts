@@ -138,6 +138,25 @@ export class DevicePage {
     this.memory.bytes.fill(0);
   }
 
+  /**
+   * Puts back a saved page under a (possibly) new VM id and name, as a new
+   * generation so that a guest that reads it again sees the change.
+   */
+  restore(saved: Uint8Array, who: { vmId: number; name: string }): void {
+    const v = this.memory.view;
+    const generation = Math.max(this.generation, new DataView(saved.buffer, saved.byteOffset).getUint32(NOXS_HEADER.generation, true));
+    this.memory.bytes.set(saved);
+    this.generation = generation + 1;
+    v.setUint32(NOXS_HEADER.generation, this.generation, true);
+    v.setBigUint64(NOXS_HEADER.vmId, BigInt(who.vmId), true);
+    const name = new TextEncoder().encode(who.name);
+    if (name.length >= NOXS_NAME_MAX) throw new DeviceConfigError('name', `"${who.name}" is longer than ${NOXS_NAME_MAX - 1} bytes`);
+    this.memory.bytes.fill(0, NOXS_HEADER.name, NOXS_HEADER.name + NOXS_NAME_MAX);
+    this.memory.bytes.set(name, NOXS_HEADER.name);
+    this.generation += 1;
+    v.setUint32(NOXS_HEADER.generation, this.generation, true);
+  }
+
   /** A copy of the page as the guest sees it. */
   snapshot(): Uint8Array {
     return this.memory.bytes.slice();

@@ -4,6 +4,8 @@
 // until the earliest deadline or a message from its host. A VM that runs
 // past its slice while others wait is interrupted by a thread-directed
 // timer signal; the host interrupts the thread the same way (a "kick").
+import { renameSync, rmSync, writeFileSync } from 'node:fs';
+import { release } from 'node:os';
 import { Kvm } from '../kvm/kvm.js';
 import * as libc from '../sys/libc.js';
 import { POLL_CONTROL } from './abi.js';
@@ -14,8 +16,9 @@ import { ShellSupply } from './shell-supply.js';
 import { Machine, monotonicNs, Outcome } from './machine.js';
 import {
   CONTROL_IN_GUEST, CONTROL_PENDING, KICK_SIGNAL, serializeError,
-  type AdoptedVm, type CreateRequest, type ProcessEvent, type ProcessRequest, type Timings,
+  type AdoptedVm, type CreateRequest, type ProcessEvent, type ProcessRequest, type RestoreRequest, type Timings,
 } from './protocol.js';
+import { encodeSnapshot, type Snapshot } from './snapshot.js';
 
 /** Console bytes kept per VM for a toolstack that reconnects (executor processes). */
 export const CONSOLE_HISTORY = 16 * 1024;
@@ -194,6 +197,12 @@ export class Executor {
       case 'create':
         this.create(req);
         break;
+      case 'restore':
+        this.restore(req);
+        break;
+      case 'save':
+        this.save(req);
+        break;
       case 'destroy': {
         const e = this.vms.get(req.vmId);
         if (e) this.end(e, { kind: 'destroyed' });
@@ -284,6 +293,38 @@ export class Executor {
       this.port.send({ ev: 'create-failed', vmId: req.vmId, error: serializeError(err) });
       return;
     }
+    this.start(req, machine, timings, warm);
+  }
+
+  /** Starts a VM from a snapshot, in a prepared shell if one is ready. */
+  private restore(req: RestoreRequest): void {
+    const config = req.config;
+    const timings: Timings = { requestNs: monotonicNs(), shellNs: 0, loadedNs: 0, bootNs: 0, endNs: 0, destroyedNs: 0 };
+    let machine: Machine | undefined;
+    let warm: boolean;
+    try {
+      if (this.vms.has(config.vmId)) throw new Error(`VM id ${config.vmId} already exists on this executor`);
+      machine = config.warm ? this.supply?.take(config.memory) : undefined;
+      warm = machine !== undefined;
+      this.poolChanged ||= warm;
+      machine ??= new Machine(this.kvm, config.memory);
+      timings.shellNs = monotonicNs();
+      machine.restore(req.snapshot, { vmId: config.vmId, name: config.name, cmdline: config.cmdline, devices: config.devices });
+      timings.loadedNs = timings.bootNs = monotonicNs();
+    } catch (err) {
+      machine?.close();
+      this.port.send({ ev: 'create-failed', vmId: config.vmId, error: serializeError(err) });
+      return;
+    }
+    const e = this.start(config, machine, timings, warm, req.snapshot);
+    if (req.snapshot.console.length) {
+      if (this.keepRecords) e.console = appendHistory(e.console, req.snapshot.console);
+      this.port.send({ ev: 'console', vmId: config.vmId, data: req.snapshot.console });
+    }
+  }
+
+  /** Takes a loaded machine in: it runs from now on (or waits, parked or paused, as restored). */
+  private start(req: CreateRequest, machine: Machine, timings: Timings, warm: boolean, restored?: Snapshot): Entry {
     const vmId = req.vmId;
     const e: Entry = {
       vmId, machine, timings, deadlineNs: 0, heapIndex: -1, paused: false, queued: false,
@@ -304,7 +345,49 @@ export class Executor {
     };
     this.vms.set(vmId, e);
     this.port.send({ ev: 'started', vmId, warm, timings });
-    this.enqueue(e);
+    if (restored?.header.paused) e.paused = true;
+    if (restored?.header.parked) {
+      e.deadlineNs = machine.deadlineNs;
+      this.parked.push(e);
+    } else if (!e.paused) {
+      this.enqueue(e);
+    }
+    return e;
+  }
+
+  /** Snapshots a VM; it ends, as saved, unless keep. */
+  private save(req: Extract<ProcessRequest, { op: 'save' }>): void {
+    const e = this.vms.get(req.vmId);
+    const t0 = monotonicNs();
+    if (!e) {
+      this.port.send({ ev: 'save-failed', requestId: req.requestId, vmId: req.vmId, error: { name: 'Error', message: `no VM ${req.vmId} on this executor` } });
+      return;
+    }
+    try {
+      const m = e.machine;
+      const parked = e.heapIndex >= 0 ? { remainingNs: Math.max(0, e.deadlineNs - monotonicNs()) } : null;
+      const c = m.capture();
+      const data = encodeSnapshot({
+        header: {
+          vm: { id: e.vmId, name: e.config.name, memory: m.memSize, cmdline: e.config.cmdline, devices: e.config.devices },
+          image: { path: e.config.image, sha256: this.images.sha256(e.config.image) },
+          msrs: c.vcpu.msrs.map((r) => [r.index, `0x${r.data.toString(16)}`]),
+          parked: parked ? { arg: c.pollArg, remainingNs: parked.remainingNs } : null,
+          paused: e.paused,
+          savedAt: new Date().toISOString(),
+          kernel: release(),
+        },
+        vcpu: c.vcpu, devicePage: c.devicePage, memory: c.memory, pages: c.pages, console: e.console,
+      });
+      if (req.file) writeFileAtomic(req.file, data);
+      this.port.send({
+        ev: 'saved', requestId: req.requestId, vmId: req.vmId, file: req.file, data: req.file ? undefined : new Uint8Array(data),
+        bytes: data.length, pages: c.pages.length, ns: monotonicNs() - t0,
+      });
+      if (!req.keep) this.end(e, { kind: 'saved', file: req.file ?? null });
+    } catch (err) {
+      this.port.send({ ev: 'save-failed', requestId: req.requestId, vmId: req.vmId, error: serializeError(err) });
+    }
   }
 
   private enqueue(e: Entry): void {
@@ -482,6 +565,18 @@ export class Executor {
 
   /** Runs once the executor has stopped, before its epoll set is closed. */
   onStop: (() => void) | undefined;
+}
+
+/** Writes a file whole or not at all: a temporary file, then a rename. */
+function writeFileAtomic(path: string, data: Uint8Array): void {
+  const tmp = `${path}.tmp-${process.pid}`;
+  try {
+    writeFileSync(tmp, data, { mode: 0o600 });
+    renameSync(tmp, path);
+  } catch (err) {
+    rmSync(tmp, { force: true });
+    throw err;
+  }
 }
 
 function appendHistory(history: Uint8Array, data: Uint8Array): Uint8Array {

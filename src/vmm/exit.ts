@@ -2,7 +2,11 @@
 export type VmExit =
   | { kind: 'halt'; status: number }
   | { kind: 'crash'; code: CrashCode; reason: string }
-  | { kind: 'destroyed' };
+  | { kind: 'destroyed' }
+  /** Saved to a snapshot and ended there (xl save); it may live on elsewhere. */
+  | { kind: 'saved'; file: string | null }
+  /** Moved to another host by live migration. */
+  | { kind: 'migrated'; to: string };
 
 export type CrashCode =
   | 'bad-hypercall' // a hypercall with a bad pointer, length or number
@@ -34,5 +38,9 @@ export function describeExit(e: VmExit): string {
       return `crashed: ${e.reason}`;
     case 'destroyed':
       return 'destroyed';
+    case 'saved':
+      return e.file ? `saved to ${e.file}` : 'saved';
+    case 'migrated':
+      return `migrated to ${e.to}`;
   }
 }

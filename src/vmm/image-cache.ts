@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import { readFileSync, statSync } from 'node:fs';
 import { ImageError, parseElf, type Image, MAX_IMAGE_BYTES } from './elf.js';
 
@@ -6,8 +7,20 @@ import { ImageError, parseElf, type Image, MAX_IMAGE_BYTES } from './elf.js';
  * running an image again only copies its segments.
  */
 export class ImageCache {
-  private readonly cache = new Map<string, { key: string; image: Image }>();
+  private readonly cache = new Map<string, { key: string; image: Image; sha256?: string }>();
   constructor(private readonly capacity = 64) {}
+
+  /** SHA-256 of an image file (the identity a snapshot records), null if it cannot be read. */
+  sha256(path: string): string | null {
+    try {
+      this.get(path);
+      const hit = this.cache.get(path)!;
+      hit.sha256 ??= createHash('sha256').update(readFileSync(path)).digest('hex');
+      return hit.sha256;
+    } catch {
+      return null;
+    }
+  }
 
   get(path: string): Image {
     let st;

@@ -4,7 +4,9 @@
 import { Kvm } from '../kvm/kvm.js';
 import { GuestMemory, PAGE_SIZE } from '../kvm/memory.js';
 import type { Vcpu } from '../kvm/vcpu.js';
+import type { VcpuState } from '../kvm/vcpu.js';
 import { Vm } from '../kvm/vm.js';
+import { nonZeroPages, type Snapshot } from './snapshot.js';
 import { EINTR, SysError } from '../sys/errors.js';
 import { EXIT, EXIT_NAMES, IO_OUT, RUN } from '../sys/kvm-api.js';
 import { patchSregs } from '../sys/kvm-structs.js';
@@ -61,15 +63,28 @@ export function monotonicNs(): number {
 }
 
 /** Per-thread state shared by every machine: CPUID, entry registers, TSC. */
+/** MSRs a snapshot keeps: the TSC (so guest time goes on from where it was) and the 64-bit syscall set. */
+const SNAPSHOT_MSRS = [0x10, 0x174, 0x175, 0x176, 0x277, 0xc0000081, 0xc0000082, 0xc0000083, 0xc0000084, 0xc0000102];
+
 class CpuTemplate {
   readonly cpuid: Uint8Array;
   sregs: Uint8Array | undefined;
   tscHz = 0;
+  msrs: number[] | undefined;
   constructor(kvm: Kvm) {
     this.cpuid = kvm.supportedCpuidBuffer();
   }
 }
 const templates = new WeakMap<Kvm, CpuTemplate>();
+
+function template(kvm: Kvm): CpuTemplate {
+  let t = templates.get(kvm);
+  if (!t) {
+    t = new CpuTemplate(kvm);
+    templates.set(kvm, t);
+  }
+  return t;
+}
 
 export class Machine {
   readonly memSize: number;
@@ -112,11 +127,7 @@ export class Machine {
       this.tscHz = parts.tscHz;
       return;
     }
-    let t = templates.get(kvm);
-    if (!t) {
-      t = new CpuTemplate(kvm);
-      templates.set(kvm, t);
-    }
+    const t = template(kvm);
     const vm = kvm.createVm();
     let ram: GuestMemory | undefined;
     let devicePage: DevicePage | undefined;
@@ -359,6 +370,47 @@ export class Machine {
 
   get shutdownRequested(): boolean {
     return (this.devicePage.flags & NOXS_FLAG_SHUTDOWN) !== 0;
+  }
+
+  // ---- snapshots ----
+
+  /**
+   * What a snapshot needs of this VM. The instruction the last exit left
+   * half done (the OUT of a POLL) is completed first, as KVM requires before
+   * its state is read; a parked VM stays parked.
+   */
+  capture(): { vcpu: VcpuState; devicePage: Uint8Array; memory: Uint8Array; pages: number[]; pollArg: number } {
+    this.vcpu.completePendingIo();
+    const t = template(this.vm.kvm);
+    t.msrs ??= this.vcpu.supportedMsrs(SNAPSHOT_MSRS);
+    const resident = this.ram.residentMap();
+    return {
+      vcpu: this.vcpu.saveState(t.msrs),
+      devicePage: this.devicePage.snapshot(),
+      memory: this.ram.bytes,
+      pages: nonZeroPages(this.ram.bytes, (p) => (resident[p]! & 1) === 1),
+      pollArg: this.pollArg,
+    };
+  }
+
+  /** Puts a snapshot's memory, device page and vCPU state into this shell. */
+  restore(s: Snapshot, config: MachineConfig): void {
+    if (s.header.vm.memory !== this.memSize) {
+      throw new Error(`snapshot of ${s.header.vm.memory / 1048576} MiB restored into a shell of ${this.memSize / 1048576} MiB`);
+    }
+    // A shell is not blank (page tables, warm-up): clear what it touched that the snapshot does not have.
+    const resident = this.ram.residentMap();
+    const bytes = this.ram.bytes;
+    for (let p = 0; p < resident.length; p++) if ((resident[p]! & 1) && !s.pages.has(p)) bytes.fill(0, p * PAGE_SIZE, (p + 1) * PAGE_SIZE);
+    for (const [p, data] of s.pages) bytes.set(data, p * PAGE_SIZE);
+    this.devicePage.restore(s.devicePage, { vmId: config.vmId, name: config.name });
+    this.vcpu.restoreState(s.vcpu);
+    this.config = config;
+    this.firstHypercallNs = monotonicNs();
+    if (s.header.parked) {
+      this.pollArg = s.header.parked.arg;
+      this.deadlineNs = monotonicNs() + s.header.parked.remainingNs;
+    }
   }
 
   halt(status: number): void {

@@ -1,6 +1,7 @@
 // Messages between a host (the toolstack) and an executor thread.
 import type { DeviceEntry } from './device-page.js';
 import type { VmExit } from './exit.js';
+import type { Snapshot } from './snapshot.js';
 
 export interface CreateRequest {
   op: 'create';
@@ -20,8 +21,21 @@ export interface CreateRequest {
   trace?: { apiNs?: number; sentNs?: number; wokeNs?: number; createdNs?: number; replyNs?: number };
 }
 
+/** Start a VM from a snapshot (decoded and checked by the toolstack). */
+export interface RestoreRequest {
+  op: 'restore';
+  config: CreateRequest;
+  snapshot: Snapshot;
+}
+
 export type ExecutorRequest =
   | CreateRequest
+  | RestoreRequest
+  /**
+   * Snapshot a VM: to a file (written by the executor) or back in the reply.
+   * keep: it runs on (a checkpoint); otherwise it ends, as saved.
+   */
+  | { op: 'save'; requestId: number; vmId: number; file?: string; keep: boolean }
   | { op: 'destroy'; vmId: number }
   | { op: 'pause'; vmId: number }
   | { op: 'unpause'; vmId: number }
@@ -82,6 +96,8 @@ export type ExecutorEvent =
   /** Preparing shells of this size failed; the pool for it is off. */
   | { ev: 'pool-error'; memory: number; error: SerializedError }
   | { ev: 'stats'; requestId: number; vms: VmStats[] }
+  | { ev: 'saved'; requestId: number; vmId: number; file?: string; data?: Uint8Array; bytes: number; pages: number; ns: number }
+  | { ev: 'save-failed'; requestId: number; vmId: number; error: SerializedError }
   | { ev: 'stopped' }
   /** Internal, to the executor's host thread: start (or stop) its shell preparer. */
   | { ev: 'preparer-wanted'; want: boolean }

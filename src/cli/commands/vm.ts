@@ -1,7 +1,9 @@
 // xl-style commands on the daemon's API: create, list, destroy, pause,
 // unpause, shutdown, console.
+import { resolve } from 'node:path';
 import type { Command } from 'commander';
 import type { VmView } from '../../daemon/view.js';
+import { describeExit } from '../../vmm/exit.js';
 import { parseCfg } from '../cfg.js';
 import { Client } from '../client.js';
 import { fail } from '../output.js';
@@ -30,8 +32,7 @@ async function api(opts: Common, work: (c: Client) => Promise<void>): Promise<vo
 function describe(vm: VmView): string {
   if (!vm.exit) return vm.state;
   if (vm.exit.kind === 'halt') return `exited ${vm.exit.status}`;
-  if (vm.exit.kind === 'crash') return `crashed: ${vm.exit.reason}`;
-  return 'destroyed';
+  return describeExit(vm.exit);
 }
 
 export function registerVmCommands(program: Command): void {
@@ -79,6 +80,28 @@ export function registerVmCommands(program: Command): void {
       process.stdout.write(`${reply.vm.name}: ${describe(reply.vm)}\n`);
     }));
   }
+
+  program.command('save')
+    .description('save a VM to a snapshot file; it ends, as in xl, unless --checkpoint')
+    .argument('<vm>', 'VM name or id')
+    .argument('<file>', 'snapshot file to write')
+    .option('--checkpoint', 'keep the VM running')
+    .option(...socket)
+    .action((vm: string, file: string, opts: Common & { checkpoint?: boolean }) => api(opts, async (c) => {
+      const r = await c.request<{ vm: VmView; snapshot: { file: string; bytes: number; pages: number; ms: number } }>(
+        'POST', `/v1/vms/${encodeURIComponent(vm)}/save`, { file: resolve(file), checkpoint: opts.checkpoint === true });
+      process.stdout.write(`${r.vm.name}: saved to ${r.snapshot.file} (${Math.ceil(r.snapshot.bytes / 1024)} KiB, ${r.snapshot.pages} pages, ${r.snapshot.ms.toFixed(2)} ms)${opts.checkpoint ? ', still running' : ''}\n`);
+    }));
+
+  program.command('restore')
+    .description('start a VM from a snapshot file')
+    .argument('<file>', 'snapshot file')
+    .option('--name <name>', 'name for the restored VM (default: the saved one)')
+    .option(...socket)
+    .action((file: string, opts: Common & { name?: string }) => api(opts, async (c) => {
+      const r = await c.request<{ vm: VmView }>('POST', '/v1/restore', { file: resolve(file), ...(opts.name ? { name: opts.name } : {}) });
+      process.stdout.write(`restored ${r.vm.name} (id ${r.vm.id}) on executor ${r.vm.executor}${r.vm.warm ? ', into a prepared shell' : ''}\n`);
+    }));
 
   program.command('console')
     .description("print a VM's console; with -f, follow it until the VM ends")

@@ -1,0 +1,172 @@
+// The snapshot file of one VM (save, restore, daemon restart, migration).
+//
+// Layout, all integers little-endian:
+//   "LVMSNAP\0"  u32 version  u32 header length  header (JSON, UTF-8)
+//   sections: u32 type, u32 reserved, u64 length, then the bytes
+//     1 regs, 2 sregs, 3 xsave, 4 vcpu events (KVM's own structs)
+//     5 device page (4096 bytes)
+//     6 memory: records of u32 page number + 4096 bytes, pages never
+//       written or all zero left out
+//     7 console history
+//   "LVMSEND\0"  then SHA-256 of every byte before "LVMSEND\0"
+// A file of another version, or damaged anywhere, is refused whole with
+// the reason: nothing is restored from it.
+import { createHash } from 'node:crypto';
+import type { VcpuState } from '../kvm/vcpu.js';
+import type { DeviceEntry } from './device-page.js';
+
+export const SNAPSHOT_MAGIC = 'LVMSNAP\0';
+export const SNAPSHOT_END = 'LVMSEND\0';
+export const SNAPSHOT_VERSION = 1;
+const PAGE = 4096;
+
+export const SECTION = { regs: 1, sregs: 2, xsave: 3, events: 4, devicePage: 5, memory: 6, console: 7 } as const;
+
+export interface SnapshotHeader {
+  vm: { id: number; name: string; memory: number; cmdline: string; devices: DeviceEntry[] };
+  image: { path: string; sha256: string | null };
+  /** MSRs, as [index, value] with values in hex (JSON has no 64-bit integers). */
+  msrs: [number, string][];
+  /** Waiting in POLL: the argument struct's address and the time it had left. */
+  parked: { arg: number; remainingNs: number } | null;
+  paused: boolean;
+  savedAt: string;
+  kernel: string;
+}
+
+export interface Snapshot {
+  header: SnapshotHeader;
+  vcpu: VcpuState;
+  devicePage: Uint8Array;
+  /** Page number → contents. */
+  pages: Map<number, Uint8Array>;
+  console: Uint8Array;
+}
+
+export class SnapshotError extends Error {
+  constructor(readonly file: string, readonly field: string, message: string) {
+    super(`${file}: ${field}: ${message}`);
+    this.name = 'SnapshotError';
+  }
+}
+
+/** Pages of memory worth saving: the non-zero ones among those the host backs. */
+export function nonZeroPages(bytes: Uint8Array, resident: (page: number) => boolean): number[] {
+  const out: number[] = [];
+  const words = new BigUint64Array(bytes.buffer, bytes.byteOffset, bytes.byteLength / 8);
+  const perPage = PAGE / 8;
+  for (let p = 0; p < bytes.byteLength / PAGE; p++) {
+    if (!resident(p)) continue;
+    for (let i = p * perPage, end = i + perPage; i < end; i++) {
+      if (words[i] !== 0n) {
+        out.push(p);
+        break;
+      }
+    }
+  }
+  return out;
+}
+
+export function encodeSnapshot(s: Omit<Snapshot, 'pages'> & { memory: Uint8Array; pages: number[] }): Buffer {
+  const parts: Buffer[] = [];
+  const head = Buffer.from(JSON.stringify(s.header), 'utf8');
+  const pre = Buffer.alloc(16);
+  pre.write(SNAPSHOT_MAGIC, 0, 'latin1');
+  pre.writeUInt32LE(SNAPSHOT_VERSION, 8);
+  pre.writeUInt32LE(head.length, 12);
+  parts.push(pre, head);
+  const section = (type: number, chunks: Uint8Array[]): void => {
+    const len = chunks.reduce((n, c) => n + c.length, 0);
+    const h = Buffer.alloc(16);
+    h.writeUInt32LE(type, 0);
+    h.writeBigUInt64LE(BigInt(len), 8);
+    parts.push(h, ...chunks.map((c) => Buffer.from(c.buffer, c.byteOffset, c.byteLength)));
+  };
+  section(SECTION.regs, [s.vcpu.regs]);
+  section(SECTION.sregs, [s.vcpu.sregs]);
+  section(SECTION.xsave, [s.vcpu.xsave]);
+  section(SECTION.events, [s.vcpu.events]);
+  section(SECTION.devicePage, [s.devicePage]);
+  const mem: Uint8Array[] = [];
+  for (const p of s.pages) {
+    const n = Buffer.alloc(4);
+    n.writeUInt32LE(p, 0);
+    mem.push(n, s.memory.subarray(p * PAGE, (p + 1) * PAGE));
+  }
+  section(SECTION.memory, mem);
+  section(SECTION.console, [s.console]);
+  const body = Buffer.concat(parts);
+  const sum = createHash('sha256').update(body).digest();
+  return Buffer.concat([body, Buffer.from(SNAPSHOT_END, 'latin1'), sum]);
+}
+
+const SIZES: Record<number, number> = { [SECTION.regs]: 144, [SECTION.sregs]: 312, [SECTION.xsave]: 4096, [SECTION.events]: 64, [SECTION.devicePage]: PAGE };
+
+/** Reads and checks a snapshot; throws SnapshotError saying what is wrong and where. */
+export function decodeSnapshot(file: string, buf: Uint8Array): Snapshot {
+  const b = Buffer.from(buf.buffer, buf.byteOffset, buf.byteLength);
+  const fail = (field: string, message: string): never => {
+    throw new SnapshotError(file, field, message);
+  };
+  if (b.length < 16 + 8 + 32) fail('file', `${b.length} bytes is too short to be a snapshot`);
+  if (b.toString('latin1', 0, 8) !== SNAPSHOT_MAGIC) fail('magic', 'not a LightVM snapshot');
+  const version = b.readUInt32LE(8);
+  if (version !== SNAPSHOT_VERSION) fail('version', `snapshot version ${version}; this LightVM reads version ${SNAPSHOT_VERSION} only`);
+  const endAt = b.length - 32 - 8;
+  if (b.toString('latin1', endAt, endAt + 8) !== SNAPSHOT_END) fail('end', 'the end marker is missing: the file is truncated');
+  const sum = createHash('sha256').update(b.subarray(0, endAt)).digest();
+  if (!sum.equals(b.subarray(endAt + 8))) fail('checksum', 'SHA-256 does not match: the file is damaged');
+  const headLen = b.readUInt32LE(12);
+  if (16 + headLen > endAt) fail('header', `header length ${headLen} runs past the end of the file`);
+  let header: SnapshotHeader;
+  try {
+    header = JSON.parse(b.toString('utf8', 16, 16 + headLen)) as SnapshotHeader;
+  } catch (err) {
+    return fail('header', `not valid JSON: ${(err as Error).message}`);
+  }
+  const memory = header.vm?.memory;
+  if (!Number.isSafeInteger(memory) || memory <= 0 || memory % PAGE !== 0) fail('header.vm.memory', `${String(memory)} is not a memory size`);
+  const sections = new Map<number, Buffer>();
+  let o = 16 + headLen;
+  while (o < endAt) {
+    if (o + 16 > endAt) fail('sections', `a section header at byte ${o} runs past the end`);
+    const type = b.readUInt32LE(o);
+    const len = Number(b.readBigUInt64LE(o + 8));
+    if (o + 16 + len > endAt) fail(`section ${type}`, `${len} bytes at byte ${o + 16} run past the end`);
+    if (sections.has(type)) fail(`section ${type}`, 'appears twice');
+    sections.set(type, b.subarray(o + 16, o + 16 + len));
+    o += 16 + len;
+  }
+  const need = (type: number, name: string): Buffer => {
+    const s = sections.get(type);
+    if (!s) return fail(`section ${name}`, 'missing');
+    const size = SIZES[type];
+    if (size !== undefined && s.length !== size) fail(`section ${name}`, `${s.length} bytes, expected ${size}`);
+    return s;
+  };
+  const copy = (x: Buffer): Uint8Array => new Uint8Array(x);
+  const mem = need(SECTION.memory, 'memory');
+  if (mem.length % (4 + PAGE) !== 0) fail('section memory', `${mem.length} bytes is not a whole number of page records`);
+  const pages = new Map<number, Uint8Array>();
+  const limit = memory / PAGE;
+  for (let i = 0; i < mem.length; i += 4 + PAGE) {
+    const p = mem.readUInt32LE(i);
+    if (p >= limit) fail('section memory', `page ${p} lies outside ${memory / 1048576} MiB of memory`);
+    if (pages.has(p)) fail('section memory', `page ${p} appears twice`);
+    pages.set(p, copy(mem.subarray(i + 4, i + 4 + PAGE)));
+  }
+  if (!Array.isArray(header.msrs)) fail('header.msrs', 'missing');
+  return {
+    header,
+    vcpu: {
+      regs: copy(need(SECTION.regs, 'regs')),
+      sregs: copy(need(SECTION.sregs, 'sregs')),
+      xsave: copy(need(SECTION.xsave, 'xsave')),
+      events: copy(need(SECTION.events, 'events')),
+      msrs: header.msrs.map(([index, data]) => ({ index, data: BigInt(data) })),
+    },
+    devicePage: copy(need(SECTION.devicePage, 'device page')),
+    pages,
+    console: copy(sections.get(SECTION.console) ?? Buffer.alloc(0)),
+  };
+}
