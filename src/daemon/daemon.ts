@@ -7,6 +7,7 @@ import type { FastifyInstance } from 'fastify';
 import type { Logger } from 'pino';
 import { ExecutorFleet, type FleetOptions } from '../toolstack/fleet.js';
 import { Host } from '../toolstack/host.js';
+import { MigrationListener } from '../toolstack/migration.js';
 import { VirtualMachine } from '../toolstack/vm.js';
 import type { ExecutorEvent, VmStats } from '../vmm/protocol.js';
 import { buildServer } from './server.js';
@@ -82,6 +83,30 @@ export class Daemon {
     return daemon;
   }
 
+  private listener: MigrationListener | undefined;
+
+  get migrationListening(): { address: string; port: number } | null {
+    return this.listener ? { address: this.listener.address, port: this.listener.port } : null;
+  }
+
+  /** Accepts live migrations on a TCP port (only when asked to), from senders with the token. */
+  async listenForMigrations(opts: { port: number; address?: string; token: string }): Promise<void> {
+    await this.stopListening();
+    const log = this.options.logger;
+    this.listener = await MigrationListener.listen(this.host, {
+      ...opts,
+      onMigrated: (vm) => log.info({ vm: vm.id, name: vm.name }, 'vm migrated in'),
+      onError: (err) => log.warn({ err: err.message }, 'incoming migration failed'),
+    });
+    log.info(this.migrationListening, 'listening for migrations');
+  }
+
+  async stopListening(): Promise<void> {
+    const l = this.listener;
+    this.listener = undefined;
+    await l?.close();
+  }
+
   private statsRequest = 0;
 
   /** Per-VM counters from every executor. */
@@ -107,6 +132,7 @@ export class Daemon {
 
   /** Stops serving, destroys every VM and stops the executors. */
   async stop(): Promise<void> {
+    await this.stopListening();
     await this.server.close();
     await this.host.close();
     rmSync(this.options.socketPath, { force: true });

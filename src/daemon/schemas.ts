@@ -194,6 +194,54 @@ export const restoreVm = {
   response: { 201: vmReply, 400: error, 409: error, 422: error, 503: error },
 } as const;
 
+export const migrateVm = {
+  tags, summary: 'live-migrate a VM to a daemon listening at host:port; it runs on here if anything fails',
+  params: idParams,
+  body: {
+    type: 'object', required: ['to', 'token'], additionalProperties: false,
+    properties: { to: { type: 'string', minLength: 3, maxLength: 300, description: 'host:port' }, token: { type: 'string', minLength: 16, maxLength: 256 } },
+  },
+  response: {
+    200: {
+      type: 'object', required: ['vm', 'migration'],
+      properties: {
+        vm,
+        migration: {
+          type: 'object', required: ['ms', 'downtime_ms', 'rounds', 'pages', 'bytes', 'destination_id'],
+          properties: {
+            ms: { type: 'number' }, downtime_ms: { type: 'number' }, rounds: { type: 'integer' },
+            pages: { type: 'integer' }, bytes: { type: 'integer' }, destination_id: { type: 'integer' },
+          },
+        },
+      },
+    },
+    400: error, 404: error, 409: error, 502: error,
+  },
+} as const;
+
+const listening = {
+  type: ['object', 'null'],
+  properties: { address: { type: 'string' }, port: { type: 'integer' } },
+} as const;
+
+export const listen = {
+  tags: ['migration'], summary: 'accept incoming migrations on a TCP port, from senders with this token',
+  body: {
+    type: 'object', required: ['port', 'token'], additionalProperties: false,
+    properties: {
+      port: { type: 'integer', minimum: 0, maximum: 65535, description: '0 picks a free port' },
+      address: { type: 'string', minLength: 1, maxLength: 100, description: 'address to listen on (default 127.0.0.1)' },
+      token: { type: 'string', minLength: 16, maxLength: 256 },
+    },
+  },
+  response: { 200: { type: 'object', required: ['listening'], properties: { listening } }, 400: error, 409: error },
+} as const;
+
+export const unlisten = {
+  tags: ['migration'], summary: 'stop accepting migrations',
+  response: { 200: { type: 'object', required: ['listening'], properties: { listening } } },
+} as const;
+
 export const consoleVm = {
   tags, summary: 'the console: what it printed so far, then (follow) what it prints until it ends',
   params: idParams,

@@ -4,6 +4,7 @@
 import { isAbsolute } from 'node:path';
 import swagger from '@fastify/swagger';
 import Fastify, { type FastifyBaseLogger, type FastifyError, type FastifyInstance, type FastifyReply } from 'fastify';
+import { migrateOut, parseAddress } from '../toolstack/migration.js';
 import { VmCreateError } from '../toolstack/vm.js';
 import type { VirtualMachine } from '../toolstack/vm.js';
 import type { Daemon } from './daemon.js';
@@ -149,6 +150,39 @@ export async function buildServer(daemon: Daemon): Promise<FastifyInstance> {
       throw err;
     }
     return reply.code(201).send({ vm: vmView(vm) });
+  });
+
+  app.post<{ Params: S.IdParams; Body: { to: string; token: string } }>('/v1/vms/:id/migrate', { schema: S.migrateVm }, async (req) => {
+    const vm = find(req.params.id);
+    if (vm.state === 'exited') throw new ApiError(409, 'conflict', `VM ${vm.name} has ended: nothing to migrate`, 'state');
+    try {
+      parseAddress(req.body.to);
+    } catch (err) {
+      throw new ApiError(400, 'invalid', `to: ${(err as Error).message}`, 'to');
+    }
+    try {
+      const stats = await migrateOut(vm, req.body.to, req.body.token);
+      daemon.options.logger.info({ vm: vm.id, name: vm.name, to: req.body.to, ...stats }, 'vm migrated');
+      return { vm: vmView(vm), migration: stats };
+    } catch (err) {
+      throw new ApiError(502, 'migration-failed', `${(err as Error).message} (the VM runs on here)`, 'to');
+    }
+  });
+
+  app.put<{ Body: { port: number; address?: string; token: string } }>('/v1/migration/listen', { schema: S.listen }, async (req) => {
+    const { port, address, token } = req.body;
+    try {
+      await daemon.listenForMigrations({ port, address, token });
+    } catch (err) {
+      const e = err as NodeJS.ErrnoException;
+      throw new ApiError(e.code === 'EADDRINUSE' ? 409 : 400, 'cannot-listen', `port: ${e.message}`, e.code ? 'port' : 'token');
+    }
+    return { listening: daemon.migrationListening };
+  });
+
+  app.delete('/v1/migration/listen', { schema: S.unlisten }, async () => {
+    await daemon.stopListening();
+    return { listening: null };
   });
 
   app.get<{ Params: S.IdParams; Querystring: { follow?: boolean } }>('/v1/vms/:id/console', { schema: S.consoleVm }, (req, reply) => {

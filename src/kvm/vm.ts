@@ -34,6 +34,11 @@ export class Vm {
     return s;
   }
 
+  /** Records a slot another thread of this process set up (no ioctl). */
+  recordSlot(slot: number, gpa: number, memory: GuestMemory, readonly: boolean): void {
+    this.slots.push({ slot, gpa, memory, readonly });
+  }
+
   /** Wraps a vCPU that another thread of this process created. */
   adoptVcpu(fd: number, id: number, runAddress: bigint): Vcpu {
     const vcpu = new Vcpu(this, fd, id, runAddress);

@@ -33,6 +33,8 @@ export interface HostOptions {
 export interface RestoreOptions {
   file?: string;
   data?: Uint8Array;
+  /** Already decoded and checked (live migration). */
+  snapshot?: Snapshot;
   name?: string;
   /** Keep the VM id the snapshot has (if free). */
   keepId?: boolean;
@@ -197,8 +199,7 @@ export class Host extends EventEmitter<HostEvents> {
     const label = options.file ?? 'snapshot';
     let snapshot: Snapshot;
     try {
-      const bytes = options.data ?? (await readFile(options.file ?? ''));
-      snapshot = decodeSnapshot(label, bytes);
+      snapshot = options.snapshot ?? decodeSnapshot(label, options.data ?? (await readFile(options.file ?? '')));
     } catch (err) {
       const e = err as Error & { field?: string; code?: string };
       if (e.code === 'ENOENT') throw new VmCreateError({ name: 'SnapshotError', field: 'file', file: label, message: `${label}: no such file` });

@@ -117,6 +117,38 @@ export class VirtualMachine extends EventEmitter<VirtualMachineEvents> {
 
   private saveRequests = 0;
   private readonly saves = new Map<number, { resolve: (r: SaveResult) => void; reject: (e: Error) => void }>();
+  private readonly copies = new Map<number, { resolve: (r: { data: Uint8Array; count: number }) => void; reject: (e: Error) => void }>();
+
+  /** Live migration: page records (round 0: every written page; then the pages dirtied since). */
+  copyPages(round: number): Promise<{ data: Uint8Array; count: number }> {
+    if (this.state === 'exited') return Promise.reject(new Error(`VM ${this.name} has ended`));
+    return new Promise((resolve, reject) => {
+      const requestId = ++this.saveRequests;
+      this.copies.set(requestId, { resolve, reject });
+      this.executor.send({ op: 'copy-pages', requestId, vmId: this.id, round });
+    });
+  }
+
+  /** Live migration's last step: pauses the VM and snapshots it with the pages dirtied since the last copy. */
+  saveFinal(): Promise<SaveResult> {
+    if (this.state === 'exited') return Promise.reject(new Error(`VM ${this.name} has ended`));
+    return new Promise((resolve, reject) => {
+      const requestId = ++this.saveRequests;
+      this.saves.set(requestId, { resolve, reject });
+      this.executor.send({ op: 'save', requestId, vmId: this.id, keep: true, final: true });
+    });
+  }
+
+  /** Live migration called off: the VM runs on here. */
+  abortMigration(): void {
+    if (this.state !== 'exited') this.executor.send({ op: 'migration-abort', vmId: this.id });
+  }
+
+  /** Ends the VM here because it now runs elsewhere. */
+  async migrated(to: string): Promise<void> {
+    if (this.state !== 'exited') this.executor.send({ op: 'destroy', vmId: this.id, exit: { kind: 'migrated', to } });
+    await this.exited;
+  }
 
   /**
    * Snapshots the VM, to a file (absolute path) or, without one, into the
@@ -183,8 +215,19 @@ export class VirtualMachine extends EventEmitter<VirtualMachineEvents> {
         this.resolveBooted(ev.bootNs);
         this.emit('booted', ev.bootNs);
         break;
+      case 'pages': {
+        this.copies.get(ev.requestId)?.resolve({ data: ev.data, count: ev.count });
+        this.copies.delete(ev.requestId);
+        break;
+      }
       case 'saved':
       case 'save-failed': {
+        const copy = this.copies.get(ev.requestId);
+        if (copy && ev.ev === 'save-failed') {
+          this.copies.delete(ev.requestId);
+          copy.reject(Object.assign(new Error(ev.error.message), { name: ev.error.name }));
+          break;
+        }
         const waiter = this.saves.get(ev.requestId);
         this.saves.delete(ev.requestId);
         if (ev.ev === 'saved') {
@@ -218,6 +261,8 @@ export class VirtualMachine extends EventEmitter<VirtualMachineEvents> {
         this.pending.clear();
         for (const w of this.saves.values()) w.reject(new Error(`VM ${this.name} ended before it was saved`));
         this.saves.clear();
+        for (const w of this.copies.values()) w.reject(new Error(`VM ${this.name} ended during a migration`));
+        this.copies.clear();
         this.exitInfo = ev.exit;
         this.resolveExited(ev.exit);
         this.emit('exit', ev.exit);

@@ -20,6 +20,8 @@ import {
 } from './protocol.js';
 import { encodeSnapshot, type Snapshot } from './snapshot.js';
 
+const PAGE_BYTES = 4096;
+
 /** Console bytes kept per VM for a toolstack that reconnects (executor processes). */
 export const CONSOLE_HISTORY = 16 * 1024;
 
@@ -43,6 +45,8 @@ interface Entry extends HeapItem {
   wokeWhilePaused: boolean;
   countInstructions: boolean;
   cpuNs: number;
+  /** Paused by a live migration's last step (not by the user). */
+  migrationPaused?: boolean;
   config: CreateRequest;
   warm: boolean;
   /** The last CONSOLE_HISTORY bytes of console, when kept. */
@@ -205,7 +209,20 @@ export class Executor {
         break;
       case 'destroy': {
         const e = this.vms.get(req.vmId);
-        if (e) this.end(e, { kind: 'destroyed' });
+        if (e) this.end(e, req.exit ?? { kind: 'destroyed' });
+        break;
+      }
+      case 'copy-pages':
+        this.copyPages(req);
+        break;
+      case 'migration-abort': {
+        const e = this.vms.get(req.vmId);
+        if (!e) break;
+        e.machine.setDirtyLogging(false);
+        if (e.migrationPaused) {
+          e.migrationPaused = false;
+          this.handle({ op: 'unpause', vmId: req.vmId });
+        }
         break;
       }
       case 'pause': {
@@ -355,6 +372,33 @@ export class Executor {
     return e;
   }
 
+  /** Live migration: copies pages out while the VM runs on. */
+  private copyPages(req: Extract<ProcessRequest, { op: 'copy-pages' }>): void {
+    const e = this.vms.get(req.vmId);
+    try {
+      if (!e) throw new Error(`no VM ${req.vmId} on this executor`);
+      const m = e.machine;
+      let pages: number[];
+      if (req.round === 0) {
+        // Log first, then copy: a page written meanwhile shows up in the next round.
+        m.setDirtyLogging(true);
+        pages = m.capture().pages;
+      } else {
+        pages = m.dirtyPageList();
+      }
+      const data = new Uint8Array(pages.length * (4 + PAGE_BYTES));
+      const v = new DataView(data.buffer);
+      pages.forEach((p, i) => {
+        const o = i * (4 + PAGE_BYTES);
+        v.setUint32(o, p, true);
+        data.set(m.ram.bytes.subarray(p * PAGE_BYTES, (p + 1) * PAGE_BYTES), o + 4);
+      });
+      this.port.send({ ev: 'pages', requestId: req.requestId, vmId: req.vmId, data, count: pages.length });
+    } catch (err) {
+      this.port.send({ ev: 'save-failed', requestId: req.requestId, vmId: req.vmId, error: serializeError(err) });
+    }
+  }
+
   /** Snapshots a VM; it ends, as saved, unless keep. */
   private save(req: Extract<ProcessRequest, { op: 'save' }>): void {
     const e = this.vms.get(req.vmId);
@@ -366,14 +410,20 @@ export class Executor {
     try {
       const m = e.machine;
       const parked = e.heapIndex >= 0 ? { remainingNs: Math.max(0, e.deadlineNs - monotonicNs()) } : null;
-      const c = m.capture();
+      const userPaused = e.paused;
+      if (req.final && !e.paused) {
+        // Stop-and-copy: from here the VM does not run here again unless the migration is called off.
+        e.paused = true;
+        e.migrationPaused = true;
+      }
+      const c = m.capture(req.final ? m.dirtyPageList() : undefined);
       const data = encodeSnapshot({
         header: {
           vm: { id: e.vmId, name: e.config.name, memory: m.memSize, cmdline: e.config.cmdline, devices: e.config.devices },
           image: { path: e.config.image, sha256: this.images.sha256(e.config.image) },
           msrs: c.vcpu.msrs.map((r) => [r.index, `0x${r.data.toString(16)}`]),
           parked: parked ? { arg: c.pollArg, remainingNs: parked.remainingNs } : null,
-          paused: e.paused,
+          paused: userPaused,
           savedAt: new Date().toISOString(),
           kernel: release(),
         },

@@ -123,6 +123,8 @@ export class Machine {
       this.vm = new Vm(kvm, parts.vmFd);
       this.ram = new GuestMemory(memSize, parts.ramAddress);
       this.devicePage = new DevicePage(new GuestMemory(NOXS_PAGE_SIZE, parts.devicePageAddress));
+      this.vm.recordSlot(RAM_SLOT, 0, this.ram, false);
+      this.vm.recordSlot(DEVICE_SLOT, DEVICE_PAGE_GPA, this.devicePage.memory, true);
       this.vcpu = this.vm.adoptVcpu(parts.vcpuFd, 0, parts.runAddress);
       this.tscHz = parts.tscHz;
       return;
@@ -379,18 +381,37 @@ export class Machine {
    * half done (the OUT of a POLL) is completed first, as KVM requires before
    * its state is read; a parked VM stays parked.
    */
-  capture(): { vcpu: VcpuState; devicePage: Uint8Array; memory: Uint8Array; pages: number[]; pollArg: number } {
+  capture(pages?: number[]): { vcpu: VcpuState; devicePage: Uint8Array; memory: Uint8Array; pages: number[]; pollArg: number } {
     this.vcpu.completePendingIo();
     const t = template(this.vm.kvm);
     t.msrs ??= this.vcpu.supportedMsrs(SNAPSHOT_MSRS);
-    const resident = this.ram.residentMap();
+    const resident = pages ? undefined : this.ram.residentMap();
     return {
       vcpu: this.vcpu.saveState(t.msrs),
       devicePage: this.devicePage.snapshot(),
       memory: this.ram.bytes,
-      pages: nonZeroPages(this.ram.bytes, (p) => (resident[p]! & 1) === 1),
+      pages: pages ?? nonZeroPages(this.ram.bytes, (p) => (resident![p]! & 1) === 1),
       pollArg: this.pollArg,
     };
+  }
+
+  /** Dirty-page logging of guest RAM (live migration). */
+  setDirtyLogging(on: boolean): void {
+    const slot = this.vm.slotList.find((s) => s.slot === RAM_SLOT);
+    if (slot) this.vm.setDirtyLogging(slot, on);
+  }
+
+  /** Pages of RAM written since the last call (or since logging began), zero or not. */
+  dirtyPageList(): number[] {
+    const slot = this.vm.slotList.find((s) => s.slot === RAM_SLOT)!;
+    const bitmap = this.vm.dirtyPages(slot);
+    const out: number[] = [];
+    for (let i = 0; i < bitmap.length; i++) {
+      const byte = bitmap[i]!;
+      if (byte === 0) continue;
+      for (let b = 0; b < 8; b++) if (byte & (1 << b)) out.push(i * 8 + b);
+    }
+    return out;
   }
 
   /** Puts a snapshot's memory, device page and vCPU state into this shell. */

@@ -35,8 +35,16 @@ export type ExecutorRequest =
    * Snapshot a VM: to a file (written by the executor) or back in the reply.
    * keep: it runs on (a checkpoint); otherwise it ends, as saved.
    */
-  | { op: 'save'; requestId: number; vmId: number; file?: string; keep: boolean }
-  | { op: 'destroy'; vmId: number }
+  | {
+    op: 'save'; requestId: number; vmId: number; file?: string; keep: boolean;
+    /** Live migration's last step: pause the VM and take only the pages written since the last copy. */
+    final?: boolean;
+  }
+  /** Live migration: turn on dirty-page logging and copy the VM's pages (round 0: every written page; then: pages dirtied since). */
+  | { op: 'copy-pages'; requestId: number; vmId: number; round: number }
+  /** Live migration gave up: logging off, and the VM runs on (unpaused) here. */
+  | { op: 'migration-abort'; vmId: number }
+  | { op: 'destroy'; vmId: number; exit?: VmExit }
   | { op: 'pause'; vmId: number }
   | { op: 'unpause'; vmId: number }
   /** Ask the guest to end cleanly (it sees it at its next POLL). */
@@ -98,6 +106,8 @@ export type ExecutorEvent =
   | { ev: 'stats'; requestId: number; vms: VmStats[] }
   | { ev: 'saved'; requestId: number; vmId: number; file?: string; data?: Uint8Array; bytes: number; pages: number; ns: number }
   | { ev: 'save-failed'; requestId: number; vmId: number; error: SerializedError }
+  /** Page records (u32 page number, then 4096 bytes) for live migration. */
+  | { ev: 'pages'; requestId: number; vmId: number; data: Uint8Array; count: number }
   | { ev: 'stopped' }
   /** Internal, to the executor's host thread: start (or stop) its shell preparer. */
   | { ev: 'preparer-wanted'; want: boolean }

@@ -103,6 +103,39 @@ export function registerVmCommands(program: Command): void {
       process.stdout.write(`restored ${r.vm.name} (id ${r.vm.id}) on executor ${r.vm.executor}${r.vm.warm ? ', into a prepared shell' : ''}\n`);
     }));
 
+  program.command('migrate')
+    .description('live-migrate a VM to the daemon listening at host:port (see: migration listen)')
+    .argument('<vm>', 'VM name or id')
+    .argument('<to>', 'host:port of the receiving daemon')
+    .requiredOption('--token <token>', 'the token the receiving daemon was given')
+    .option(...socket)
+    .action((vm: string, to: string, opts: Common & { token: string }) => api(opts, async (c) => {
+      const r = await c.request<{ vm: VmView; migration: { ms: number; downtime_ms: number; rounds: number; pages: number; destination_id: number } }>(
+        'POST', `/v1/vms/${encodeURIComponent(vm)}/migrate`, { to, token: opts.token });
+      const m = r.migration;
+      process.stdout.write(`${r.vm.name}: migrated to ${to} (id ${m.destination_id} there) in ${m.ms.toFixed(1)} ms, ${m.downtime_ms.toFixed(1)} ms down, ${m.rounds} rounds, ${m.pages} pages\n`);
+    }));
+
+  const migration = program.command('migration').description('incoming live migrations');
+  migration.command('listen')
+    .description('accept migrations on a TCP port from senders with the token')
+    .requiredOption('--port <port>', 'TCP port (0: any free port)')
+    .requiredOption('--token <token>', 'shared secret, at least 16 characters')
+    .option('--address <address>', 'address to listen on', '127.0.0.1')
+    .option(...socket)
+    .action((opts: Common & { port: string; token: string; address: string }) => api(opts, async (c) => {
+      const r = await c.request<{ listening: { address: string; port: number } }>('PUT', '/v1/migration/listen',
+        { port: Number(opts.port), token: opts.token, address: opts.address });
+      process.stdout.write(`listening for migrations on ${r.listening.address}:${r.listening.port}\n`);
+    }));
+  migration.command('stop')
+    .description('stop accepting migrations')
+    .option(...socket)
+    .action((opts: Common) => api(opts, async (c) => {
+      await c.request('DELETE', '/v1/migration/listen');
+      process.stdout.write('not listening for migrations\n');
+    }));
+
   program.command('console')
     .description("print a VM's console; with -f, follow it until the VM ends")
     .argument('<vm>', 'VM name or id')
