@@ -1,8 +1,8 @@
 // lightvmd: the control plane. It owns the VM registry (a Host), the fleet
 // of executor processes, the shell pool policy and the REST API on a unix
 // socket. It never maps guest memory and never runs a vCPU.
-import { chmodSync, mkdirSync, rmSync } from 'node:fs';
-import { dirname } from 'node:path';
+import { chmodSync, mkdirSync, readdirSync, renameSync, rmSync } from 'node:fs';
+import { dirname, join } from 'node:path';
 import type { FastifyInstance } from 'fastify';
 import type { Logger } from 'pino';
 import { ExecutorFleet, type FleetOptions } from '../toolstack/fleet.js';
@@ -21,6 +21,44 @@ export interface DaemonOptions {
   /** Prepared shells kept ready, per memory size in MiB. */
   pool?: Record<number, number>;
   logger: Logger;
+}
+
+/** Where a stopping daemon leaves its VMs for the next one. */
+export function savedDir(runtimeDir: string): string {
+  return join(runtimeDir, 'saved');
+}
+
+async function saveAll(host: Host, runtimeDir: string, log: Logger): Promise<void> {
+  const dir = savedDir(runtimeDir);
+  mkdirSync(dir, { recursive: true, mode: 0o700 });
+  const live = host.list().filter((vm) => vm.state !== 'exited');
+  const results = await Promise.allSettled(live.map((vm) => vm.save(join(dir, `${vm.id}.snap`))));
+  results.forEach((r, i) => {
+    const vm = live[i]!;
+    if (r.status === 'fulfilled') log.info({ vm: vm.id, name: vm.name, bytes: r.value.bytes }, 'vm saved for the next daemon');
+    else log.error({ vm: vm.id, name: vm.name, err: (r.reason as Error).message }, 'vm could not be saved: it is lost');
+  });
+}
+
+async function restoreSaved(host: Host, runtimeDir: string, log: Logger): Promise<void> {
+  const dir = savedDir(runtimeDir);
+  let files: string[];
+  try {
+    files = readdirSync(dir).filter((f) => /^\d+\.snap$/.test(f)).sort((a, b) => parseInt(a) - parseInt(b));
+  } catch {
+    return;
+  }
+  for (const f of files) {
+    const file = join(dir, f);
+    try {
+      const vm = await host.restore({ file, keepId: true });
+      rmSync(file);
+      log.info({ vm: vm.id, name: vm.name }, 'vm restored from the last daemon');
+    } catch (err) {
+      renameSync(file, `${file}.failed`);
+      log.error({ file, err: (err as Error).message }, 'saved vm could not be restored; kept as .failed');
+    }
+  }
 }
 
 export class Daemon {
@@ -64,7 +102,10 @@ export class Daemon {
       }
     });
     host.on('executor-lost', (e) => log.error(e, 'executor lost: its VMs are gone'));
+    // Shells an adopted executor still holds go; the pool is set anew below.
+    for (const { link } of adopted) for (const memory of link.pools.keys()) link.send({ op: 'pool', memory, target: 0 });
     for (const [mib, count] of Object.entries(options.pool ?? {})) fleet.setPool(Number(mib) * 1048576, count);
+    await restoreSaved(host, options.runtimeDir, log);
 
     const daemon = new Daemon(options, host, fleet, undefined as unknown as FastifyInstance);
     try {
@@ -83,6 +124,8 @@ export class Daemon {
     return daemon;
   }
 
+  /** Set by whoever runs the daemon: a stop asked for through the API. */
+  onStopRequest: ((destroy: boolean) => void) | undefined;
   private listener: MigrationListener | undefined;
 
   get migrationListening(): { address: string; port: number } | null {
@@ -130,10 +173,15 @@ export class Daemon {
     return (await Promise.all(answers)).flat();
   }
 
-  /** Stops serving, destroys every VM and stops the executors. */
-  async stop(): Promise<void> {
+  /**
+   * Stops serving and stops the executors. Every running VM is first saved
+   * (runtimeDir/saved), to be restored by the next daemon with its name and
+   * id, unless destroy is asked for.
+   */
+  async stop(options: { destroy?: boolean } = {}): Promise<void> {
     await this.stopListening();
     await this.server.close();
+    if (!options.destroy) await saveAll(this.host, this.options.runtimeDir, this.options.logger);
     await this.host.close();
     rmSync(this.options.socketPath, { force: true });
   }

@@ -10,6 +10,8 @@ export interface DaemonCliOptions {
   spare?: number;
   pool?: Record<number, number>;
   logLevel?: string;
+  /** On SIGTERM, destroy the VMs instead of saving them for the next daemon. */
+  destroyOnStop?: boolean;
 }
 
 export async function runDaemon(opts: DaemonCliOptions): Promise<void> {
@@ -25,11 +27,11 @@ export async function runDaemon(opts: DaemonCliOptions): Promise<void> {
   };
   const daemon = await Daemon.start(options);
   let stopping = false;
-  const stop = (signal: string): void => {
+  const stop = (signal: string, destroy = opts.destroyOnStop): void => {
     if (stopping) return;
     stopping = true;
-    logger.info({ signal }, 'stopping');
-    void daemon.stop().then(() => {
+    logger.info({ signal, destroy: destroy === true }, 'stopping');
+    void daemon.stop({ destroy }).then(() => {
       logger.info('stopped');
       process.exit(0);
     }, (err: unknown) => {
@@ -37,6 +39,7 @@ export async function runDaemon(opts: DaemonCliOptions): Promise<void> {
       process.exit(1);
     });
   };
+  daemon.onStopRequest = (destroy) => stop('API', destroy);
   process.on('SIGTERM', () => stop('SIGTERM'));
   process.on('SIGINT', () => stop('SIGINT'));
 }

@@ -308,6 +308,15 @@ export const hostInfo = {
   },
 } as const;
 
+export const stopDaemon = {
+  tags: ['host'], summary: 'stop the daemon: its VMs are saved and restored by the next one, or destroyed',
+  body: { type: ['object', 'null'], additionalProperties: false, properties: { destroy: { type: 'boolean' } } },
+  response: {
+    202: { type: 'object', required: ['stopping', 'vms'], properties: { stopping: { type: 'boolean' }, vms: { type: 'string' } } },
+    409: error,
+  },
+} as const;
+
 export const stats = {
   tags: ['host'], summary: 'per-VM CPU time, exits and resident guest memory',
   response: {

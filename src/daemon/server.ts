@@ -248,6 +248,14 @@ export async function buildServer(daemon: Daemon): Promise<FastifyInstance> {
     };
   });
 
+  app.post<{ Body: { destroy?: boolean } | undefined }>('/v1/daemon/stop', { schema: S.stopDaemon }, async (req, reply) => {
+    if (!daemon.onStopRequest) throw new ApiError(409, 'conflict', 'this daemon cannot be stopped through the API');
+    const destroy = req.body?.destroy === true;
+    // Answer first: the server closes while stopping.
+    setImmediate(() => daemon.onStopRequest?.(destroy));
+    return reply.code(202).send({ stopping: true, vms: destroy ? 'destroyed' : 'saved for the next daemon' });
+  });
+
   app.get('/v1/stats', { schema: S.stats }, async () => ({ vms: await daemon.stats() }));
 
   app.get('/v1/openapi.json', { schema: { hide: true } }, async () => app.swagger());

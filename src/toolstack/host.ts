@@ -318,6 +318,7 @@ export class Host extends EventEmitter<HostEvents> {
     if (!vm) return;
     if (ev.ev === 'started') {
       vm.warm = ev.warm;
+      if (ev.paused) vm.state = 'paused';
       vm.timings = ev.timings;
       this.creating.delete(ev.vmId);
       pending?.resolve(vm);

@@ -361,8 +361,8 @@ export class Executor {
       this.port.send({ ev: 'console', vmId, data: data.slice() });
     };
     this.vms.set(vmId, e);
-    this.port.send({ ev: 'started', vmId, warm, timings });
     if (restored?.header.paused) e.paused = true;
+    this.port.send({ ev: 'started', vmId, warm, timings, paused: e.paused });
     if (restored?.header.parked) {
       e.deadlineNs = machine.deadlineNs;
       this.parked.push(e);

@@ -90,7 +90,7 @@ export interface SerializedError {
 
 export type ExecutorEvent =
   | { ev: 'ready'; tid: number; pid: number }
-  | { ev: 'started'; vmId: number; warm: boolean; timings: Timings }
+  | { ev: 'started'; vmId: number; warm: boolean; timings: Timings; paused?: boolean }
   | { ev: 'create-failed'; vmId: number; error: SerializedError }
   | { ev: 'booted'; vmId: number; bootNs: number; instructions?: number }
   | { ev: 'console'; vmId: number; data: Uint8Array }

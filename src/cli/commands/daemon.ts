@@ -22,6 +22,7 @@ interface DaemonOpts {
   spare?: number;
   pool?: string;
   logLevel?: string;
+  destroyOnStop?: boolean;
 }
 
 export function daemonCommand(cmd: Command): Command {
@@ -32,11 +33,12 @@ export function daemonCommand(cmd: Command): Command {
     .option('--spare <n>', 'executors started ahead of need', intOption('--spare', 0, 64))
     .option('--pool <MiB:count,...>', 'prepared shells to keep, per memory size', '4:8')
     .option('--log-level <level>', 'trace, debug, info, warn, error', 'info')
+    .option('--destroy-on-stop', 'on SIGTERM destroy the VMs (default: save them, and restore them at the next start)')
     .action(async (opts: DaemonOpts) => {
       try {
         await runDaemon({
           socket: opts.socket, runtimeDir: opts.runtimeDir, vmsPerExecutor: opts.vmsPerExecutor,
-          spare: opts.spare, pool: parsePool(opts.pool ?? ''), logLevel: opts.logLevel,
+          spare: opts.spare, pool: parsePool(opts.pool ?? ''), logLevel: opts.logLevel, destroyOnStop: opts.destroyOnStop,
         });
       } catch (err) {
         fail(err);
@@ -48,18 +50,19 @@ export function registerDaemon(program: Command): void {
   const d = program.command('daemon').description('run lightvmd in the foreground (or: daemon stop)');
   daemonCommand(d);
   d.command('stop')
-    .description('stop a running daemon (SIGTERM)')
+    .description('stop a running daemon: its VMs are saved and come back with the next one (--destroy: they end)')
     .option('--runtime-dir <dir>', 'runtime directory')
     .option('--socket <path>', 'API socket')
+    .option('--destroy', 'destroy the VMs instead of saving them')
     .action(async (_opts: unknown, cmd: Command) => {
       // The options may have been given after "daemon" or after "stop".
-      const opts = cmd.optsWithGlobals<{ runtimeDir?: string; socket?: string }>();
+      const opts = cmd.optsWithGlobals<{ runtimeDir?: string; socket?: string; destroy?: boolean }>();
       try {
         const { Client } = await import('../client.js');
         const client = new Client(opts.socket ?? defaultSocketPath(opts.runtimeDir ?? defaultRuntimeDir()));
         const info = await client.request<{ pid: number }>('GET', '/v1/host');
+        await client.request('POST', '/v1/daemon/stop', { destroy: opts.destroy === true });
         client.close();
-        process.kill(info.pid, 'SIGTERM');
         // Wait until the process is gone.
         for (let i = 0; i < 600; i++) {
           try {
