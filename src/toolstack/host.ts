@@ -6,7 +6,6 @@
 //   const exit = await vm.exited; console.log(vm.consoleText());
 //   await host.close();
 import { EventEmitter } from 'node:events';
-import { readFile } from 'node:fs/promises';
 import { availableParallelism } from 'node:os';
 import type { DeviceEntry } from '../vmm/device-page.js';
 import { validateDevicePage } from '../vmm/device-page.js';
@@ -14,7 +13,7 @@ import { ExecutorThread } from '../vmm/executor-thread.js';
 import { MAX_MEMORY, MIN_MEMORY } from '../vmm/layout.js';
 import type { CreateRequest, ExecutorEvent, SerializedError } from '../vmm/protocol.js';
 import type { ExecutorLink } from './executor-link.js';
-import { decodeSnapshot, type Snapshot } from '../vmm/snapshot.js';
+import { decodeSnapshot, readSnapshotHeader, type Snapshot, type SnapshotHeader } from '../vmm/snapshot.js';
 import { resolveImage } from './images.js';
 import { VirtualMachine, VmCreateError } from './vm.js';
 
@@ -197,15 +196,22 @@ export class Host extends EventEmitter<HostEvents> {
   async restore(options: RestoreOptions): Promise<VirtualMachine> {
     if (this.closed) throw new Error('host is closed');
     const label = options.file ?? 'snapshot';
-    let snapshot: Snapshot;
+    let snapshot: Snapshot | undefined;
+    let header: SnapshotHeader;
     try {
-      snapshot = options.snapshot ?? decodeSnapshot(label, options.data ?? (await readFile(options.file ?? '')));
+      if (options.file && !options.data && !options.snapshot) {
+        // The executor reads and checks the whole file; here only what placing it needs.
+        header = await readSnapshotHeader(options.file);
+      } else {
+        snapshot = options.snapshot ?? decodeSnapshot(label, options.data ?? new Uint8Array(0));
+        header = snapshot.header;
+      }
     } catch (err) {
       const e = err as Error & { field?: string; code?: string };
       if (e.code === 'ENOENT') throw new VmCreateError({ name: 'SnapshotError', field: 'file', file: label, message: `${label}: no such file` });
       throw new VmCreateError({ name: e.name, message: e.message, field: e.field ?? 'file', file: label });
     }
-    const h = snapshot.header.vm;
+    const h = header.vm;
     const id = options.keepId && !this.get(h.id) ? h.id : this.nextId++;
     this.nextId = Math.max(this.nextId, id + 1);
     const name = options.name ?? h.name;
@@ -215,7 +221,7 @@ export class Host extends EventEmitter<HostEvents> {
     }
     if (same) this.drop(same);
     const config: CreateRequest = {
-      op: 'create', vmId: id, name, image: snapshot.header.image.path, memory: h.memory,
+      op: 'create', vmId: id, name, image: header.image.path, memory: h.memory,
       cmdline: h.cmdline, devices: h.devices, warm: options.warm ?? true,
     };
     const executor = await this.reserve(name, () => this.placement.pick(config.memory));
@@ -224,7 +230,7 @@ export class Host extends EventEmitter<HostEvents> {
       this.creating.set(id, { vm, resolve, reject });
       this.vms.set(id, vm);
       this.byName.set(name, vm);
-      executor.send({ op: 'restore', config, snapshot });
+      executor.send({ op: 'restore', config, snapshot, file: snapshot ? undefined : options.file });
     });
   }
 

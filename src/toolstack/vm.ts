@@ -259,8 +259,11 @@ export class VirtualMachine extends EventEmitter<VirtualMachineEvents> {
         if (ev.timings.bootNs) this.resolveBooted(ev.timings.bootNs);
         for (const done of this.pending.values()) done();
         this.pending.clear();
-        for (const w of this.saves.values()) w.reject(new Error(`VM ${this.name} ended before it was saved`));
-        this.saves.clear();
+        // Ended by its own save: that save's answer follows.
+        if (ev.exit.kind !== 'saved') {
+          for (const w of this.saves.values()) w.reject(new Error(`VM ${this.name} ended before it was saved`));
+          this.saves.clear();
+        }
         for (const w of this.copies.values()) w.reject(new Error(`VM ${this.name} ended during a migration`));
         this.copies.clear();
         this.exitInfo = ev.exit;

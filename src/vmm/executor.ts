@@ -4,7 +4,7 @@
 // until the earliest deadline or a message from its host. A VM that runs
 // past its slice while others wait is interrupted by a thread-directed
 // timer signal; the host interrupts the thread the same way (a "kick").
-import { renameSync, rmSync, writeFileSync } from 'node:fs';
+import { readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { release } from 'node:os';
 import { Kvm } from '../kvm/kvm.js';
 import * as libc from '../sys/libc.js';
@@ -18,7 +18,7 @@ import {
   CONTROL_IN_GUEST, CONTROL_PENDING, KICK_SIGNAL, serializeError,
   type AdoptedVm, type CreateRequest, type ProcessEvent, type ProcessRequest, type RestoreRequest, type Timings,
 } from './protocol.js';
-import { encodeSnapshot, type Snapshot } from './snapshot.js';
+import { decodeSnapshot, encodeSnapshot, type Snapshot } from './snapshot.js';
 
 const PAGE_BYTES = 4096;
 
@@ -319,6 +319,7 @@ export class Executor {
     const timings: Timings = { requestNs: monotonicNs(), shellNs: 0, loadedNs: 0, bootNs: 0, endNs: 0, destroyedNs: 0 };
     let machine: Machine | undefined;
     let warm: boolean;
+    let snapshot: Snapshot;
     try {
       if (this.vms.has(config.vmId)) throw new Error(`VM id ${config.vmId} already exists on this executor`);
       machine = config.warm ? this.supply?.take(config.memory) : undefined;
@@ -326,17 +327,18 @@ export class Executor {
       this.poolChanged ||= warm;
       machine ??= new Machine(this.kvm, config.memory);
       timings.shellNs = monotonicNs();
-      machine.restore(req.snapshot, { vmId: config.vmId, name: config.name, cmdline: config.cmdline, devices: config.devices });
+      snapshot = req.snapshot ?? decodeSnapshot(req.file ?? '', readFileSync(req.file ?? ''));
+      machine.restore(snapshot, { vmId: config.vmId, name: config.name, cmdline: config.cmdline, devices: config.devices });
       timings.loadedNs = timings.bootNs = monotonicNs();
     } catch (err) {
       machine?.close();
       this.port.send({ ev: 'create-failed', vmId: config.vmId, error: serializeError(err) });
       return;
     }
-    const e = this.start(config, machine, timings, warm, req.snapshot);
-    if (req.snapshot.console.length) {
-      if (this.keepRecords) e.console = appendHistory(e.console, req.snapshot.console);
-      this.port.send({ ev: 'console', vmId: config.vmId, data: req.snapshot.console });
+    const e = this.start(config, machine, timings, warm, snapshot);
+    if (snapshot.console.length) {
+      if (this.keepRecords) e.console = appendHistory(e.console, snapshot.console);
+      this.port.send({ ev: 'console', vmId: config.vmId, data: snapshot.console });
     }
   }
 
@@ -430,11 +432,12 @@ export class Executor {
         vcpu: c.vcpu, devicePage: c.devicePage, memory: c.memory, pages: c.pages, console: e.console,
       });
       if (req.file) writeFileAtomic(req.file, data);
+      // Ended first, so that whoever hears 'saved' finds the VM's name free.
+      if (!req.keep) this.end(e, { kind: 'saved', file: req.file ?? null });
       this.port.send({
         ev: 'saved', requestId: req.requestId, vmId: req.vmId, file: req.file, data: req.file ? undefined : new Uint8Array(data),
         bytes: data.length, pages: c.pages.length, ns: monotonicNs() - t0,
       });
-      if (!req.keep) this.end(e, { kind: 'saved', file: req.file ?? null });
     } catch (err) {
       this.port.send({ ev: 'save-failed', requestId: req.requestId, vmId: req.vmId, error: serializeError(err) });
     }

@@ -25,7 +25,9 @@ export interface CreateRequest {
 export interface RestoreRequest {
   op: 'restore';
   config: CreateRequest;
-  snapshot: Snapshot;
+  /** Decoded already (live migration), or a file the executor reads and checks itself. */
+  snapshot?: Snapshot;
+  file?: string;
 }
 
 export type ExecutorRequest =

@@ -12,6 +12,7 @@
 // A file of another version, or damaged anywhere, is refused whole with
 // the reason: nothing is restored from it.
 import { createHash } from 'node:crypto';
+import { open } from 'node:fs/promises';
 import type { VcpuState } from '../kvm/vcpu.js';
 import type { DeviceEntry } from './device-page.js';
 
@@ -98,6 +99,36 @@ export function encodeSnapshot(s: Omit<Snapshot, 'pages'> & { memory: Uint8Array
   const body = Buffer.concat(parts);
   const sum = createHash('sha256').update(body).digest();
   return Buffer.concat([body, Buffer.from(SNAPSHOT_END, 'latin1'), sum]);
+}
+
+/**
+ * Reads only the start of a snapshot file: magic, version and header. The
+ * whole file is checked (checksum included) by decodeSnapshot when restored.
+ */
+export async function readSnapshotHeader(file: string): Promise<SnapshotHeader> {
+  const fail = (field: string, message: string): never => {
+    throw new SnapshotError(file, field, message);
+  };
+  const fh = await open(file, 'r');
+  try {
+    const pre = Buffer.alloc(16);
+    const { bytesRead } = await fh.read(pre, 0, 16, 0);
+    if (bytesRead < 16) fail('file', `${bytesRead} bytes is too short to be a snapshot`);
+    if (pre.toString('latin1', 0, 8) !== SNAPSHOT_MAGIC) fail('magic', 'not a LightVM snapshot');
+    const version = pre.readUInt32LE(8);
+    if (version !== SNAPSHOT_VERSION) fail('version', `snapshot version ${version}; this LightVM reads version ${SNAPSHOT_VERSION} only`);
+    const len = pre.readUInt32LE(12);
+    if (len > 1 << 20) fail('header', `header length ${len} is implausible`);
+    const head = Buffer.alloc(len);
+    if ((await fh.read(head, 0, len, 16)).bytesRead < len) fail('header', 'the file ends inside the header: it is truncated');
+    try {
+      return JSON.parse(head.toString('utf8')) as SnapshotHeader;
+    } catch (err) {
+      return fail('header', `not valid JSON: ${(err as Error).message}`);
+    }
+  } finally {
+    await fh.close();
+  }
 }
 
 const SIZES: Record<number, number> = { [SECTION.regs]: 144, [SECTION.sregs]: 312, [SECTION.xsave]: 4096, [SECTION.events]: 64, [SECTION.devicePage]: PAGE };

@@ -1,5 +1,6 @@
 import type { Command } from 'commander';
 import { benchBoot, warmSampler } from '../../bench/boot.js';
+import { benchSnapshot } from '../../bench/snapshot.js';
 import { fail, intOption } from '../output.js';
 
 function progress(json: boolean) {
@@ -24,6 +25,27 @@ export function registerBench(program: Command): void {
         } finally {
           await warm.stop();
         }
+        if (!opts.json && process.stderr.isTTY) process.stderr.write('\n');
+        process.stdout.write(`${JSON.stringify(result, null, opts.json ? undefined : 2)}\n`);
+      } catch (err) {
+        fail(err);
+      }
+    });
+
+  bench
+    .command('snapshot')
+    .description('save, restore and live migration of an idle guest, idle and with many VMs running')
+    .option('--runs <n>', 'samples per measurement', intOption('--runs', 3, 10000), 20)
+    .option('--loaded-vms <n>', 'VMs running for the loaded measurements (0: skip)', intOption('--loaded-vms', 0, 20000), 1000)
+    .option('--json', 'print one JSON object')
+    .action(async (opts: { runs: number; loadedVms: number; json?: boolean }) => {
+      try {
+        const result = await benchSnapshot({
+          runs: opts.runs, loadedVms: opts.loadedVms,
+          onProgress: (phase, done, total) => {
+            if (!opts.json && process.stderr.isTTY) process.stderr.write(`\r${phase} ${done}/${total}   `);
+          },
+        });
         if (!opts.json && process.stderr.isTTY) process.stderr.write('\n');
         process.stdout.write(`${JSON.stringify(result, null, opts.json ? undefined : 2)}\n`);
       } catch (err) {
