@@ -1,6 +1,9 @@
 import type { Command } from 'commander';
 import { benchBoot, warmSampler } from '../../bench/boot.js';
 import { benchSnapshot } from '../../bench/snapshot.js';
+import { benchScale } from '../../bench/scale.js';
+import { benchFigures } from '../../bench/figures-run.js';
+import { Bar, Presets } from 'cli-progress';
 import { fail, intOption } from '../output.js';
 
 function progress(json: boolean) {
@@ -49,6 +52,59 @@ export function registerBench(program: Command): void {
         if (!opts.json && process.stderr.isTTY) process.stderr.write('\n');
         process.stdout.write(`${JSON.stringify(result, null, opts.json ? undefined : 2)}\n`);
       } catch (err) {
+        fail(err);
+      }
+    });
+
+  bench
+    .command('scale')
+    .description('start VMs one after another through the daemon; flat creation time, memory and idle CPU per VM, vs crun')
+    .option('--vms <n>', 'VMs to start', intOption('--vms', 10, 30000), 10000)
+    .option('--pool <n>', 'prepared shells the daemon keeps', intOption('--pool', 0, 4096), 64)
+    .option('--vms-per-executor <n>', 'VMs per executor process', intOption('--vms-per-executor', 1, 5000))
+    .option('--idle-seconds <s>', 'seconds over which idle CPU is measured', intOption('--idle-seconds', 1, 600), 10)
+    .option('--samples', 'include every creation time in the output')
+    .option('--json', 'print one JSON object')
+    .action(async (opts: { vms: number; pool: number; vmsPerExecutor?: number; idleSeconds: number; samples?: boolean; json?: boolean }) => {
+      const bar = process.stderr.isTTY ? new Bar({ format: 'starting VMs [{bar}] {value}/{total} {eta_formatted}' }, Presets.shades_classic) : undefined;
+      bar?.start(opts.vms, 0);
+      try {
+        const result = await benchScale({
+          vms: opts.vms, pool: opts.pool, vmsPerExecutor: opts.vmsPerExecutor, idleSeconds: opts.idleSeconds,
+          onProgress: (done) => bar?.update(done),
+        });
+        bar?.stop();
+        const out: Record<string, unknown> = { ...result };
+        if (!opts.samples) delete out.create_ms;
+        process.stdout.write(`${JSON.stringify(out, null, opts.json ? undefined : 2)}\n`);
+      } catch (err) {
+        bar?.stop();
+        fail(err);
+      }
+    });
+
+  bench
+    .command('figures')
+    .description('creation time and memory per VM against the number of running VMs, as SVG charts in bench/results/')
+    .option('--vms <n>', 'VMs to reach', intOption('--vms', 10, 30000), 2000)
+    .option('--step <n>', 'VMs started between two measurements', intOption('--step', 1, 30000), 500)
+    .option('--samples <n>', 'creations per series per step', intOption('--samples', 3, 1000), 20)
+    .option('--out <dir>', 'output directory (default bench/results)')
+    .action(async (opts: { vms: number; step: number; samples: number; out?: string }) => {
+      const bar = process.stderr.isTTY ? new Bar({ format: 'running VMs [{bar}] {value}/{total} {eta_formatted}' }, Presets.shades_classic) : undefined;
+      bar?.start(opts.vms, 0);
+      try {
+        const r = await benchFigures({
+          vms: opts.vms, step: opts.step, samples: opts.samples, outDir: opts.out,
+          onProgress: (running, total) => {
+            if (bar) bar.update(running);
+            else process.stderr.write(`${running}/${total} VMs running\n`);
+          },
+        });
+        bar?.stop();
+        process.stdout.write(`${JSON.stringify({ bench: 'figures', files: [...r.files, r.json], creation_points: r.data.creation.length, memory: r.data.memory })}\n`);
+      } catch (err) {
+        bar?.stop();
         fail(err);
       }
     });
