@@ -45,6 +45,8 @@ const WIDTH: Record<string, Record<string, number>> = {
   lvm_hc_console_write: { data: 8, len: 8 },
   lvm_hc_poll: { timeout_nsecs: 8, ready_set: 8 },
   lvm_hc_halt: { status: 8 },
+  lvm_hc_net_write: { device: 8, data: 8, len: 8, ret: 8 },
+  lvm_hc_net_read: { device: 8, data: 8, capacity: 8, len: 8, ret: 8 },
   lvm_boot_info: {
     magic: 4, abi_version: 4, mem_size: 8, kernel_end: 8, cmdline: 8, cmdline_len: 8, device_page: 8, tsc_hz: 8, platform: 8,
   },

@@ -9,8 +9,10 @@ export const HC = {
   CONSOLE_WRITE: 2,
   POLL: 3,
   HALT: 4,
+  NET_WRITE: 5,
+  NET_READ: 6,
 } as const;
-export const HC_COUNT = 5;
+export const HC_COUNT = 7;
 export type HypercallName = keyof typeof HC;
 
 export const CONSOLE_WRITE_MAX = 65536;
@@ -23,6 +25,8 @@ export const HC_STRUCT = {
   consoleWrite: { size: 16, data: 0, len: 8 },
   poll: { size: 16, timeoutNsecs: 0, readySet: 8 },
   halt: { size: 8, status: 0 },
+  netWrite: { size: 32, device: 0, data: 8, len: 16, ret: 24 },
+  netRead: { size: 40, device: 0, data: 8, capacity: 16, len: 24, ret: 32 },
 } as const;
 
 export const BOOT_MAGIC = 0x4d564c42;

@@ -29,7 +29,9 @@
 #define LVM_HC_CONSOLE_WRITE 2
 #define LVM_HC_POLL 3
 #define LVM_HC_HALT 4
-#define LVM_HC_COUNT 5 /* one past the highest number */
+#define LVM_HC_NET_WRITE 5
+#define LVM_HC_NET_READ 6
+#define LVM_HC_COUNT 7 /* one past the highest number */
 
 /* Largest buffer one CONSOLE_WRITE may pass. */
 #define LVM_CONSOLE_WRITE_MAX 65536
@@ -60,6 +62,33 @@ struct lvm_hc_poll {
 /* HALT: the guest is done; status is its exit status (in). */
 struct lvm_hc_halt {
     int64_t status;
+};
+
+/*
+ * NET_WRITE: send one Ethernet frame (no FCS) of len bytes at data on
+ * network device `device` (its id in the device page). ret (out): 0 sent,
+ * -1 dropped (a frame shorter than 14 bytes or longer than mtu + 14 is
+ * dropped and counted, never sent; the guest goes on).
+ */
+struct lvm_hc_net_write {
+    uint64_t device;
+    uint64_t data;
+    uint64_t len;
+    int64_t ret;
+};
+
+/*
+ * NET_READ: receive one frame into data (capacity bytes of room). ret
+ * (out): 0 and len = the frame's length, or -1 if no frame is waiting
+ * (POLL's ready_set says when one is). A frame longer than capacity is
+ * dropped.
+ */
+struct lvm_hc_net_read {
+    uint64_t device;
+    uint64_t data;
+    uint64_t capacity;
+    uint64_t len;
+    int64_t ret;
 };
 
 /* Boot information: rdi at entry points here. */
