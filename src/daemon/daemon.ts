@@ -8,6 +8,7 @@ import type { Logger } from 'pino';
 import { ExecutorFleet, type FleetOptions } from '../toolstack/fleet.js';
 import { Host } from '../toolstack/host.js';
 import { MigrationListener } from '../toolstack/migration.js';
+import type { BridgeConfig } from '../toolstack/network.js';
 import { VirtualMachine } from '../toolstack/vm.js';
 import type { ExecutorEvent, VmStats } from '../vmm/protocol.js';
 import { buildServer } from './server.js';
@@ -18,6 +19,8 @@ export interface DaemonOptions {
   vmsPerExecutor?: number;
   spareExecutors?: number;
   idleStopMs?: number;
+  /** The bridge VMs' taps join by default, and the host's address on it. */
+  bridge?: BridgeConfig;
   /** Prepared shells kept ready, per memory size in MiB. */
   pool?: Record<number, number>;
   logger: Logger;
@@ -83,6 +86,7 @@ export class Daemon {
     };
     const { fleet, adopted } = await ExecutorFleet.start(fleetOptions);
     const host = new Host(fleet);
+    if (options.bridge) host.bridge = options.bridge;
     for (const { link, vms } of adopted) {
       for (const a of vms) {
         const vm = new VirtualMachine(link, a.config);

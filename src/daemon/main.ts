@@ -1,5 +1,6 @@
 // Runs lightvmd in the foreground until SIGTERM or SIGINT.
 import { pino } from 'pino';
+import { DEFAULT_BRIDGE_CONFIG } from '../toolstack/network.js';
 import { Daemon, type DaemonOptions } from './daemon.js';
 import { defaultRuntimeDir, defaultSocketPath } from './paths.js';
 
@@ -12,6 +13,8 @@ export interface DaemonCliOptions {
   logLevel?: string;
   /** On SIGTERM, destroy the VMs instead of saving them for the next daemon. */
   destroyOnStop?: boolean;
+  bridge?: string;
+  bridgeAddress?: string;
 }
 
 export async function runDaemon(opts: DaemonCliOptions): Promise<void> {
@@ -23,6 +26,9 @@ export async function runDaemon(opts: DaemonCliOptions): Promise<void> {
     vmsPerExecutor: opts.vmsPerExecutor,
     spareExecutors: opts.spare,
     pool: opts.pool,
+    bridge: opts.bridge || opts.bridgeAddress
+      ? { name: opts.bridge ?? DEFAULT_BRIDGE_CONFIG.name, address: opts.bridgeAddress === 'none' ? undefined : opts.bridgeAddress ?? DEFAULT_BRIDGE_CONFIG.address }
+      : undefined,
     logger,
   };
   const daemon = await Daemon.start(options);

@@ -47,6 +47,7 @@ function fail(call: string, detail?: string): never {
 }
 
 export { EAGAIN as EAGAIN_ERRNO } from './errors.js';
+export const EMSGSIZE_ERRNO = 90;
 
 export const O_RDWR = 0o2;
 export const O_CLOEXEC = 0o2000000;
@@ -176,6 +177,7 @@ export const EPOLLIN = 0x001;
 export const EPOLLOUT = 0x004;
 export const EPOLLERR = 0x008;
 export const EPOLLHUP = 0x010;
+export const EPOLLET = 1 << 31;
 /** struct epoll_event is packed on x86-64: u32 events, u64 data. */
 export const EPOLL_EVENT_SIZE = 12;
 

@@ -15,6 +15,7 @@ import type { CreateRequest, ExecutorEvent, SerializedError } from '../vmm/proto
 import type { ExecutorLink } from './executor-link.js';
 import { decodeSnapshot, readSnapshotHeader, type Snapshot, type SnapshotHeader } from '../vmm/snapshot.js';
 import { resolveImage } from './images.js';
+import { completeDevices, DEFAULT_BRIDGE_CONFIG, ensureBridge, type BridgeConfig } from './network.js';
 import { VirtualMachine, VmCreateError } from './vm.js';
 
 export { VirtualMachine, VmCreateError, CONSOLE_KEEP } from './vm.js';
@@ -131,6 +132,9 @@ export class Host extends EventEmitter<HostEvents> {
   private nextId = 1;
   private closed = false;
 
+  /** The bridge net devices join unless they name another. */
+  bridge: BridgeConfig = DEFAULT_BRIDGE_CONFIG;
+
   constructor(placement: Placement) {
     super();
     this.placement = placement;
@@ -157,9 +161,12 @@ export class Host extends EventEmitter<HostEvents> {
     }
     const id = this.nextId++;
     const name = options.name ?? `vm${id}`;
-    const devices = options.devices ?? [];
+    const devices = completeDevices(id, options.devices ?? [], this.bridge.name);
     let image: string;
     try {
+      for (const b of new Set(devices.filter((d) => d.type === 'net').map((d) => d.bridge ?? this.bridge.name))) {
+        ensureBridge(b === this.bridge.name ? this.bridge : { name: b });
+      }
       const same = this.byName.get(name);
       if (same && same.state !== 'exited') throw Object.assign(new Error(`name: a VM named "${name}" already exists`), { field: 'name' });
       // An ended VM gives its name up to a new one.

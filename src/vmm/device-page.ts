@@ -7,6 +7,9 @@ import {
 } from './abi.js';
 
 export type DeviceType = 'console' | 'net' | 'block';
+
+/** The bridge a net device's tap joins unless its entry names another. */
+export const DEFAULT_BRIDGE = 'lvbr0';
 const TYPE_CODE: Record<DeviceType, number> = { console: 1, net: 2, block: 3 };
 
 export interface DeviceEntry {

@@ -13,6 +13,9 @@ import { DeadlineHeap, type HeapItem } from './deadline-heap.js';
 import type { VmExit } from './exit.js';
 import { ImageCache } from './image-cache.js';
 import { ShellSupply } from './shell-supply.js';
+import { NetDevice } from './net.js';
+import { Rtnetlink } from '../sys/netlink.js';
+import { DEFAULT_BRIDGE } from './device-page.js';
 import { Machine, monotonicNs, Outcome } from './machine.js';
 import {
   CONTROL_IN_GUEST, CONTROL_PENDING, KICK_SIGNAL, serializeError,
@@ -99,6 +102,7 @@ export class Executor {
   private backgroundTurn = false;
   /** When epoll last returned: the start of a request's handling here. */
   private wokeNs = 0;
+  private nl: Rtnetlink | undefined;
   private readonly keepRecords: boolean;
   readonly id: number;
 
@@ -303,6 +307,7 @@ export class Executor {
       machine ??= new Machine(this.kvm, req.memory);
       timings.shellNs = monotonicNs();
       machine.load(image, { vmId: req.vmId, name: req.name, cmdline: req.cmdline, devices: req.devices });
+      this.attachNets(machine, req, timings);
       if (req.countInstructions) machine.countInstructions();
       timings.loadedNs = monotonicNs();
     } catch (err) {
@@ -329,6 +334,7 @@ export class Executor {
       timings.shellNs = monotonicNs();
       snapshot = req.snapshot ?? decodeSnapshot(req.file ?? '', readFileSync(req.file ?? ''));
       machine.restore(snapshot, { vmId: config.vmId, name: config.name, cmdline: config.cmdline, devices: config.devices });
+      this.attachNets(machine, config, timings);
       timings.loadedNs = timings.bootNs = monotonicNs();
     } catch (err) {
       machine?.close();
@@ -340,6 +346,27 @@ export class Executor {
       if (this.keepRecords) e.console = appendHistory(e.console, snapshot.console);
       this.port.send({ ev: 'console', vmId: config.vmId, data: snapshot.console });
     }
+  }
+
+  /** Creates the VM's network devices: a tap each, on its bridge, up. */
+  private attachNets(machine: Machine, req: CreateRequest, timings: Timings): void {
+    const t0 = monotonicNs();
+    for (const d of req.devices) {
+      if (d.type !== 'net') continue;
+      this.nl ??= new Rtnetlink();
+      machine.nets[d.id] = NetDevice.create(d.id, `lv${req.vmId}n${d.id}`, d.bridge ?? DEFAULT_BRIDGE, d.mtu ?? 1500, d.mac!, this.nl);
+    }
+    if (machine.nets.length) timings.netSetupNs = monotonicNs() - t0;
+  }
+
+  /** A frame reached one of a VM's taps: a VM parked in POLL wakes. */
+  private frameArrived(e: Entry, dev: NetDevice): void {
+    dev.pending = true;
+    if (e.heapIndex < 0 || !this.vms.has(e.vmId)) return;
+    this.parked.remove(e);
+    e.machine.wake(e.machine.netReady());
+    if (e.paused) e.wokeWhilePaused = true;
+    else this.enqueue(e);
   }
 
   /** Takes a loaded machine in: it runs from now on (or waits, parked or paused, as restored). */
@@ -363,6 +390,7 @@ export class Executor {
       this.port.send({ ev: 'console', vmId, data: data.slice() });
     };
     this.vms.set(vmId, e);
+    for (const dev of machine.nets) if (dev) this.watch(dev.tap.fd, libc.EPOLLIN | libc.EPOLLET, () => this.frameArrived(e, dev));
     if (restored?.header.paused) e.paused = true;
     this.port.send({ ev: 'started', vmId, warm, timings, paused: e.paused });
     if (restored?.header.parked) {
@@ -505,6 +533,7 @@ export class Executor {
    */
   private end(e: Entry, exit: VmExit): void {
     e.timings.endNs = monotonicNs();
+    for (const dev of e.machine.nets) if (dev) this.unwatch(dev.tap.fd);
     this.parked.remove(e);
     this.vms.delete(e.vmId);
     if (e.queued) this.runQueue = this.runQueue.filter((x) => x !== e);

@@ -62,8 +62,9 @@ register(HC.POLL, 'POLL', (m, arg) => {
     s.setBigUint64(HC_STRUCT.poll.readySet, POLL_CONTROL, true);
     return Next.Resume;
   }
-  s.setBigUint64(HC_STRUCT.poll.readySet, 0n, true);
-  if (timeout === 0n) return Next.Resume;
+  const ready = m.netReady();
+  s.setBigUint64(HC_STRUCT.poll.readySet, ready, true);
+  if (timeout === 0n || ready !== 0n) return Next.Resume;
   m.parkUntil(arg, timeout);
   return Next.Park;
 });

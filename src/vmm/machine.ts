@@ -7,6 +7,7 @@ import type { Vcpu } from '../kvm/vcpu.js';
 import type { VcpuState } from '../kvm/vcpu.js';
 import { Vm } from '../kvm/vm.js';
 import { nonZeroPages, type Snapshot } from './snapshot.js';
+import type { NetDevice } from './net.js';
 import { EINTR, SysError } from '../sys/errors.js';
 import { EXIT, EXIT_NAMES, IO_OUT, RUN } from '../sys/kvm-api.js';
 import { patchSregs } from '../sys/kvm-structs.js';
@@ -104,6 +105,8 @@ export class Machine {
   private counting = false;
   /** Called at the first hypercall: the boot marker. */
   onBoot: () => void = () => {};
+  /** Network devices by device id. */
+  nets: (NetDevice | undefined)[] = [];
   /** Receives what the guest writes to its console. */
   onConsole: (data: Uint8Array) => void = () => {};
   private pollArg = 0;
@@ -339,6 +342,13 @@ export class Machine {
     return new DataView(this.ram.bytes.buffer, gpa, size);
   }
 
+  /** len bytes of guest RAM at gpa that the host may write, bounds-checked. */
+  writableGuestBytes(gpa: bigint, len: number, what: string): Uint8Array {
+    const end = gpa + BigInt(len);
+    if (gpa >= BigInt(PAGE_SIZE) && end <= BigInt(this.memSize)) return this.ram.bytes.subarray(Number(gpa), Number(end));
+    throw new GuestFault('bad-hypercall', `${what} 0x${gpa.toString(16)}+${len} lies outside guest RAM`);
+  }
+
   /** len bytes of guest memory at gpa (RAM or the device page), bounds-checked. */
   guestBytes(gpa: bigint, len: number, what: string): Uint8Array {
     const end = gpa + BigInt(len);
@@ -357,6 +367,13 @@ export class Machine {
     // Clamp absurd timeouts to a year: still "forever" for the guest, but finite for the heap.
     const t = timeoutNs > 31_536_000_000_000_000n ? 31_536_000_000_000_000 : Number(timeoutNs);
     this.deadlineNs = monotonicNs() + t;
+  }
+
+  /** Ready bits of network devices with frames waiting. */
+  netReady(): bigint {
+    let bits = 0n;
+    for (const d of this.nets) if (d?.pending) bits |= 1n << BigInt(d.id);
+    return bits;
   }
 
   /** Ends a POLL: writes which devices are ready into the guest's struct. */
@@ -441,6 +458,7 @@ export class Machine {
   close(): void {
     if (this.closed) return;
     this.closed = true;
+    for (const n of this.nets) n?.close();
     this.vm.close();
     this.ram.close();
     this.devicePage.close();

@@ -69,6 +69,8 @@ export interface Timings {
   loadedNs: number;
   bootNs: number;
   endNs: number;
+  /** Time spent creating the VM's taps and putting them on their bridges. */
+  netSetupNs?: number;
   /** Freeing started (after endNs: it waits until the executor is idle). */
   destroyNs?: number;
   destroyedNs: number;

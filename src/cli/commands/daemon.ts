@@ -23,6 +23,8 @@ interface DaemonOpts {
   pool?: string;
   logLevel?: string;
   destroyOnStop?: boolean;
+  bridge?: string;
+  bridgeAddress?: string;
 }
 
 export function daemonCommand(cmd: Command): Command {
@@ -34,11 +36,14 @@ export function daemonCommand(cmd: Command): Command {
     .option('--pool <MiB:count,...>', 'prepared shells to keep, per memory size', '4:8')
     .option('--log-level <level>', 'trace, debug, info, warn, error', 'info')
     .option('--destroy-on-stop', 'on SIGTERM destroy the VMs (default: save them, and restore them at the next start)')
+    .option('--bridge <name>', 'bridge that VM taps join (created if missing)', 'lvbr0')
+    .option('--bridge-address <cidr>', 'host address on the bridge, or none', '10.0.0.1/24')
     .action(async (opts: DaemonOpts) => {
       try {
         await runDaemon({
           socket: opts.socket, runtimeDir: opts.runtimeDir, vmsPerExecutor: opts.vmsPerExecutor,
           spare: opts.spare, pool: parsePool(opts.pool ?? ''), logLevel: opts.logLevel, destroyOnStop: opts.destroyOnStop,
+          bridge: opts.bridge, bridgeAddress: opts.bridgeAddress,
         });
       } catch (err) {
         fail(err);

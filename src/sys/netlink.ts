@@ -1,0 +1,184 @@
+// rtnetlink from TypeScript: the messages that create a bridge, attach a
+// link to it, bring links up, give addresses and delete links, built and
+// parsed here (no `ip`, no `brctl`, no shell). Written by hand because no
+// npm library speaks rtnetlink without a native addon or a child process.
+import koffi from 'koffi';
+import { SysError } from './errors.js';
+import * as libc from './libc.js';
+
+const lib = koffi.load('libc.so.6');
+const c = {
+  socket: lib.func('int socket(int domain, int type, int protocol)'),
+  sendto: lib.func('long sendto(int fd, const void *buf, size_t len, int flags, const void *addr, uint32_t addrlen)'),
+  recv: lib.func('long recv(int fd, void *buf, size_t len, int flags)'),
+  ifNametoindex: lib.func('uint32_t if_nametoindex(const char *name)'),
+};
+
+const AF_NETLINK = 16;
+const AF_INET = 2;
+const SOCK_RAW = 3;
+const SOCK_CLOEXEC = 0o2000000;
+const NETLINK_ROUTE = 0;
+
+const NLMSG_ERROR = 2;
+const RTM_NEWLINK = 16;
+const RTM_DELLINK = 17;
+const RTM_NEWADDR = 20;
+const NLM_F_REQUEST = 0x1;
+const NLM_F_ACK = 0x4;
+const NLM_F_EXCL = 0x200;
+const NLM_F_CREATE = 0x400;
+
+const IFLA_IFNAME = 3;
+const IFLA_MTU = 4;
+const IFLA_MASTER = 10;
+const IFLA_LINKINFO = 18;
+const IFLA_INFO_KIND = 1;
+const IFA_ADDRESS = 1;
+const IFA_LOCAL = 2;
+const IFF_UP = 0x1;
+
+const NLMSGHDR = 16;
+const IFINFOMSG = 16;
+const IFADDRMSG = 8;
+
+const align4 = (n: number): number => (n + 3) & ~3;
+
+/** One rtattr (nested attributes are built from their own bytes). */
+function attr(type: number, data: Uint8Array): Uint8Array {
+  const out = new Uint8Array(align4(4 + data.length));
+  const v = new DataView(out.buffer);
+  v.setUint16(0, 4 + data.length, true);
+  v.setUint16(2, type, true);
+  out.set(data, 4);
+  return out;
+}
+
+const u32 = (n: number): Uint8Array => {
+  const b = new Uint8Array(4);
+  new DataView(b.buffer).setUint32(0, n, true);
+  return b;
+};
+const cstr = (s: string): Uint8Array => {
+  const e = new TextEncoder().encode(s);
+  const b = new Uint8Array(e.length + 1);
+  b.set(e);
+  return b;
+};
+const concat = (parts: Uint8Array[]): Uint8Array => {
+  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
+  let o = 0;
+  for (const p of parts) {
+    out.set(p, o);
+    o += p.length;
+  }
+  return out;
+};
+
+export function ipv4Bytes(ip: string): Uint8Array {
+  const parts = ip.split('.').map(Number);
+  if (parts.length !== 4 || parts.some((p) => !Number.isInteger(p) || p < 0 || p > 255)) throw new RangeError(`"${ip}" is not an IPv4 address`);
+  return new Uint8Array(parts);
+}
+
+/** Index of a network interface by name, 0 if there is none. */
+export function linkIndex(name: string): number {
+  return c.ifNametoindex(name) as number;
+}
+
+/** An rtnetlink socket that sends one request at a time and waits for its ACK. */
+export class Rtnetlink {
+  private readonly fd: number;
+  private seq = 1;
+  private readonly buf = new Uint8Array(16384);
+
+  constructor() {
+    this.fd = c.socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_ROUTE) as number;
+    if (this.fd < 0) throw new SysError('socket(AF_NETLINK)', koffi.errno());
+  }
+
+  private request(type: number, flags: number, body: Uint8Array, what: string): void {
+    const seq = this.seq++;
+    const msg = new Uint8Array(NLMSGHDR + body.length);
+    const v = new DataView(msg.buffer);
+    v.setUint32(0, msg.length, true);
+    v.setUint16(4, type, true);
+    v.setUint16(6, flags | NLM_F_REQUEST | NLM_F_ACK, true);
+    v.setUint32(8, seq, true);
+    msg.set(body, NLMSGHDR);
+    const sa = new Uint8Array(12);
+    new DataView(sa.buffer).setUint16(0, AF_NETLINK, true);
+    if ((c.sendto(this.fd, msg, msg.length, 0, sa, 12) as number) < 0) throw new SysError(`rtnetlink ${what}`, koffi.errno());
+    for (;;) {
+      const n = c.recv(this.fd, this.buf, this.buf.length, 0) as number;
+      if (n < 0) throw new SysError(`rtnetlink ${what}`, koffi.errno());
+      const rv = new DataView(this.buf.buffer, 0, n);
+      for (let o = 0; o + NLMSGHDR <= n;) {
+        const len = rv.getUint32(o, true);
+        const mtype = rv.getUint16(o + 4, true);
+        const mseq = rv.getUint32(o + 8, true);
+        if (len < NLMSGHDR) throw new Error(`rtnetlink ${what}: malformed reply`);
+        if (mseq === seq && mtype === NLMSG_ERROR) {
+          const err = -rv.getInt32(o + NLMSGHDR, true);
+          if (err !== 0) throw new SysError(`rtnetlink ${what}`, err);
+          return;
+        }
+        o += align4(len);
+      }
+    }
+  }
+
+  private ifinfo(index: number, flags = 0, change = 0): Uint8Array {
+    const b = new Uint8Array(IFINFOMSG);
+    const v = new DataView(b.buffer);
+    v.setUint8(0, 0); // AF_UNSPEC
+    v.setInt32(4, index, true);
+    v.setUint32(8, flags, true);
+    v.setUint32(12, change, true);
+    return b;
+  }
+
+  /** Creates a bridge (fails with EEXIST if a link of that name exists). */
+  createBridge(name: string): void {
+    const body = concat([
+      this.ifinfo(0),
+      attr(IFLA_IFNAME, cstr(name)),
+      attr(IFLA_LINKINFO, attr(IFLA_INFO_KIND, cstr('bridge'))),
+    ]);
+    this.request(RTM_NEWLINK, NLM_F_CREATE | NLM_F_EXCL, body, `create bridge ${name}`);
+  }
+
+  /** Brings a link up (or down). */
+  setUp(index: number, up = true): void {
+    this.request(RTM_NEWLINK, 0, this.ifinfo(index, up ? IFF_UP : 0, IFF_UP), `set link ${index} ${up ? 'up' : 'down'}`);
+  }
+
+  /** Attaches a link to a bridge and brings it up, in one message. */
+  attachAndUp(index: number, master: number): void {
+    const body = concat([this.ifinfo(index, IFF_UP, IFF_UP), attr(IFLA_MASTER, u32(master))]);
+    this.request(RTM_NEWLINK, 0, body, `attach link ${index} to ${master}`);
+  }
+
+  setMtu(index: number, mtu: number): void {
+    this.request(RTM_NEWLINK, 0, concat([this.ifinfo(index), attr(IFLA_MTU, u32(mtu))]), `set mtu of link ${index}`);
+  }
+
+  /** Gives a link an IPv4 address (EEXIST if it has it already). */
+  addAddress(index: number, ip: string, prefix: number): void {
+    const m = new Uint8Array(IFADDRMSG);
+    const v = new DataView(m.buffer);
+    v.setUint8(0, AF_INET);
+    v.setUint8(1, prefix);
+    v.setUint32(4, index, true);
+    const a = ipv4Bytes(ip);
+    this.request(RTM_NEWADDR, NLM_F_CREATE | NLM_F_EXCL, concat([m, attr(IFA_LOCAL, a), attr(IFA_ADDRESS, a)]), `add ${ip}/${prefix} to link ${index}`);
+  }
+
+  deleteLink(index: number): void {
+    this.request(RTM_DELLINK, 0, this.ifinfo(index), `delete link ${index}`);
+  }
+
+  close(): void {
+    libc.close(this.fd);
+  }
+}
