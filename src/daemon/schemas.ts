@@ -48,7 +48,7 @@ export const vm = {
     image: { type: 'string' },
     memory_mib: { type: 'integer' },
     cmdline: { type: 'string' },
-    state: { type: 'string', enum: ['running', 'paused', 'exited'] },
+    state: { type: 'string', enum: ['armed', 'running', 'paused', 'exited'] },
     executor: { type: 'integer' },
     warm: { type: 'boolean', description: 'started from a prepared shell' },
     created_at: { type: 'string', format: 'date-time' },
@@ -127,6 +127,54 @@ export const createVm = {
     },
     400: error, 409: error, 413: error, 422: error, 503: error,
   },
+} as const;
+
+export interface ServiceView {
+  name: string;
+  idle_ms: number;
+  boots: number;
+  active: boolean;
+  vm: unknown;
+}
+
+const service = {
+  type: 'object',
+  required: ['name', 'idle_ms', 'boots', 'active', 'vm'],
+  properties: {
+    name: { type: 'string' },
+    idle_ms: { type: 'integer' },
+    boots: { type: 'integer', description: 'VMs booted so far by a first packet' },
+    active: { type: 'boolean' },
+    vm: { anyOf: [vm, { type: 'null' }], description: 'its current VM: armed (waiting for a packet) or running' },
+  },
+} as const;
+
+export const createService = {
+  tags: ['services'],
+  summary: 'serve just in time: a VM boots from a prepared shell when the first packet for it arrives, and stops when idle',
+  body: {
+    type: 'object',
+    required: ['image', 'name', 'devices'],
+    additionalProperties: false,
+    properties: {
+      ...createVm.body.properties,
+      name: createVm.body.properties.name,
+      devices: { ...createVm.body.properties.devices, minItems: 1 },
+      idle_ms: { type: 'integer', minimum: 100, maximum: 86_400_000, description: 'stop the VM after this long without traffic (default 30000)' },
+    },
+  },
+  response: { 201: { type: 'object', required: ['service'], properties: { service } }, 400: error, 409: error, 422: error },
+} as const;
+
+export const listServices = {
+  tags: ['services'], summary: 'just-in-time services',
+  response: { 200: { type: 'object', required: ['services'], properties: { services: { type: 'array', items: service } } } },
+} as const;
+
+export const deleteService = {
+  tags: ['services'], summary: 'stop serving: its VM ends and its taps go',
+  params: { type: 'object', required: ['name'], properties: { name: { type: 'string', minLength: 1, maxLength: 63 } } },
+  response: { 200: { type: 'object', required: ['service'], properties: { service } }, 404: error },
 } as const;
 
 export const listVms = {

@@ -6,6 +6,7 @@ import swagger from '@fastify/swagger';
 import Fastify, { type FastifyBaseLogger, type FastifyError, type FastifyInstance, type FastifyReply } from 'fastify';
 import { migrateOut, parseAddress } from '../toolstack/migration.js';
 import { VmCreateError } from '../toolstack/vm.js';
+import type { JitService } from '../toolstack/host.js';
 import type { VirtualMachine } from '../toolstack/vm.js';
 import type { Daemon } from './daemon.js';
 import { vmView } from './view.js';
@@ -225,6 +226,32 @@ export async function buildServer(daemon: Daemon): Promise<FastifyInstance> {
       host.off('executor-lost', onLost);
     });
     return reply;
+  });
+
+  const serviceView = (svc: JitService): S.ServiceView => ({
+    name: svc.name, idle_ms: svc.idleMs, boots: svc.boots, active: svc.isActive, vm: svc.vm ? vmView(svc.vm) : null,
+  });
+
+  app.post<{ Body: S.CreateBody & { name: string; idle_ms?: number } }>('/v1/services', { schema: S.createService }, async (req, reply) => {
+    const b = req.body;
+    try {
+      const svc = await host.serve({
+        image: b.image, name: b.name, memoryMiB: b.memory, cmdline: b.cmdline, devices: b.devices, idleMs: b.idle_ms ?? 30_000,
+      });
+      return await reply.code(201).send({ service: serviceView(svc) });
+    } catch (err) {
+      if (err instanceof VmCreateError) throw new ApiError(err.field === 'name' ? 409 : 422, 'serve-failed', err.message, err.field);
+      throw new ApiError(422, 'serve-failed', (err as Error).message, 'devices');
+    }
+  });
+
+  app.get('/v1/services', { schema: S.listServices }, async () => ({ services: host.listServices().map(serviceView) }));
+
+  app.delete<{ Params: { name: string } }>('/v1/services/:name', { schema: S.deleteService }, async (req) => {
+    const svc = host.getService(req.params.name);
+    if (!svc) throw new ApiError(404, 'not-found', `no service named "${req.params.name}"`, 'name');
+    await svc.stop();
+    return { service: serviceView(svc) };
   });
 
   app.get('/v1/pool', { schema: S.getPool }, async () => ({ pools: poolView(daemon) }));

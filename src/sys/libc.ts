@@ -47,7 +47,6 @@ function fail(call: string, detail?: string): never {
 }
 
 export { EAGAIN as EAGAIN_ERRNO } from './errors.js';
-export const EMSGSIZE_ERRNO = 90;
 
 export const O_RDWR = 0o2;
 export const O_CLOEXEC = 0o2000000;

@@ -122,6 +122,47 @@ interface PendingCreate {
   reject: (err: Error) => void;
 }
 
+/** A just-in-time service (see Host.serve). */
+export class JitService {
+  readonly name: string;
+  readonly idleMs: number;
+  /** Its current VM: armed, or running after the first packet. */
+  vm: VirtualMachine | undefined;
+  /** VMs it has booted so far. */
+  boots = 0;
+  private active = true;
+
+  constructor(private readonly host: Host, readonly executor: ExecutorLink, readonly id: number,
+    private readonly options: CreateOptions & { name: string; idleMs: number }) {
+    this.name = options.name;
+    this.idleMs = options.idleMs;
+  }
+
+  /** @internal Arms the next VM; when it ends, arms another. */
+  async arm(): Promise<void> {
+    const vm = await this.host.armVm(this.executor, this, this.options, this.vm === undefined);
+    this.vm = vm;
+    vm.once('booted', () => this.boots++);
+    void vm.exited.then(() => {
+      if (this.active && this.executor.isAlive) void this.arm().catch(() => (this.active = false));
+    });
+  }
+
+  get isActive(): boolean {
+    return this.active;
+  }
+
+  /** Stops serving: the running VM (if any) ends and the taps go. */
+  async stop(): Promise<void> {
+    if (!this.active) return;
+    this.active = false;
+    this.host.endService(this);
+    const vm = this.vm;
+    if (this.executor.isAlive) this.executor.send({ op: 'disarm', serviceId: this.id });
+    if (vm && vm.state !== 'exited') await vm.exited;
+  }
+}
+
 export class Host extends EventEmitter<HostEvents> {
   readonly placement: Placement;
   private readonly vms = new Map<number, VirtualMachine>();
@@ -241,6 +282,69 @@ export class Host extends EventEmitter<HostEvents> {
     });
   }
 
+  private nextServiceId = 1;
+  private readonly services = new Map<string, JitService>();
+
+  /**
+   * A just-in-time service: a VM of this configuration boots from a
+   * prepared shell when the first packet for it (for its address or MAC)
+   * reaches its tap, answers it, and is stopped after idleMs without
+   * traffic; then the next one waits, armed, the same way. Needs a net
+   * device with a static address (ip= on the command line, or ipv4).
+   */
+  async serve(options: CreateOptions & { name: string; idleMs: number }): Promise<JitService> {
+    if (this.services.has(options.name) || this.get(options.name)) {
+      throw new VmCreateError({ name: 'Error', field: 'name', message: `name: "${options.name}" is taken` });
+    }
+    const executor = await this.placement.pick(MIN_MEMORY);
+    const svc = new JitService(this, executor, this.nextServiceId++, options);
+    this.services.set(options.name, svc);
+    try {
+      await svc.arm();
+    } catch (err) {
+      this.services.delete(options.name);
+      executor.send({ op: 'disarm', serviceId: svc.id });
+      this.place(executor, -1);
+      throw err;
+    }
+    return svc;
+  }
+
+  listServices(): JitService[] {
+    return [...this.services.values()];
+  }
+
+  getService(name: string): JitService | undefined {
+    return this.services.get(name);
+  }
+
+  /** @internal Registers a service's next VM, armed; resolves once the executor holds its taps. */
+  armVm(executor: ExecutorLink, svc: JitService, options: CreateOptions & { name: string }, first: boolean): Promise<VirtualMachine> {
+    const id = this.nextId++;
+    // The first VM's place was taken by serve(); each next one takes its own.
+    if (!first) this.place(executor, +1);
+    const config: CreateRequest = {
+      op: 'create', vmId: id, name: options.name, image: resolveImage(options.image),
+      memory: (options.memoryMiB ?? DEFAULT_MEMORY_MIB) * 1048576, cmdline: options.cmdline ?? '',
+      devices: completeDevices(svc.id, options.devices ?? [], this.bridge.name), warm: true,
+    };
+    for (const d of config.devices) if (d.type === 'net') ensureBridge(d.bridge === this.bridge.name ? this.bridge : { name: d.bridge! });
+    validateDevicePage({ vmId: id, name: config.name, devices: config.devices });
+    const old = this.byName.get(config.name);
+    if (old && old.state === 'exited') this.drop(old);
+    const vm = new VirtualMachine(executor, config);
+    vm.state = 'armed';
+    this.vms.set(id, vm);
+    this.byName.set(config.name, vm);
+    executor.send({ op: 'arm', serviceId: svc.id, vmId: id, config, idleMs: svc.idleMs });
+    return Promise.resolve(vm);
+  }
+
+  /** @internal */
+  endService(svc: JitService): void {
+    this.services.delete(svc.name);
+  }
+
   private readonly reserved = new Set<string>();
   private async reserve<T>(name: string, work: () => Promise<T>): Promise<T> {
     if (this.reserved.has(name)) {
@@ -331,6 +435,7 @@ export class Host extends EventEmitter<HostEvents> {
     if (!vm) return;
     if (ev.ev === 'started') {
       vm.warm = ev.warm;
+      if (vm.state === 'armed') vm.state = 'running';
       if (ev.paused) vm.state = 'paused';
       vm.timings = ev.timings;
       this.creating.delete(ev.vmId);

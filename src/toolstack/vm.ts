@@ -32,7 +32,8 @@ export class VmCreateError extends Error {
   }
 }
 
-export type VmState = 'running' | 'paused' | 'exited';
+/** armed: a just-in-time VM that boots when the first packet for it arrives. */
+export type VmState = 'armed' | 'running' | 'paused' | 'exited';
 
 export interface VirtualMachineEvents {
   console: [Buffer];

@@ -25,6 +25,48 @@ import { decodeSnapshot, encodeSnapshot, type Snapshot } from './snapshot.js';
 
 const PAGE_BYTES = 4096;
 
+interface Service {
+  id: number;
+  config: CreateRequest;
+  /** Its taps by device id: they stay on the bridge between VMs. */
+  nets: (NetDevice | undefined)[];
+  /** Its IPv4 address (the frames that boot it are for this address or its MAC). */
+  ip: Uint8Array | undefined;
+  idleNs: number;
+  /** The id its next VM gets, once armed. */
+  armedVmId?: number;
+  /** Its VM, while one runs. */
+  vmId?: number;
+}
+
+/** The service's address: ip= on its command line, else its first net device's. */
+function serviceAddress(config: CreateRequest): Uint8Array | undefined {
+  const m = /(?:^|\s)ip=(\d+\.\d+\.\d+\.\d+)/.exec(config.cmdline);
+  const ip = m?.[1] ?? config.devices.find((d) => d.type === 'net')?.ipv4?.addr;
+  return ip ? new Uint8Array(ip.split('.').map(Number)) : undefined;
+}
+
+/** A frame a just-in-time VM must answer: to its MAC, an ARP request for its address, or IPv4 to it. */
+function isFor(svc: Service, dev: NetDevice, f: Uint8Array): boolean {
+  if (f.length < 14) return false;
+  let mine = true;
+  for (let i = 0; i < 6; i++) if (f[i] !== dev.macBytes[i]) mine = false;
+  if (mine) return true;
+  const ip = svc.ip;
+  if (!ip) return false;
+  const type = (f[12]! << 8) | f[13]!;
+  const at = (o: number): boolean => f.length >= o + 4 && f[o] === ip[0] && f[o + 1] === ip[1] && f[o + 2] === ip[2] && f[o + 3] === ip[3];
+  if (type === 0x0806) return f.length >= 42 && f[21] === 1 && at(38);
+  if (type === 0x0800) return at(30);
+  return false;
+}
+
+function lastTraffic(m: Machine): number {
+  let t = 0;
+  for (const d of m.nets) if (d && d.lastTrafficNs > t) t = d.lastTrafficNs;
+  return t || monotonicNs();
+}
+
 /** Console bytes kept per VM for a toolstack that reconnects (executor processes). */
 export const CONSOLE_HISTORY = 16 * 1024;
 
@@ -50,6 +92,9 @@ interface Entry extends HeapItem {
   cpuNs: number;
   /** Paused by a live migration's last step (not by the user). */
   migrationPaused?: boolean;
+  /** A just-in-time service's VM: its id, and the idle time that ends it. */
+  serviceId?: number;
+  idleNs?: number;
   config: CreateRequest;
   warm: boolean;
   /** The last CONSOLE_HISTORY bytes of console, when kept. */
@@ -103,6 +148,7 @@ export class Executor {
   /** When epoll last returned: the start of a request's handling here. */
   private wokeNs = 0;
   private nl: Rtnetlink | undefined;
+  private readonly services = new Map<number, Service>();
   private readonly keepRecords: boolean;
   readonly id: number;
 
@@ -218,6 +264,12 @@ export class Executor {
       }
       case 'copy-pages':
         this.copyPages(req);
+        break;
+      case 'arm':
+        this.arm(req);
+        break;
+      case 'disarm':
+        this.disarm(req.serviceId);
         break;
       case 'migration-abort': {
         const e = this.vms.get(req.vmId);
@@ -359,6 +411,101 @@ export class Executor {
     if (machine.nets.length) timings.netSetupNs = monotonicNs() - t0;
   }
 
+  // ---- just-in-time services ----
+
+  private arm(req: Extract<ProcessRequest, { op: 'arm' }>): void {
+    let svc = this.services.get(req.serviceId);
+    try {
+      if (!svc) {
+        const created: Service = { id: req.serviceId, config: req.config, nets: [], ip: serviceAddress(req.config), idleNs: req.idleMs * 1e6 };
+        this.nl ??= new Rtnetlink();
+        for (const d of req.config.devices) {
+          if (d.type !== 'net') continue;
+          const dev = NetDevice.create(d.id, `lvs${req.serviceId}n${d.id}`, d.bridge ?? DEFAULT_BRIDGE, d.mtu ?? 1500, d.mac!, this.nl);
+          dev.owned = false;
+          created.nets[d.id] = dev;
+          this.watch(dev.tap.fd, libc.EPOLLIN | libc.EPOLLET, () => this.serviceFrame(created, dev));
+        }
+        if (!created.nets.some(Boolean)) throw new Error('a just-in-time service needs a network device');
+        svc = created;
+        this.services.set(svc.id, svc);
+      }
+    } catch (err) {
+      for (const dev of svc?.nets ?? []) dev?.close();
+      this.port.send({ ev: 'create-failed', vmId: req.vmId, error: serializeError(err) });
+      return;
+    }
+    svc.config = req.config;
+    svc.idleNs = req.idleMs * 1e6;
+    svc.armedVmId = req.vmId;
+    // Frames that came while no VM was armed: one of them may be for us.
+    for (const dev of svc.nets) if (dev) this.serviceFrame(svc, dev);
+  }
+
+  /** A frame reached a service's tap: to its VM if it runs, else maybe the packet that boots it. */
+  private serviceFrame(svc: Service, dev: NetDevice): void {
+    if (svc.vmId !== undefined) {
+      const e = this.vms.get(svc.vmId);
+      if (e) this.frameArrived(e, dev);
+      return;
+    }
+    const seenNs = monotonicNs();
+    dev.drainTap((f) => dev.held.length > 0 || isFor(svc, dev, f));
+    if (svc.armedVmId !== undefined && svc.nets.some((d) => d && d.held.length > 0)) this.bootService(svc, seenNs);
+  }
+
+  private bootService(svc: Service, firstFrameNs: number): void {
+    const vmId = svc.armedVmId!;
+    svc.armedVmId = undefined;
+    const req: CreateRequest = { ...svc.config, vmId, warm: true, trace: { firstFrameNs } };
+    const timings: Timings = { trace: req.trace, requestNs: monotonicNs(), shellNs: 0, loadedNs: 0, bootNs: 0, endNs: 0, destroyedNs: 0 };
+    let machine: Machine | undefined;
+    let warm: boolean;
+    try {
+      machine = this.supply?.take(req.memory);
+      warm = machine !== undefined;
+      this.poolChanged ||= warm;
+      machine ??= new Machine(this.kvm, req.memory);
+      timings.shellNs = monotonicNs();
+      machine.load(this.images.get(req.image), { vmId, name: req.name, cmdline: req.cmdline, devices: req.devices });
+      for (const dev of svc.nets) {
+        if (!dev) continue;
+        machine.nets[dev.id] = dev;
+        dev.pending = dev.held.length > 0;
+        dev.lastTrafficNs = firstFrameNs;
+      }
+      timings.loadedNs = monotonicNs();
+    } catch (err) {
+      machine?.close();
+      this.port.send({ ev: 'create-failed', vmId, error: serializeError(err) });
+      return;
+    }
+    svc.vmId = vmId;
+    const e = this.start(req, machine, timings, warm);
+    e.serviceId = svc.id;
+    e.idleNs = svc.idleNs;
+  }
+
+  private disarm(serviceId: number): void {
+    const svc = this.services.get(serviceId);
+    if (!svc) return;
+    this.services.delete(serviceId);
+    const e = svc.vmId !== undefined ? this.vms.get(svc.vmId) : undefined;
+    if (e) this.end(e, { kind: 'destroyed' });
+    if (svc.armedVmId !== undefined) {
+      // The VM that never booted ends too, holding nothing.
+      const now = monotonicNs();
+      const timings: Timings = { requestNs: now, shellNs: now, loadedNs: now, bootNs: 0, endNs: now, destroyNs: now, destroyedNs: now };
+      this.port.send({ ev: 'exit', vmId: svc.armedVmId, exit: { kind: 'destroyed' }, timings, exits: 0 });
+      this.port.send({ ev: 'freed', vmId: svc.armedVmId, destroyNs: now, destroyedNs: now });
+    }
+    for (const dev of svc.nets) {
+      if (!dev) continue;
+      this.unwatch(dev.tap.fd);
+      dev.close();
+    }
+  }
+
   /** A frame reached one of a VM's taps: a VM parked in POLL wakes. */
   private frameArrived(e: Entry, dev: NetDevice): void {
     dev.pending = true;
@@ -390,7 +537,8 @@ export class Executor {
       this.port.send({ ev: 'console', vmId, data: data.slice() });
     };
     this.vms.set(vmId, e);
-    for (const dev of machine.nets) if (dev) this.watch(dev.tap.fd, libc.EPOLLIN | libc.EPOLLET, () => this.frameArrived(e, dev));
+    // A service's taps keep their own watch: they outlive the VM.
+    for (const dev of machine.nets) if (dev?.owned) this.watch(dev.tap.fd, libc.EPOLLIN | libc.EPOLLET, () => this.frameArrived(e, dev));
     if (restored?.header.paused) e.paused = true;
     this.port.send({ ev: 'started', vmId, warm, timings, paused: e.paused });
     if (restored?.header.parked) {
@@ -508,6 +656,7 @@ export class Executor {
         break;
       case Outcome.Parked:
         e.deadlineNs = m.deadlineNs;
+        if (e.idleNs !== undefined) e.deadlineNs = Math.min(e.deadlineNs, lastTraffic(m) + e.idleNs);
         this.parked.push(e);
         break;
       case Outcome.Ended:
@@ -519,6 +668,17 @@ export class Executor {
   private wakeExpired(now: number): void {
     for (let top = this.parked.peek(); top && top.deadlineNs <= now; top = this.parked.peek()) {
       this.parked.pop();
+      if (top.idleNs !== undefined && now < top.machine.deadlineNs) {
+        // Its idle time, not the guest's: stop it if no frame came meanwhile.
+        const idleEnd = lastTraffic(top.machine) + top.idleNs;
+        if (now >= idleEnd) {
+          this.end(top, { kind: 'idle', ms: Math.round(top.idleNs / 1e6) });
+        } else {
+          top.deadlineNs = Math.min(top.machine.deadlineNs, idleEnd);
+          this.parked.push(top);
+        }
+        continue;
+      }
       top.machine.wake(0n);
       if (top.paused) top.wokeWhilePaused = true;
       else this.enqueue(top);
@@ -533,7 +693,11 @@ export class Executor {
    */
   private end(e: Entry, exit: VmExit): void {
     e.timings.endNs = monotonicNs();
-    for (const dev of e.machine.nets) if (dev) this.unwatch(dev.tap.fd);
+    for (const dev of e.machine.nets) if (dev?.owned) this.unwatch(dev.tap.fd);
+    if (e.serviceId !== undefined) {
+      const svc = this.services.get(e.serviceId);
+      if (svc?.vmId === e.vmId) svc.vmId = undefined;
+    }
     this.parked.remove(e);
     this.vms.delete(e.vmId);
     if (e.queued) this.runQueue = this.runQueue.filter((x) => x !== e);
@@ -635,6 +799,7 @@ export class Executor {
   }
 
   private shutdown(): void {
+    for (const id of [...this.services.keys()]) this.disarm(id);
     for (const e of [...this.vms.values()]) this.end(e, { kind: 'destroyed' });
     while (this.reapOne());
     this.supply?.close();

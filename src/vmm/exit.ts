@@ -6,7 +6,9 @@ export type VmExit =
   /** Saved to a snapshot and ended there (xl save); it may live on elsewhere. */
   | { kind: 'saved'; file: string | null }
   /** Moved to another host by live migration. */
-  | { kind: 'migrated'; to: string };
+  | { kind: 'migrated'; to: string }
+  /** A just-in-time VM that saw no traffic for its idle timeout. */
+  | { kind: 'idle'; ms: number };
 
 export type CrashCode =
   | 'bad-hypercall' // a hypercall with a bad pointer, length or number
@@ -42,5 +44,7 @@ export function describeExit(e: VmExit): string {
       return e.file ? `saved to ${e.file}` : 'saved';
     case 'migrated':
       return `migrated to ${e.to}`;
+    case 'idle':
+      return `stopped after ${e.ms} ms without traffic`;
   }
 }

@@ -458,7 +458,7 @@ export class Machine {
   close(): void {
     if (this.closed) return;
     this.closed = true;
-    for (const n of this.nets) n?.close();
+    for (const n of this.nets) if (n?.owned) n.close();
     this.vm.close();
     this.ram.close();
     this.devicePage.close();

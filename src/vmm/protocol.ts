@@ -18,7 +18,7 @@ export interface CreateRequest {
   /** Single-step from entry to the first hypercall and count instructions. */
   countInstructions?: boolean;
   /** Monotonic ns stamps along the request path, for latency breakdowns. */
-  trace?: { apiNs?: number; sentNs?: number; wokeNs?: number; createdNs?: number; replyNs?: number };
+  trace?: { apiNs?: number; sentNs?: number; wokeNs?: number; createdNs?: number; replyNs?: number; firstFrameNs?: number };
 }
 
 /** Start a VM from a snapshot (decoded and checked by the toolstack). */
@@ -44,6 +44,13 @@ export type ExecutorRequest =
   }
   /** Live migration: turn on dirty-page logging and copy the VM's pages (round 0: every written page; then: pages dirtied since). */
   | { op: 'copy-pages'; requestId: number; vmId: number; round: number }
+  /**
+   * Just-in-time service: keep its taps on the bridge and boot VM vmId from
+   * a prepared shell when the first frame for it arrives; stop that VM after
+   * idleMs without traffic (then the toolstack arms the next one).
+   */
+  | { op: 'arm'; serviceId: number; vmId: number; config: CreateRequest; idleMs: number }
+  | { op: 'disarm'; serviceId: number }
   /** Live migration gave up: logging off, and the VM runs on (unpaused) here. */
   | { op: 'migration-abort'; vmId: number }
   | { op: 'destroy'; vmId: number; exit?: VmExit }

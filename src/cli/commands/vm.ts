@@ -136,6 +136,26 @@ export function registerVmCommands(program: Command): void {
       process.stdout.write('not listening for migrations\n');
     }));
 
+  program.command('serve')
+    .description('serve a VM just in time: it boots on the first packet for it and stops when idle (until Ctrl-C)')
+    .argument('<cfg>', 'config file with a vif that has a static ip')
+    .requiredOption('--jit', 'boot on the first packet (the only mode for now)')
+    .option('--idle <ms>', 'stop the VM after this long without traffic', '30000')
+    .option(...socket)
+    .action((file: string, opts: Common & { idle: string }) => api(opts, async (c) => {
+      const cfg = parseCfg(file, readCfgFile(file));
+      if (!cfg.name) throw new Error(`${file}: name: a service needs a name`);
+      const r = await c.request<{ service: { name: string; vm: VmView | null } }>('POST', '/v1/services', { ...cfg, idle_ms: Number(opts.idle) });
+      const ip = /(?:^|\s)ip=([\d.]+)/.exec(cfg.cmdline ?? '')?.[1] ?? cfg.devices?.find((d) => d.ipv4)?.ipv4?.addr ?? '?';
+      process.stdout.write(`serving ${r.service.name} at ${ip}: a VM boots on the first packet (Ctrl-C stops)\n`);
+      await new Promise<void>((resolve) => {
+        process.once('SIGINT', resolve);
+        process.once('SIGTERM', resolve);
+      });
+      await c.request('DELETE', `/v1/services/${encodeURIComponent(r.service.name)}`);
+      process.stdout.write(`stopped serving ${r.service.name}\n`);
+    }));
+
   program.command('console')
     .description("print a VM's console; with -f, follow it until the VM ends")
     .argument('<vm>', 'VM name or id')
