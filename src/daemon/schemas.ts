@@ -39,6 +39,23 @@ const exit = {
   },
 } as const;
 
+const timings = {
+  type: ['object', 'null'],
+  description: 'monotonic nanosecond timestamps (CLOCK_MONOTONIC) of the VM life phases',
+  properties: {
+    trace: {
+      type: 'object',
+      description: 'stamps along the request path: API handler, sent to the executor, executor thread awake',
+      properties: {
+        apiNs: { type: 'number' }, sentNs: { type: 'number' }, wokeNs: { type: 'number' }, createdNs: { type: 'number' }, replyNs: { type: 'number' },
+      },
+    },
+    requestNs: { type: 'number' }, shellNs: { type: 'number' }, loadedNs: { type: 'number' },
+    bootNs: { type: 'number' }, endNs: { type: 'number' }, destroyNs: { type: 'number' }, destroyedNs: { type: 'number' },
+    netSetupNs: { type: 'number' },
+  },
+} as const;
+
 export const vm = {
   type: 'object',
   required: ['id', 'name', 'image', 'memory_mib', 'cmdline', 'state', 'executor', 'warm', 'created_at', 'exit'],
@@ -53,26 +70,13 @@ export const vm = {
     warm: { type: 'boolean', description: 'started from a prepared shell' },
     created_at: { type: 'string', format: 'date-time' },
     exit,
+    timings,
   },
 } as const;
 
 const vmReply = { type: 'object', required: ['vm'], properties: { vm } } as const;
 
-const timings = {
-  type: ['object', 'null'],
-  description: 'monotonic nanosecond timestamps (CLOCK_MONOTONIC) of the VM life phases',
-  properties: {
-    trace: {
-      type: 'object',
-      description: 'stamps along the request path: API handler, sent to the executor, executor thread awake',
-      properties: {
-        apiNs: { type: 'number' }, sentNs: { type: 'number' }, wokeNs: { type: 'number' }, createdNs: { type: 'number' }, replyNs: { type: 'number' },
-      },
-    },
-    requestNs: { type: 'number' }, shellNs: { type: 'number' }, loadedNs: { type: 'number' },
-    bootNs: { type: 'number' }, endNs: { type: 'number' }, destroyNs: { type: 'number' }, destroyedNs: { type: 'number' },
-  },
-} as const;
+
 
 const device = {
   type: 'object',

@@ -1,6 +1,7 @@
 // How the API shows a VM.
 import type { VirtualMachine } from '../toolstack/vm.js';
 import type { VmExit } from '../vmm/exit.js';
+import type { Timings } from '../vmm/protocol.js';
 
 export interface VmView {
   id: number;
@@ -13,6 +14,8 @@ export interface VmView {
   warm: boolean;
   created_at: string;
   exit: VmExit | null;
+  /** Monotonic ns stamps of its life (request, shell, loaded, boot, end...). */
+  timings: Timings | null;
 }
 
 export function vmView(vm: VirtualMachine): VmView {
@@ -27,5 +30,6 @@ export function vmView(vm: VirtualMachine): VmView {
     warm: vm.warm,
     created_at: vm.createdAt.toISOString(),
     exit: vm.exitInfo ?? null,
+    timings: vm.timings ?? null,
   };
 }

@@ -2,6 +2,9 @@ import type { Command } from 'commander';
 import { benchBoot, warmSampler } from '../../bench/boot.js';
 import { benchSnapshot } from '../../bench/snapshot.js';
 import { benchScale } from '../../bench/scale.js';
+import { benchNet } from '../../bench/net.js';
+import { spawnSync } from 'node:child_process';
+import { Rtnetlink } from '../../sys/netlink.js';
 import { benchFigures } from '../../bench/figures-run.js';
 import { Bar, Presets } from 'cli-progress';
 import { fail, intOption } from '../output.js';
@@ -105,6 +108,37 @@ export function registerBench(program: Command): void {
         process.stdout.write(`${JSON.stringify({ bench: 'figures', files: [...r.files, r.json], creation_points: r.data.creation.length, memory: r.data.memory })}\n`);
       } catch (err) {
         bar?.stop();
+        fail(err);
+      }
+    });
+
+  bench
+    .command('net')
+    .description('vif set-up, daytime first byte (running and just-in-time), ping, vs a crun container\'s veth set-up; in a private network namespace')
+    .option('--runs <n>', 'samples per measurement', intOption('--runs', 3, 10000), 30)
+    .option('--json', 'print one JSON object')
+    .action(async (opts: { runs: number; json?: boolean }) => {
+      // Run in a network namespace of our own: bridges and taps never touch the host's network.
+      if (process.env.LIGHTVM_BENCH_NETNS !== '1') {
+        const r = spawnSync('unshare', ['-n', '--', process.execPath, ...process.execArgv, ...process.argv.slice(1)], {
+          stdio: 'inherit', env: { ...process.env, LIGHTVM_BENCH_NETNS: '1' },
+        });
+        if (r.error) fail(new Error(`bench net needs unshare (util-linux) and root: ${r.error.message}`));
+        process.exit(r.status ?? 1);
+      }
+      try {
+        const nl = new Rtnetlink();
+        nl.setUp(1); // lo
+        nl.close();
+        const result = await benchNet({
+          runs: opts.runs,
+          onProgress: (phase, done, total) => {
+            if (!opts.json && process.stderr.isTTY) process.stderr.write(`\r${phase} ${done}/${total}   `);
+          },
+        });
+        if (!opts.json && process.stderr.isTTY) process.stderr.write('\n');
+        process.stdout.write(`${JSON.stringify(result, null, opts.json ? undefined : 2)}\n`);
+      } catch (err) {
         fail(err);
       }
     });
