@@ -142,15 +142,18 @@ export interface TestDaemon {
   socket: string;
   pid: number;
   child: ChildProcess;
-  /** What the daemon wrote on stderr so far (its log: warnings and errors). */
+  /** What the daemon wrote on stderr so far. */
   stderr(): string;
+  /** Its log so far (pino, one JSON object per line, on stdout; --log-level warn) and its stderr. */
+  log(): string;
   host(): Promise<HostInfo>;
   /**
    * SIGTERM, waits for the daemon to exit, then checks that no process
    * (daemon or executor) mentioning the runtime directory is left; kills
-   * and names any that are, and removes the directory.
+   * and names any that are, and removes the directory. settle (default
+   * true): first wait until no executor is still starting.
    */
-  stop(): Promise<void>;
+  stop(opts?: { settle?: boolean; timeoutMs?: number }): Promise<void>;
 }
 
 /** Processes whose command line mentions `dir` (pgrep -f), by pid. */
@@ -180,19 +183,69 @@ export function isAlive(pid: number): boolean {
   }
 }
 
+export interface StartOptions {
+  /** More daemon options (--pool, --vms-per-executor, ...). */
+  args?: string[];
+  /** Let the daemon create the runtime directory itself (a subdirectory "run" of a new temporary one). */
+  subdir?: boolean;
+  /** Start the daemon under this umask (e.g. "000"), to see that modes are set, not inherited. */
+  umask?: string;
+  prefix?: string;
+  /** An existing runtime directory (another daemon's, stopped): this daemon's stop() removes it. */
+  runtimeDir?: string;
+}
+
+/**
+ * Waits until every executor process of the runtime directory is one the
+ * daemon lists (none is still starting), the same for 300 ms in a row.
+ */
+export async function settle(socket: string, runtimeDir: string, timeoutMs = 10_000): Promise<void> {
+  const t0 = Date.now();
+  let sameSince = 0;
+  let last = '';
+  for (;;) {
+    let h: HostInfo;
+    try {
+      h = await ok<HostInfo>(socket, 'GET', '/v1/host');
+    } catch {
+      return; // not serving: nothing to wait for
+    }
+    const listed = h.executors.map((e) => e.pid).sort().join(',');
+    const running = executorProcesses(runtimeDir).map((p) => p.pid).sort().join(',');
+    const now = `${listed}|${running}`;
+    if (listed === running && now === last) {
+      if (Date.now() - sameSince >= 300) return;
+    } else {
+      sameSince = Date.now();
+    }
+    last = now;
+    if (Date.now() - t0 > timeoutMs) throw new Error(`executors did not settle within ${timeoutMs} ms: listed ${listed}, running ${running}`);
+    await sleep(50);
+  }
+}
+
 /**
  * Starts `lightvm daemon` (the built CLI) on a new temporary runtime
  * directory and waits until it answers GET /v1/host.
  */
-export async function startTestDaemon(args: string[] = [], prefix = 'd'): Promise<TestDaemon> {
-  const runtimeDir = mkdtempSync(join(tmpdir(), `lightvm-t${prefix}-`));
+export async function startTestDaemon(options: StartOptions = {}): Promise<TestDaemon> {
+  const base = options.runtimeDir ?? mkdtempSync(join(tmpdir(), `lightvm-t${options.prefix ?? 'd'}-`));
+  const runtimeDir = options.subdir ? join(base, 'run') : base;
   const socket = join(runtimeDir, 'lightvmd.sock');
-  const child = spawn(process.execPath, [CLI, 'daemon', '--runtime-dir', runtimeDir, '--log-level', 'warn', ...args], {
-    stdio: ['ignore', 'ignore', 'pipe'], cwd: ROOT,
-  });
+  const argv = [CLI, 'daemon', '--runtime-dir', runtimeDir, '--log-level', 'warn', ...(options.args ?? [])];
+  const child = options.umask === undefined
+    ? spawn(process.execPath, argv, { stdio: ['ignore', 'pipe', 'pipe'], cwd: ROOT })
+    // exec: the daemon is the shell's process itself, so child.pid is the daemon's.
+    : spawn('/bin/sh', ['-c', `umask ${options.umask}; exec "$0" "$@"`, process.execPath, ...argv], { stdio: ['ignore', 'pipe', 'pipe'], cwd: ROOT });
   let stderr = '';
+  let log = '';
   child.stderr!.setEncoding('utf8');
-  child.stderr!.on('data', (s: string) => (stderr += s));
+  child.stderr!.on('data', (s: string) => {
+    stderr += s;
+    log += s;
+  });
+  child.stdout!.setEncoding('utf8');
+  child.stdout!.on('data', (s: string) => (log += s));
   const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
   // Whatever happens to the test process, the daemon goes with it.
   const reap = (): void => void child.kill('SIGTERM');
@@ -218,21 +271,26 @@ export async function startTestDaemon(args: string[] = [], prefix = 'd'): Promis
   return {
     runtimeDir, socket, pid: child.pid!, child,
     stderr: () => stderr,
+    log: () => log,
     host: () => ok<HostInfo>(socket, 'GET', '/v1/host'),
-    async stop() {
+    async stop(opts: { settle?: boolean; timeoutMs?: number } = {}) {
       if (stopped) return;
       stopped = true;
       process.off('exit', reap);
-      if (child.exitCode === null && child.signalCode === null) {
+      const alive = (): boolean => child.exitCode === null && child.signalCode === null;
+      // A daemon stopped while it starts an executor leaves that executor
+      // behind (see daemon.test.ts): the other files wait until none is starting.
+      if (alive() && opts.settle !== false) await settle(socket, runtimeDir).catch(() => {});
+      if (alive()) {
         child.kill('SIGTERM');
-        const t = setTimeout(() => child.kill('SIGKILL'), 20_000);
+        const t = setTimeout(() => child.kill('SIGKILL'), opts.timeoutMs ?? 20_000);
         await exited;
         clearTimeout(t);
       }
       // Executors exit right after the daemon's stop: give them a moment.
       const t1 = Date.now();
-      while (processesOf(runtimeDir).length && Date.now() - t1 < 5000) await sleep(50);
-      const left = processesOf(runtimeDir);
+      while (processesOf(base).length && Date.now() - t1 < 5000) await sleep(50);
+      const left = processesOf(base);
       for (const p of left) {
         try {
           process.kill(p.pid, 'SIGKILL');
@@ -240,7 +298,7 @@ export async function startTestDaemon(args: string[] = [], prefix = 'd'): Promis
           // Gone meanwhile.
         }
       }
-      rmSync(runtimeDir, { recursive: true, force: true });
+      rmSync(base, { recursive: true, force: true });
       if (left.length) {
         throw new Error(`processes left behind by the daemon of ${runtimeDir}: ${left.map((p) => `${p.pid} ${p.cmd}`).join('; ')}`);
       }
@@ -296,4 +354,13 @@ export function fdDiff(before: string[], after: string[]): string {
   const b = count(after);
   const keys = [...new Set([...a.keys(), ...b.keys()])].sort();
   return keys.filter((k) => a.get(k) !== b.get(k)).map((k) => `${k}: ${a.get(k) ?? 0} -> ${b.get(k) ?? 0}`).join(', ');
+}
+
+/** Polls an async condition every 20 ms until it holds; fails with `what` after timeoutMs. */
+export async function until(what: string, cond: () => Promise<boolean>, timeoutMs = 10_000): Promise<void> {
+  const t0 = Date.now();
+  while (!(await cond())) {
+    if (Date.now() - t0 > timeoutMs) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
+    await sleep(20);
+  }
 }
