@@ -1,6 +1,7 @@
 #!/bin/sh
 # Install the peers LightVM is measured against: QEMU (x86_64 system
-# emulator), crun (OCI runtime) and a static BusyBox (container rootfs).
+# emulator), crun (OCI runtime) and a static BusyBox (container rootfs),
+# and the network clients its tests talk to guests with (ip, ping, nc, curl).
 # Idempotent: a package already installed is left alone. Debian/Ubuntu only.
 # Changes nothing on the host but the packages it installs.
 set -eu
@@ -33,7 +34,7 @@ installed() {
 # qemu-system-x86 is the smallest Debian package providing qemu-system-x86_64
 # (it pulls qemu-system-common and qemu-system-data, no GUI).
 # --no-install-recommends keeps out the recommended GUI/firmware extras.
-PACKAGES="qemu-system-x86 crun busybox-static"
+PACKAGES="qemu-system-x86 crun busybox-static iproute2 iputils-ping netcat-openbsd curl"
 missing=
 for p in $PACKAGES; do
     if installed "$p"; then

@@ -181,22 +181,22 @@ void describe('device page configuration through a Host', () => {
   void it('a bad MAC names devices[i].mac', async () => {
     for (const mac of ['02:00:00:00:00', '02:00:00:00:00:0g', '0200.0000.0001', '02:00:00:00:00:001', '']) {
       const e = await refused([{ type: 'net', id: 0, mac: '02:00:00:00:00:01' }, { type: 'net', id: 1, mac }]);
-      assert.equal(e.field, 'devices[1].mac', `mac "${mac}"`);
+      assert.equal(e.field, 'devices.1.mac', `mac "${mac}"`);
       assert.match(e.message, /is not a MAC address/);
     }
-    assert.equal((await refused([{ type: 'net', id: 0, mac: 'zz:00:00:00:00:01' }])).field, 'devices[0].mac');
+    assert.equal((await refused([{ type: 'net', id: 0, mac: 'zz:00:00:00:00:01' }])).field, 'devices.0.mac');
   });
 
   void it('a duplicate id names the second device', async () => {
     const e = await refused([{ type: 'net', id: 4 }, { type: 'block', id: 9 }, { type: 'net', id: 4 }]);
-    assert.equal(e.field, 'devices[2].id');
+    assert.equal(e.field, 'devices.2.id');
     assert.match(e.message, /id 4 is used twice/);
   });
 
   void it('ids outside 0..62 (bit 63 of a POLL ready set is POLL_CONTROL) are refused', async () => {
     for (const id of [-1, 1.5, 63, 64, 1000]) {
       const e = await refused([{ type: 'net', id }]);
-      assert.equal(e.field, 'devices[0].id', `id ${id}`);
+      assert.equal(e.field, 'devices.0.id', `id ${id}`);
     }
   });
 
@@ -224,12 +224,12 @@ void describe('device page configuration through a Host', () => {
       const e = await refused([{ type: 'net', id: 0, ...d } as DeviceEntry]);
       assert.equal(e.field, field, JSON.stringify(d));
     };
-    await bad({ type: 'tty' }, 'devices[0].type');
-    await bad({ mtu: 67 }, 'devices[0].mtu');
-    await bad({ mtu: 65536 }, 'devices[0].mtu');
-    await bad({ ipv4: { addr: '10.0.0.256', netmask: '255.0.0.0' } }, 'devices[0].ipv4.addr');
-    await bad({ ipv4: { addr: '10.0.0.1', netmask: '255.0.0' } }, 'devices[0].ipv4.netmask');
-    await bad({ ipv4: { addr: '10.0.0.1', netmask: '255.0.0.0', gateway: 'x' } }, 'devices[0].ipv4.gateway');
+    await bad({ type: 'tty' }, 'devices.0.type');
+    await bad({ mtu: 67 }, 'devices.0.mtu');
+    await bad({ mtu: 65536 }, 'devices.0.mtu');
+    await bad({ ipv4: { addr: '10.0.0.256', netmask: '255.0.0.0' } }, 'devices.0.ipv4.addr');
+    await bad({ ipv4: { addr: '10.0.0.1', netmask: '255.0.0' } }, 'devices.0.ipv4.netmask');
+    await bad({ ipv4: { addr: '10.0.0.1', netmask: '255.0.0.0', gateway: 'x' } }, 'devices.0.ipv4.gateway');
   });
 
   void it('nothing is left registered after refused configs', () => {

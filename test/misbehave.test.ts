@@ -66,8 +66,8 @@ const CRAFTED: Crafted[] = [
     exit: { kind: 'crash', code: 'bad-hypercall', reason: /hypercall 4 must be one 32-bit OUT/ },
   },
   {
-    what: 'hypercall 5, one past the last', code: asm.hypercall(5, HALT_ARG), data: u64s(0),
-    exit: { kind: 'crash', code: 'bad-hypercall', reason: /unknown hypercall 5 \(port 0x505\)/ },
+    what: 'hypercall 7, one past the last', code: asm.hypercall(7, HALT_ARG), data: u64s(0),
+    exit: { kind: 'crash', code: 'bad-hypercall', reason: /unknown hypercall 7 \(port 0x507\)/ },
   },
   {
     what: 'port 0x540, just past the hypercall ports', code: asm.hypercall(64, HALT_ARG),

@@ -51,6 +51,8 @@ void describe('the shell pool', () => {
     const vm = (await ok<{ vm: VmView; console: string }>(d.socket, 'POST', '/v1/vms', { image: 'hello', wait: 'exit' }, 201));
     assert.equal(vm.vm.warm, true);
     assert.equal(vm.console, 'Hello from LightVM!\n');
+    // Refilling is background work at the lowest priority: wait for it.
+    await until('the pool to refill after the first create', full(4, 3), 15_000);
     const three = await Promise.all([0, 1, 2].map(() => create({ image: 'sleeper', cmdline: '600000' })));
     assert.deepEqual(three.map((v) => v.warm), [true, true, true], 'three creates, three shells ready');
     // The pool's depth is reported when the executor is idle, so it may lag a

@@ -21,6 +21,8 @@ const OFFSET_TABLES: Record<string, { struct: string; table: Record<string, numb
   DIRTY_LOG: { struct: 'kvm_dirty_log', table: api.DIRTY_LOG },
   GUEST_DEBUG: { struct: 'kvm_guest_debug', table: api.GUEST_DEBUG },
   SIGNAL_MASK: { struct: 'kvm_signal_mask', table: api.SIGNAL_MASK },
+  MSRS: { struct: 'kvm_msrs', table: api.MSRS },
+  MSR_ENTRY: { struct: 'kvm_msr_entry', table: api.MSR_ENTRY },
 };
 
 /** RUN key -> the member of struct kvm_run it is the offset of. */

@@ -1,7 +1,8 @@
 // lightvmd: the control plane. It owns the VM registry (a Host), the fleet
 // of executor processes, the shell pool policy and the REST API on a unix
 // socket. It never maps guest memory and never runs a vCPU.
-import { chmodSync, mkdirSync, readdirSync, renameSync, rmSync } from 'node:fs';
+import { chmodSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { connect } from 'node:net';
 import { dirname, join } from 'node:path';
 import type { FastifyInstance } from 'fastify';
 import type { Logger } from 'pino';
@@ -25,6 +26,47 @@ export interface DaemonOptions {
   pool?: Record<number, number>;
   logger: Logger;
 }
+
+/** True if something accepts connections on this unix socket. */
+function answers(path: string): Promise<boolean> {
+  return new Promise((resolve) => {
+    const s = connect(path);
+    s.once('connect', () => {
+      s.destroy();
+      resolve(true);
+    });
+    s.once('error', () => resolve(false));
+  });
+}
+
+/**
+ * VM ids are never reused across daemons: they are handed out from blocks
+ * whose end is written down before the first id of the block is used (one
+ * small write per block, not per VM).
+ */
+class IdBlocks {
+  private next = 1;
+  private end = 0;
+
+  constructor(private readonly file: string) {
+    try {
+      this.next = this.end = Number(readFileSync(file, 'utf8').trim()) || 1;
+    } catch {
+      // First start.
+    }
+  }
+
+  take(atLeast: number): number {
+    if (atLeast > this.next) this.next = atLeast;
+    if (this.next >= this.end) {
+      this.end = this.next + ID_BLOCK;
+      writeFileSync(this.file, `${this.end}\n`, { mode: 0o600 });
+    }
+    return this.next++;
+  }
+}
+
+const ID_BLOCK = 1000;
 
 /** Where a stopping daemon leaves its VMs for the next one. */
 export function savedDir(runtimeDir: string): string {
@@ -78,6 +120,10 @@ export class Daemon {
   static async start(options: DaemonOptions): Promise<Daemon> {
     const log = options.logger;
     mkdirSync(options.runtimeDir, { recursive: true, mode: 0o700 });
+    // One daemon per runtime directory: a second one would take the first one's executors.
+    if (await answers(options.socketPath)) {
+      throw new Error(`a daemon already runs on ${options.socketPath} (stop it first: lightvm daemon stop)`);
+    }
     const fleetOptions: FleetOptions = {
       runtimeDir: options.runtimeDir,
       vmsPerExecutor: options.vmsPerExecutor,
@@ -85,7 +131,7 @@ export class Daemon {
       idleStopMs: options.idleStopMs,
     };
     const { fleet, adopted } = await ExecutorFleet.start(fleetOptions);
-    const host = new Host(fleet);
+    const host = new Host(fleet, new IdBlocks(join(options.runtimeDir, 'next-id')));
     if (options.bridge) host.bridge = options.bridge;
     for (const { link, vms } of adopted) {
       for (const a of vms) {

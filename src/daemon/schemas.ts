@@ -14,7 +14,7 @@ export interface IdParams {
   id: string;
 }
 
-const error = {
+export const error = {
   type: 'object',
   required: ['error'],
   properties: {
@@ -389,3 +389,18 @@ export const stats = {
     },
   },
 } as const;
+
+/**
+ * Adds the error answers every route can give to its documented responses:
+ * 400 for bad parameters or bodies, 413 for a body over the limit, 415 for
+ * a body that is not JSON.
+ */
+export function withErrors<T extends { params?: unknown; querystring?: unknown; body?: unknown; response?: Record<number, unknown> }>(schema: T): T {
+  const response: Record<number, unknown> = { ...(schema.response ?? {}) };
+  if (schema.params || schema.querystring || schema.body) response[400] ??= error;
+  if (schema.body) {
+    response[413] ??= error;
+    response[415] ??= error;
+  }
+  return { ...schema, response };
+}

@@ -3,6 +3,7 @@
 // them into the OpenAPI document (docs/openapi.json, GET /v1/openapi.json).
 import { isAbsolute } from 'node:path';
 import swagger from '@fastify/swagger';
+import { Ajv } from 'ajv';
 import Fastify, { type FastifyBaseLogger, type FastifyError, type FastifyInstance, type FastifyReply } from 'fastify';
 import { migrateOut, parseAddress } from '../toolstack/migration.js';
 import { VmCreateError } from '../toolstack/vm.js';
@@ -31,8 +32,17 @@ export async function buildServer(daemon: Daemon): Promise<FastifyInstance> {
     // Requests are logged at info: the API logger starts at warn.
     loggerInstance: daemon.options.logger.child({ component: 'api' }, { level: 'warn' }) as FastifyBaseLogger,
     bodyLimit: BODY_LIMIT,
-    ajv: { customOptions: { allErrors: false, removeAdditional: false, coerceTypes: false } },
+    // Streams (console -f, events) must not hold the daemon up when it stops.
+    forceCloseConnections: true,
   });
+  // Query strings and path parameters are text: coerce them ("true" → true).
+  // Bodies are JSON: take their types as they are.
+  const strict = new Ajv({ allErrors: false, removeAdditional: false, coerceTypes: false, useDefaults: true });
+  const coercing = new Ajv({ allErrors: false, removeAdditional: false, coerceTypes: true, useDefaults: true });
+  for (const a of [strict, coercing]) a.addKeyword('example');
+  app.setValidatorCompiler(({ schema, httpPart }) => (httpPart === 'body' ? strict : coercing).compile(schema));
+  // Bodies are JSON or nothing: plain text gets 415, like any other type.
+  app.removeContentTypeParser('text/plain');
   await app.register(swagger, {
     openapi: {
       info: { title: 'lightvmd', version: API_VERSION, description: 'LightVM daemon: lightweight VMs on KVM' },
@@ -54,6 +64,12 @@ export async function buildServer(daemon: Daemon): Promise<FastifyInstance> {
       const message = extra ? `${field}: unknown field` : `${field}: ${v?.message ?? 'invalid'}`;
       return reply.code(400).send({ error: { code: 'invalid', message, field } });
     }
+    if (fe.code === 'FST_ERR_CTP_INVALID_JSON_BODY' || fe.code === 'FST_ERR_CTP_EMPTY_JSON_BODY' || fe instanceof SyntaxError) {
+      return reply.code(400).send({ error: { code: 'invalid', message: `body: ${fe.message}`, field: 'body' } });
+    }
+    if (fe.code === 'FST_ERR_CTP_INVALID_MEDIA_TYPE') {
+      return reply.code(415).send({ error: { code: 'unsupported-media-type', message: fe.message, field: 'content-type' } });
+    }
     if (fe.statusCode === 413) {
       return reply.code(413).send({ error: { code: 'too-large', message: `request body exceeds ${BODY_LIMIT} bytes`, field: 'body' } });
     }
@@ -73,7 +89,7 @@ export async function buildServer(daemon: Daemon): Promise<FastifyInstance> {
     return vm;
   };
 
-  app.post<{ Body: S.CreateBody }>('/v1/vms', { schema: S.createVm }, async (req, reply) => {
+  app.post<{ Body: S.CreateBody }>('/v1/vms', { schema: S.withErrors(S.createVm) }, async (req, reply) => {
     const apiNs = Number(process.hrtime.bigint());
     const b = req.body;
     let vm: VirtualMachine;
@@ -84,7 +100,8 @@ export async function buildServer(daemon: Daemon): Promise<FastifyInstance> {
     } catch (err) {
       if (err instanceof VmCreateError) {
         const status = err.kind === 'ExecutorError' || err.kind === 'KvmUnavailableError' ? 503 : err.field === 'name' ? 409 : 422;
-        throw new ApiError(status, status === 409 ? 'conflict' : 'create-failed', err.message, err.field ?? (err.file ? 'image' : undefined));
+        // The request's field is the image; which part of the file is wrong is in the message.
+        throw new ApiError(status, status === 409 ? 'conflict' : 'create-failed', err.message, err.file ? 'image' : err.field);
       }
       throw err;
     }
@@ -98,11 +115,11 @@ export async function buildServer(daemon: Daemon): Promise<FastifyInstance> {
     return reply.code(201).send({ vm: vmView(vm), timings: vm.timings ?? null, console: b.wait === 'exit' ? vm.consoleText() : null });
   });
 
-  app.get('/v1/vms', { schema: S.listVms }, async () => ({ vms: host.list().map(vmView) }));
+  app.get('/v1/vms', { schema: S.withErrors(S.listVms) }, async () => ({ vms: host.list().map(vmView) }));
 
-  app.get<{ Params: S.IdParams }>('/v1/vms/:id', { schema: S.getVm }, async (req) => ({ vm: vmView(find(req.params.id)) }));
+  app.get<{ Params: S.IdParams }>('/v1/vms/:id', { schema: S.withErrors(S.getVm) }, async (req) => ({ vm: vmView(find(req.params.id)) }));
 
-  app.delete<{ Params: S.IdParams; Querystring: { wait?: boolean } }>('/v1/vms/:id', { schema: S.destroyVm }, async (req, reply) => {
+  app.delete<{ Params: S.IdParams; Querystring: { wait?: boolean } }>('/v1/vms/:id', { schema: S.withErrors(S.destroyVm) }, async (req, reply) => {
     const vm = find(req.params.id);
     const exited = vm.destroy();
     if (req.query.wait === false) return reply.code(202).send({ vm: vmView(vm) });
@@ -111,7 +128,7 @@ export async function buildServer(daemon: Daemon): Promise<FastifyInstance> {
   });
 
   for (const op of ['pause', 'unpause'] as const) {
-    app.post<{ Params: S.IdParams }>(`/v1/vms/:id/${op}`, { schema: S.vmAction(op) }, async (req) => {
+    app.post<{ Params: S.IdParams }>(`/v1/vms/:id/${op}`, { schema: S.withErrors(S.vmAction(op)) }, async (req) => {
       const vm = find(req.params.id);
       const want = op === 'pause' ? 'running' : 'paused';
       if (vm.state !== want) throw new ApiError(409, 'conflict', `VM ${vm.name} is ${vm.state}, not ${want}`, 'state');
@@ -120,13 +137,13 @@ export async function buildServer(daemon: Daemon): Promise<FastifyInstance> {
     });
   }
 
-  app.post<{ Params: S.IdParams; Body: { grace_ms?: number } | undefined }>('/v1/vms/:id/shutdown', { schema: S.shutdownVm }, async (req) => {
+  app.post<{ Params: S.IdParams; Body: { grace_ms?: number } | undefined }>('/v1/vms/:id/shutdown', { schema: S.withErrors(S.shutdownVm) }, async (req) => {
     const vm = find(req.params.id);
     await vm.shutdown(req.body?.grace_ms ?? 10_000);
     return { vm: vmView(vm) };
   });
 
-  app.post<{ Params: S.IdParams; Body: { file: string; checkpoint?: boolean } }>('/v1/vms/:id/save', { schema: S.saveVm }, async (req) => {
+  app.post<{ Params: S.IdParams; Body: { file: string; checkpoint?: boolean } }>('/v1/vms/:id/save', { schema: S.withErrors(S.saveVm) }, async (req) => {
     const vm = find(req.params.id);
     if (vm.state === 'exited') throw new ApiError(409, 'conflict', `VM ${vm.name} has ended: nothing to save`, 'state');
     if (!isAbsolute(req.body.file)) throw new ApiError(400, 'invalid', `file: "${req.body.file}" is not an absolute path`, 'file');
@@ -138,7 +155,7 @@ export async function buildServer(daemon: Daemon): Promise<FastifyInstance> {
     }
   });
 
-  app.post<{ Body: { file: string; name?: string } }>('/v1/restore', { schema: S.restoreVm }, async (req, reply) => {
+  app.post<{ Body: { file: string; name?: string } }>('/v1/restore', { schema: S.withErrors(S.restoreVm) }, async (req, reply) => {
     if (!isAbsolute(req.body.file)) throw new ApiError(400, 'invalid', `file: "${req.body.file}" is not an absolute path`, 'file');
     let vm: VirtualMachine;
     try {
@@ -146,14 +163,14 @@ export async function buildServer(daemon: Daemon): Promise<FastifyInstance> {
     } catch (err) {
       if (err instanceof VmCreateError) {
         const status = err.kind === 'ExecutorError' ? 503 : err.field === 'name' ? 409 : 422;
-        throw new ApiError(status, status === 409 ? 'conflict' : 'restore-failed', err.message, err.field ?? 'file');
+        throw new ApiError(status, status === 409 ? 'conflict' : 'restore-failed', err.message, err.field === 'name' ? 'name' : 'file');
       }
       throw err;
     }
     return reply.code(201).send({ vm: vmView(vm) });
   });
 
-  app.post<{ Params: S.IdParams; Body: { to: string; token: string } }>('/v1/vms/:id/migrate', { schema: S.migrateVm }, async (req) => {
+  app.post<{ Params: S.IdParams; Body: { to: string; token: string } }>('/v1/vms/:id/migrate', { schema: S.withErrors(S.migrateVm) }, async (req) => {
     const vm = find(req.params.id);
     if (vm.state === 'exited') throw new ApiError(409, 'conflict', `VM ${vm.name} has ended: nothing to migrate`, 'state');
     try {
@@ -170,7 +187,7 @@ export async function buildServer(daemon: Daemon): Promise<FastifyInstance> {
     }
   });
 
-  app.put<{ Body: { port: number; address?: string; token: string } }>('/v1/migration/listen', { schema: S.listen }, async (req) => {
+  app.put<{ Body: { port: number; address?: string; token: string } }>('/v1/migration/listen', { schema: S.withErrors(S.listen) }, async (req) => {
     const { port, address, token } = req.body;
     try {
       await daemon.listenForMigrations({ port, address, token });
@@ -181,12 +198,12 @@ export async function buildServer(daemon: Daemon): Promise<FastifyInstance> {
     return { listening: daemon.migrationListening };
   });
 
-  app.delete('/v1/migration/listen', { schema: S.unlisten }, async () => {
+  app.delete('/v1/migration/listen', { schema: S.withErrors(S.unlisten) }, async () => {
     await daemon.stopListening();
     return { listening: null };
   });
 
-  app.get<{ Params: S.IdParams; Querystring: { follow?: boolean } }>('/v1/vms/:id/console', { schema: S.consoleVm }, (req, reply) => {
+  app.get<{ Params: S.IdParams; Querystring: { follow?: boolean } }>('/v1/vms/:id/console', { schema: S.withErrors(S.consoleVm) }, (req, reply) => {
     const vm = find(req.params.id);
     const raw = reply.raw;
     raw.writeHead(200, { 'content-type': 'text/plain; charset=utf-8', 'cache-control': 'no-store' });
@@ -210,7 +227,7 @@ export async function buildServer(daemon: Daemon): Promise<FastifyInstance> {
     return reply;
   });
 
-  app.get('/v1/events', { schema: S.events }, (req, reply) => {
+  app.get('/v1/events', { schema: S.withErrors(S.events) }, (req, reply) => {
     const raw = reply.raw;
     raw.writeHead(200, { 'content-type': 'application/x-ndjson', 'cache-control': 'no-store' });
     const send = (o: unknown): void => void raw.write(`${JSON.stringify(o)}\n`);
@@ -232,7 +249,7 @@ export async function buildServer(daemon: Daemon): Promise<FastifyInstance> {
     name: svc.name, idle_ms: svc.idleMs, boots: svc.boots, active: svc.isActive, vm: svc.vm ? vmView(svc.vm) : null,
   });
 
-  app.post<{ Body: S.CreateBody & { name: string; idle_ms?: number } }>('/v1/services', { schema: S.createService }, async (req, reply) => {
+  app.post<{ Body: S.CreateBody & { name: string; idle_ms?: number } }>('/v1/services', { schema: S.withErrors(S.createService) }, async (req, reply) => {
     const b = req.body;
     try {
       const svc = await host.serve({
@@ -245,23 +262,23 @@ export async function buildServer(daemon: Daemon): Promise<FastifyInstance> {
     }
   });
 
-  app.get('/v1/services', { schema: S.listServices }, async () => ({ services: host.listServices().map(serviceView) }));
+  app.get('/v1/services', { schema: S.withErrors(S.listServices) }, async () => ({ services: host.listServices().map(serviceView) }));
 
-  app.delete<{ Params: { name: string } }>('/v1/services/:name', { schema: S.deleteService }, async (req) => {
+  app.delete<{ Params: { name: string } }>('/v1/services/:name', { schema: S.withErrors(S.deleteService) }, async (req) => {
     const svc = host.getService(req.params.name);
     if (!svc) throw new ApiError(404, 'not-found', `no service named "${req.params.name}"`, 'name');
     await svc.stop();
     return { service: serviceView(svc) };
   });
 
-  app.get('/v1/pool', { schema: S.getPool }, async () => ({ pools: poolView(daemon) }));
+  app.get('/v1/pool', { schema: S.withErrors(S.getPool) }, async () => ({ pools: poolView(daemon) }));
 
-  app.put<{ Body: { memory: number; count: number } }>('/v1/pool', { schema: S.setPool }, async (req) => {
+  app.put<{ Body: { memory: number; count: number } }>('/v1/pool', { schema: S.withErrors(S.setPool) }, async (req) => {
     daemon.fleet.setPool(req.body.memory * 1048576, req.body.count);
     return { pools: poolView(daemon) };
   });
 
-  app.get('/v1/host', { schema: S.hostInfo }, async () => {
+  app.get('/v1/host', { schema: S.withErrors(S.hostInfo) }, async () => {
     const procs = daemon.fleet.processes();
     return {
       version: API_VERSION,
@@ -275,7 +292,7 @@ export async function buildServer(daemon: Daemon): Promise<FastifyInstance> {
     };
   });
 
-  app.post<{ Body: { destroy?: boolean } | undefined }>('/v1/daemon/stop', { schema: S.stopDaemon }, async (req, reply) => {
+  app.post<{ Body: { destroy?: boolean } | undefined }>('/v1/daemon/stop', { schema: S.withErrors(S.stopDaemon) }, async (req, reply) => {
     if (!daemon.onStopRequest) throw new ApiError(409, 'conflict', 'this daemon cannot be stopped through the API');
     const destroy = req.body?.destroy === true;
     // Answer first: the server closes while stopping.
@@ -283,7 +300,7 @@ export async function buildServer(daemon: Daemon): Promise<FastifyInstance> {
     return reply.code(202).send({ stopping: true, vms: destroy ? 'destroyed' : 'saved for the next daemon' });
   });
 
-  app.get('/v1/stats', { schema: S.stats }, async () => ({ vms: await daemon.stats() }));
+  app.get('/v1/stats', { schema: S.withErrors(S.stats) }, async () => ({ vms: await daemon.stats() }));
 
   app.get('/v1/openapi.json', { schema: { hide: true } }, async () => app.swagger());
 

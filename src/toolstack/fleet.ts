@@ -107,9 +107,14 @@ export class ExecutorFleet implements Placement {
   }
 
   async pick(): Promise<ExecutorLink> {
-    if (this.closed) throw new Error('the executor fleet is stopped');
     let ex = this.active();
-    if (!ex) ex = await this.startOne();
+    // Concurrent picks may all wait for one new executor: each checks for room again.
+    while (!ex) {
+      if (this.closed) throw new Error('the executor fleet is stopped');
+      await this.startOne();
+      ex = this.active();
+    }
+    if (this.closed) throw new Error('the executor fleet is stopped');
     ex.load++;
     this.idleSince.delete(ex.id);
     this.movePool(ex);
@@ -212,6 +217,8 @@ export class ExecutorFleet implements Placement {
   async close(): Promise<void> {
     this.closed = true;
     clearInterval(this.timer);
+    // One still starting is stopped too, not left behind.
+    await this.starting?.catch(() => {});
     await Promise.all([...this.links.values()].map((ex) => ex.stop()));
     this.links.clear();
   }

@@ -176,7 +176,8 @@ export class Host extends EventEmitter<HostEvents> {
   /** The bridge net devices join unless they name another. */
   bridge: BridgeConfig = DEFAULT_BRIDGE_CONFIG;
 
-  constructor(placement: Placement) {
+  /** ids: where VM ids come from (default: 1, 2, 3... in this process). */
+  constructor(placement: Placement, private readonly ids?: { take(atLeast: number): number }) {
     super();
     this.placement = placement;
     placement.onExecutor((ex) => {
@@ -200,7 +201,7 @@ export class Host extends EventEmitter<HostEvents> {
         message: `memory: ${memoryMiB} MiB is not a whole number from ${MIN_MEMORY / 1048576} to ${MAX_MEMORY / 1048576}`,
       });
     }
-    const id = this.nextId++;
+    const id = this.newId();
     const name = options.name ?? `vm${id}`;
     const devices = completeDevices(id, options.devices ?? [], this.bridge.name);
     let image: string;
@@ -260,7 +261,7 @@ export class Host extends EventEmitter<HostEvents> {
       throw new VmCreateError({ name: e.name, message: e.message, field: e.field ?? 'file', file: label });
     }
     const h = header.vm;
-    const id = options.keepId && !this.get(h.id) ? h.id : this.nextId++;
+    const id = options.keepId && !this.get(h.id) ? h.id : this.newId();
     this.nextId = Math.max(this.nextId, id + 1);
     const name = options.name ?? h.name;
     const same = this.byName.get(name);
@@ -283,6 +284,12 @@ export class Host extends EventEmitter<HostEvents> {
   }
 
   private nextServiceId = 1;
+
+  private newId(): number {
+    const id = this.ids ? this.ids.take(this.nextId) : this.nextId;
+    this.nextId = id + 1;
+    return id;
+  }
   private readonly services = new Map<string, JitService>();
 
   /**
@@ -302,9 +309,9 @@ export class Host extends EventEmitter<HostEvents> {
     try {
       await svc.arm();
     } catch (err) {
+      // The failed VM gave its place back (create-failed); the taps, if any, go.
       this.services.delete(options.name);
       executor.send({ op: 'disarm', serviceId: svc.id });
-      this.place(executor, -1);
       throw err;
     }
     return svc;
@@ -320,7 +327,7 @@ export class Host extends EventEmitter<HostEvents> {
 
   /** @internal Registers a service's next VM, armed; resolves once the executor holds its taps. */
   armVm(executor: ExecutorLink, svc: JitService, options: CreateOptions & { name: string }, first: boolean): Promise<VirtualMachine> {
-    const id = this.nextId++;
+    const id = this.newId();
     // The first VM's place was taken by serve(); each next one takes its own.
     if (!first) this.place(executor, +1);
     const config: CreateRequest = {
@@ -334,10 +341,12 @@ export class Host extends EventEmitter<HostEvents> {
     if (old && old.state === 'exited') this.drop(old);
     const vm = new VirtualMachine(executor, config);
     vm.state = 'armed';
-    this.vms.set(id, vm);
-    this.byName.set(config.name, vm);
-    executor.send({ op: 'arm', serviceId: svc.id, vmId: id, config, idleMs: svc.idleMs });
-    return Promise.resolve(vm);
+    return new Promise((resolve, reject) => {
+      this.creating.set(id, { vm, resolve, reject });
+      this.vms.set(id, vm);
+      this.byName.set(config.name, vm);
+      executor.send({ op: 'arm', serviceId: svc.id, vmId: id, config, idleMs: svc.idleMs });
+    });
   }
 
   /** @internal */
@@ -433,6 +442,11 @@ export class Host extends EventEmitter<HostEvents> {
     }
     const vm = this.vms.get(ev.vmId) ?? this.ended.get(ev.vmId);
     if (!vm) return;
+    if (ev.ev === 'armed') {
+      this.creating.delete(ev.vmId);
+      pending?.resolve(vm);
+      return;
+    }
     if (ev.ev === 'started') {
       vm.warm = ev.warm;
       if (vm.state === 'armed') vm.state = 'running';

@@ -73,7 +73,7 @@ function encode(v: DataView, c: DevicePageContents): void {
   }
   const ids = new Set<number>();
   c.devices.forEach((d, i) => {
-    const field = `devices[${i}]`;
+    const field = `devices.${i}`;
     const o = noxsDeviceOffset(i);
     if (!(d.type in TYPE_CODE)) throw new DeviceConfigError(`${field}.type`, `unknown device type "${String(d.type)}"`);
     if (!Number.isInteger(d.id) || d.id < 0 || d.id > 62) throw new DeviceConfigError(`${field}.id`, `${d.id} is not an id in 0..62`);

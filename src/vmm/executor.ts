@@ -416,6 +416,8 @@ export class Executor {
   private arm(req: Extract<ProcessRequest, { op: 'arm' }>): void {
     let svc = this.services.get(req.serviceId);
     try {
+      // The image is checked now, not when the first packet is waiting for it.
+      this.images.get(req.config.image);
       if (!svc) {
         const created: Service = { id: req.serviceId, config: req.config, nets: [], ip: serviceAddress(req.config), idleNs: req.idleMs * 1e6 };
         this.nl ??= new Rtnetlink();
@@ -438,6 +440,7 @@ export class Executor {
     svc.config = req.config;
     svc.idleNs = req.idleMs * 1e6;
     svc.armedVmId = req.vmId;
+    this.port.send({ ev: 'armed', vmId: req.vmId });
     // Frames that came while no VM was armed: one of them may be for us.
     for (const dev of svc.nets) if (dev) this.serviceFrame(svc, dev);
   }

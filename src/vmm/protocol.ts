@@ -102,6 +102,8 @@ export interface SerializedError {
 export type ExecutorEvent =
   | { ev: 'ready'; tid: number; pid: number }
   | { ev: 'started'; vmId: number; warm: boolean; timings: Timings; paused?: boolean }
+  /** A just-in-time VM waits for its first packet, its taps on the bridge. */
+  | { ev: 'armed'; vmId: number }
   | { ev: 'create-failed'; vmId: number; error: SerializedError }
   | { ev: 'booted'; vmId: number; bootNs: number; instructions?: number }
   | { ev: 'console'; vmId: number; data: Uint8Array }
