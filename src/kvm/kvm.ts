@@ -6,6 +6,7 @@ import { KvmUnavailableError } from './errors.js';
 import { Vm } from './vm.js';
 
 export const KVM_DEVICE = '/dev/kvm';
+const CPUID_PMU_LEAF = 0xa;
 
 /** The KVM subsystem, opened once per thread that creates VMs. */
 export class Kvm {
@@ -62,12 +63,17 @@ export class Kvm {
     return decodeCpuid(this.supportedCpuidBuffer());
   }
 
-  /** KVM_SET_CPUID2 argument: the supported leaves, as KVM reported them. */
+  /**
+   * KVM_SET_CPUID2 argument: the supported leaves as KVM reports them, but
+   * for the performance-monitoring leaf (0xA), left out as Firecracker does:
+   * a virtual PMU costs every vCPU kernel memory and creation time, and no
+   * guest here uses one.
+   */
   supportedCpuidBuffer(): Uint8Array {
     if (!this.cpuid) {
       const buf = cpuidBuffer(256);
       libc.ioctlStruct(this.fd, KVM.GET_SUPPORTED_CPUID, buf, 'KVM_GET_SUPPORTED_CPUID');
-      this.cpuid = encodeCpuid(decodeCpuid(buf));
+      this.cpuid = encodeCpuid(decodeCpuid(buf).filter((e) => e.function !== CPUID_PMU_LEAF));
     }
     return this.cpuid;
   }

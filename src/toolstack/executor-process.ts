@@ -63,7 +63,8 @@ export class ExecutorProcess extends EventEmitter<ExecutorLinkEvents> implements
   static async spawn(id: number, dir: string): Promise<ExecutorProcess> {
     const socketPath = join(dir, `${id}.sock`);
     const log = openSync(join(dir, `${id}.log`), 'a', 0o600);
-    const args = [...(fromSource ? ['--import', 'tsx'] : []), MAIN, '--socket', socketPath, '--id', String(id)];
+    // The main thread only starts the executor thread: keep its heap small.
+    const args = ['--max-semi-space-size=1', ...(fromSource ? ['--import', 'tsx'] : []), MAIN, '--socket', socketPath, '--id', String(id)];
     let child: ChildProcess;
     try {
       // Detached: its own session, so that it survives the daemon and its signals.

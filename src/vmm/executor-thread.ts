@@ -62,8 +62,10 @@ export class ExecutorThread extends EventEmitter<ExecutorThreadEvents> {
     this.worker = startWorker('executor-worker', {
       workerData: { port: port2, control: sab, wakeFd: this.wakeFd, serve },
       transferList: [port2],
-      // An executor needs little JS heap: its VMs' memory is mapped, not allocated.
-      resourceLimits: { maxOldGenerationSizeMb: 256 },
+      // An executor needs little JS heap: its VMs' memory is mapped, not
+      // allocated. A small young generation keeps its memory per VM low
+      // (V8 would otherwise grow it to tens of MiB of short-lived garbage).
+      resourceLimits: { maxOldGenerationSizeMb: 256, maxYoungGenerationSizeMb: 4 },
     });
     this.port.on('message', (ev: ExecutorEvent | ProcessEvent) => {
       if (ev.ev === 'preparer-wanted') {
@@ -143,7 +145,7 @@ export class ExecutorThread extends EventEmitter<ExecutorThreadEvents> {
     const preparer = startWorker('preparer', {
       workerData: { executor: channel.port1, wakeFd: this.wakeFd },
       transferList: [channel.port1],
-      resourceLimits: { maxOldGenerationSizeMb: 64 },
+      resourceLimits: { maxOldGenerationSizeMb: 64, maxYoungGenerationSizeMb: 2 },
     });
     preparer.unref();
     preparer.on('error', (err) => {
