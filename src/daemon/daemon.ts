@@ -203,7 +203,7 @@ export class Daemon {
   private statsRequest = 0;
 
   /** Per-VM counters from every executor. */
-  async stats(): Promise<{ id: number; executor: number; cpu_ns: number; exits: number; resident_kib: number }[]> {
+  async stats(): Promise<{ id: number; executor: number; cpu_ns: number; exits: number; resident_kib: number; nets: VmStats['nets'] }[]> {
     const requestId = ++this.statsRequest;
     const answers = this.fleet.processes().map((ex) => new Promise<VmStats[]>((resolve) => {
       const timer = setTimeout(() => done([]), 2000);
@@ -218,7 +218,7 @@ export class Daemon {
       ex.on('event', onEvent);
       ex.send({ op: 'stats', requestId });
     }).then((vms) => vms.map((s) => ({
-      id: s.vmId, executor: ex.id, cpu_ns: s.cpuNs, exits: s.exits, resident_kib: Math.round(s.residentKiB),
+      id: s.vmId, executor: ex.id, cpu_ns: s.cpuNs, exits: s.exits, resident_kib: Math.round(s.residentKiB), nets: s.nets,
     }))));
     return (await Promise.all(answers)).flat();
   }

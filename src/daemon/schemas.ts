@@ -378,10 +378,21 @@ export const stats = {
         vms: {
           type: 'array',
           items: {
-            type: 'object', required: ['id', 'executor', 'cpu_ns', 'exits', 'resident_kib'],
+            type: 'object', required: ['id', 'executor', 'cpu_ns', 'exits', 'resident_kib', 'nets'],
             properties: {
               id: { type: 'integer' }, executor: { type: 'integer' }, cpu_ns: { type: 'number' },
               exits: { type: 'integer' }, resident_kib: { type: 'integer' },
+              nets: {
+                type: 'array',
+                items: {
+                  type: 'object', required: ['id', 'tap', 'txFrames', 'rxFrames', 'txDropped', 'rxDropped'],
+                  properties: {
+                    id: { type: 'integer' }, tap: { type: 'string' }, txFrames: { type: 'integer' }, rxFrames: { type: 'integer' },
+                    txDropped: { type: 'integer', description: 'bad frames from the guest (short, oversized, foreign source MAC), dropped' },
+                    rxDropped: { type: 'integer', description: 'frames longer than the guest\'s buffer, dropped' },
+                  },
+                },
+              },
             },
           },
         },

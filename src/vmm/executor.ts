@@ -336,6 +336,7 @@ export class Executor {
           vms: [...this.vms.values()].map((e) => ({
             vmId: e.vmId, cpuNs: e.cpuNs, exits: e.machine.exitCount,
             residentKiB: (e.machine.ram.residentBytes() + e.machine.devicePage.memory.residentBytes()) / 1024,
+            nets: e.machine.nets.flatMap((d) => (d ? [{ id: d.id, tap: d.tap.name, ...d.counters }] : [])),
           })),
         });
         break;

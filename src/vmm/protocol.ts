@@ -90,6 +90,8 @@ export interface VmStats {
   exits: number;
   /** Guest memory (RAM and device page) backed by host pages. */
   residentKiB: number;
+  /** Per network device: frames in and out, and frames dropped (bad ones from the guest, too long for it). */
+  nets: { id: number; tap: string; txFrames: number; rxFrames: number; txDropped: number; rxDropped: number }[];
 }
 
 export interface SerializedError {
