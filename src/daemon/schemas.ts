@@ -48,6 +48,7 @@ const timings = {
       description: 'stamps along the request path: API handler, sent to the executor, executor thread awake',
       properties: {
         apiNs: { type: 'number' }, sentNs: { type: 'number' }, wokeNs: { type: 'number' }, createdNs: { type: 'number' }, replyNs: { type: 'number' },
+        firstFrameNs: { type: 'number', description: 'a just-in-time VM: when the packet that booted it arrived' },
       },
     },
     requestNs: { type: 'number' }, shellNs: { type: 'number' }, loadedNs: { type: 'number' },
