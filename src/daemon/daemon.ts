@@ -11,7 +11,7 @@ import { Host } from '../toolstack/host.js';
 import { MigrationListener } from '../toolstack/migration.js';
 import type { BridgeConfig } from '../toolstack/network.js';
 import { VirtualMachine } from '../toolstack/vm.js';
-import type { ExecutorEvent, VmStats } from '../vmm/protocol.js';
+import type { VmStats } from '../vmm/protocol.js';
 import { buildServer } from './server.js';
 
 export interface DaemonOptions {
@@ -200,27 +200,11 @@ export class Daemon {
     await l?.close();
   }
 
-  private statsRequest = 0;
-
   /** Per-VM counters from every executor. */
   async stats(): Promise<{ id: number; executor: number; cpu_ns: number; exits: number; resident_kib: number; nets: VmStats['nets'] }[]> {
-    const requestId = ++this.statsRequest;
-    const answers = this.fleet.processes().map((ex) => new Promise<VmStats[]>((resolve) => {
-      const timer = setTimeout(() => done([]), 2000);
-      const onEvent = (ev: ExecutorEvent): void => {
-        if (ev.ev === 'stats' && ev.requestId === requestId) done(ev.vms);
-      };
-      const done = (vms: VmStats[]): void => {
-        clearTimeout(timer);
-        ex.off('event', onEvent);
-        resolve(vms);
-      };
-      ex.on('event', onEvent);
-      ex.send({ op: 'stats', requestId });
-    }).then((vms) => vms.map((s) => ({
-      id: s.vmId, executor: ex.id, cpu_ns: s.cpuNs, exits: s.exits, resident_kib: Math.round(s.residentKiB), nets: s.nets,
-    }))));
-    return (await Promise.all(answers)).flat();
+    return (await this.host.stats()).map((s) => ({
+      id: s.vmId, executor: s.executor, cpu_ns: s.cpuNs, exits: s.exits, resident_kib: Math.round(s.residentKiB), nets: s.nets,
+    }));
   }
 
   /**

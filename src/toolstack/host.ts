@@ -11,7 +11,7 @@ import type { DeviceEntry } from '../vmm/device-page.js';
 import { validateDevicePage } from '../vmm/device-page.js';
 import { ExecutorThread } from '../vmm/executor-thread.js';
 import { MAX_MEMORY, MIN_MEMORY } from '../vmm/layout.js';
-import type { CreateRequest, ExecutorEvent, SerializedError } from '../vmm/protocol.js';
+import type { CreateRequest, ExecutorEvent, SerializedError, VmStats } from '../vmm/protocol.js';
 import type { ExecutorLink } from './executor-link.js';
 import { decodeSnapshot, readSnapshotHeader, type Snapshot, type SnapshotHeader } from '../vmm/snapshot.js';
 import { resolveImage } from './images.js';
@@ -390,6 +390,27 @@ export class Host extends EventEmitter<HostEvents> {
     if (typeof idOrName === 'number') return byId(idOrName);
     if (/^\d+$/.test(idOrName)) return byId(Number(idOrName)) ?? this.byName.get(idOrName);
     return this.byName.get(idOrName);
+  }
+
+  private statsRequest = 0;
+
+  /** Per-VM counters (CPU time, exits, resident memory, network frames) from every executor. */
+  async stats(): Promise<(VmStats & { executor: number })[]> {
+    const requestId = ++this.statsRequest;
+    const answers = [...this.placement.executors()].map((ex) => new Promise<(VmStats & { executor: number })[]>((resolve) => {
+      const timer = setTimeout(() => done([]), 2000);
+      const onEvent = (ev: ExecutorEvent): void => {
+        if (ev.ev === 'stats' && ev.requestId === requestId) done(ev.vms.map((v) => ({ ...v, executor: ex.id })));
+      };
+      const done = (vms: (VmStats & { executor: number })[]): void => {
+        clearTimeout(timer);
+        ex.off('event', onEvent);
+        resolve(vms);
+      };
+      ex.on('event', onEvent);
+      ex.send({ op: 'stats', requestId });
+    }));
+    return (await Promise.all(answers)).flat();
   }
 
   /** Keeps `count` prepared shells of this memory size on every executor thread. */

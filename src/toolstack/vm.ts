@@ -57,6 +57,8 @@ export class VirtualMachine extends EventEmitter<VirtualMachineEvents> {
   timings: Timings | undefined;
   exitCount = 0;
   instructions: number | undefined;
+  /** Its network devices' frame counters, as they were when it ended. */
+  netCounters: NonNullable<Extract<ExecutorEvent, { ev: 'exit' }>['nets']> = [];
   /** Resolves with the monotonic ns of the first hypercall. */
   readonly booted: Promise<number>;
   /** Resolves when the VM has ended: it never runs again. */
@@ -256,6 +258,7 @@ export class VirtualMachine extends EventEmitter<VirtualMachineEvents> {
         this.state = 'exited';
         this.timings = ev.timings;
         this.exitCount = ev.exits;
+        this.netCounters = ev.nets ?? [];
         if (ev.instructions !== undefined) this.instructions = ev.instructions;
         if (ev.timings.bootNs) this.resolveBooted(ev.timings.bootNs);
         for (const done of this.pending.values()) done();

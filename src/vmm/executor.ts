@@ -710,6 +710,7 @@ export class Executor {
     this.port.send({
       ev: 'exit', vmId: e.vmId, exit, timings: e.timings, exits: e.machine.exitCount,
       instructions: e.countInstructions ? e.machine.instructionCount : undefined,
+      nets: e.machine.nets.flatMap((d) => (d ? [{ id: d.id, tap: d.tap.name, ...d.counters }] : [])),
     });
     if (this.dying.length > MAX_DYING) this.reapOne();
   }

@@ -110,7 +110,7 @@ export type ExecutorEvent =
   | { ev: 'booted'; vmId: number; bootNs: number; instructions?: number }
   | { ev: 'console'; vmId: number; data: Uint8Array }
   /** The guest ended: it never runs again. Its resources are freed soon after ('freed'). */
-  | { ev: 'exit'; vmId: number; exit: VmExit; timings: Timings; exits: number; instructions?: number }
+  | { ev: 'exit'; vmId: number; exit: VmExit; timings: Timings; exits: number; instructions?: number; nets?: VmStats['nets'] }
   /** Everything the VM held (KVM objects, memory) is given back. */
   | { ev: 'freed'; vmId: number; destroyNs: number; destroyedNs: number }
   | { ev: 'paused'; vmId: number; ok: boolean }
