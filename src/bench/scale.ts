@@ -12,15 +12,18 @@ import { ratio, summarize } from './stats.js';
 
 export interface ScaleOptions {
   vms: number;
+  /**
+   * Creation requests in flight at once (1: strictly one after another).
+   * VMs are still started in order, and each one's creation time is its
+   * own request's.
+   */
+  concurrency?: number;
   /** Prepared shells the daemon keeps (per memory size 4 MiB). */
   pool?: number;
   vmsPerExecutor?: number;
   /** Seconds over which idle CPU is measured. */
   idleSeconds?: number;
   onProgress?: (created: number, total: number) => void;
-  /** Called with the running count and the create samples so far, e.g. to sample peers at that density. */
-  atDensity?: (running: number) => Promise<void>;
-  densityEvery?: number;
 }
 
 export interface ScaleResult {
@@ -56,18 +59,30 @@ export async function benchScale(opts: ScaleOptions): Promise<ScaleResult> {
     const request = raw.prepare('POST', '/v1/vms', { image: 'daytime', cmdline: 'stay', wait: 'booted' });
     const createMs: number[] = [];
     let error: string | undefined;
+    const concurrency = opts.concurrency ?? 1;
+    // One connection per request in flight: HTTP/1.1 answers in order on each.
+    const lanes = [raw, ...Array.from({ length: concurrency - 1 }, () => new RawHttpClient(daemon.socket))];
+    let next = 0;
     const t0 = process.hrtime.bigint();
-    for (let i = 0; i < opts.vms; i++) {
-      let sent = 0n;
-      try {
-        await raw.send(request, (ns) => (sent = ns));
-      } catch (err) {
-        error = `VM ${i + 1}: ${(err as Error).message}`;
-        break;
+    await Promise.all(lanes.map(async (lane) => {
+      while (!error && next < opts.vms) {
+        const i = next++;
+        let sent = 0n;
+        try {
+          await lane.send(request, (ns) => (sent = ns));
+        } catch (err) {
+          error = `VM ${i + 1}: ${(err as Error).message}`;
+          return;
+        }
+        createMs[i] = Number(process.hrtime.bigint() - sent) / 1e6;
+        if ((i + 1) % 100 === 0) opts.onProgress?.(i + 1, opts.vms);
       }
-      createMs.push(Number(process.hrtime.bigint() - sent) / 1e6);
-      if ((i + 1) % 100 === 0) opts.onProgress?.(i + 1, opts.vms);
-      if (opts.atDensity && opts.densityEvery && (i + 1) % opts.densityEvery === 0) await opts.atDensity(i + 1);
+    }));
+    for (const lane of lanes.slice(1)) lane.close();
+    // After a failure, only the VMs created before it count.
+    if (error) {
+      const gap = createMs.findIndex((x) => x === undefined);
+      if (gap >= 0) createMs.length = gap;
     }
     const elapsedS = Number(process.hrtime.bigint() - t0) / 1e9;
     const reached = createMs.length;
@@ -83,6 +98,7 @@ export async function benchScale(opts: ScaleOptions): Promise<ScaleResult> {
       bench: 'scale',
       vms: reached,
       requested: opts.vms,
+      concurrency,
       ...(error ? { error } : {}),
       create_p50_first_ms: first.p50_ms,
       create_p50_last_ms: last.p50_ms,

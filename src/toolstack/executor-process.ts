@@ -64,7 +64,7 @@ export class ExecutorProcess extends EventEmitter<ExecutorLinkEvents> implements
     const socketPath = join(dir, `${id}.sock`);
     const log = openSync(join(dir, `${id}.log`), 'a', 0o600);
     // The main thread only starts the executor thread: keep its heap small.
-    const args = ['--max-semi-space-size=1', ...(fromSource ? ['--import', 'tsx'] : []), MAIN, '--socket', socketPath, '--id', String(id)];
+    const args = ['--max-semi-space-size=1', '--v8-pool-size=1', ...(fromSource ? ['--import', 'tsx'] : []), MAIN, '--socket', socketPath, '--id', String(id)];
     let child: ChildProcess;
     try {
       // Detached: its own session, so that it survives the daemon and its signals.

@@ -72,7 +72,14 @@ export const CONSOLE_HISTORY = 16 * 1024;
 
 /** How long a VM may hold the executor while others are runnable. */
 export const SLICE_NS = 10_000_000;
+/**
+ * Longest sleep: the thread returns to JavaScript now and then, so that a
+ * process exiting without stopping it waits at most this long for it. An
+ * executor process (which stops its thread itself) sleeps far longer:
+ * thousands of idle VMs over dozens of executors must cost no CPU.
+ */
 const MAX_SLEEP_NS = 1_000_000_000;
+const MAX_SLEEP_PROCESS_NS = 60_000_000_000;
 /** Background work waits until no request has come for this long. */
 const QUIET_NS = 2_000_000;
 /** Ended VMs waiting to be freed before the executor frees them at once. */
@@ -780,7 +787,8 @@ export class Executor {
     // Bounded, so that the thread returns to JavaScript now and then and
     // can be terminated even if its host vanished without a word.
     const now = monotonicNs();
-    let timeout = Math.min(top ? Math.max(0, top.deadlineNs - now) : MAX_SLEEP_NS, MAX_SLEEP_NS);
+    const cap = this.keepRecords ? MAX_SLEEP_PROCESS_NS : MAX_SLEEP_NS;
+    let timeout = Math.min(top ? Math.max(0, top.deadlineNs - now) : cap, cap);
     // Background work waits for the quiet period to end.
     if (this.hasBackgroundWork()) timeout = Math.min(timeout, Math.max(0, this.lastRequestNs + QUIET_NS - now));
     if (this.timerArmed) {

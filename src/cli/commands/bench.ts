@@ -64,16 +64,17 @@ export function registerBench(program: Command): void {
     .description('start VMs one after another through the daemon; flat creation time, memory and idle CPU per VM, vs crun')
     .option('--vms <n>', 'VMs to start', intOption('--vms', 10, 30000), 10000)
     .option('--pool <n>', 'prepared shells the daemon keeps', intOption('--pool', 0, 4096), 64)
+    .option('--concurrency <n>', 'creation requests in flight at once (1: strictly one after another)', intOption('--concurrency', 1, 64), 1)
     .option('--vms-per-executor <n>', 'VMs per executor process', intOption('--vms-per-executor', 1, 5000))
     .option('--idle-seconds <s>', 'seconds over which idle CPU is measured', intOption('--idle-seconds', 1, 600), 10)
     .option('--samples', 'include every creation time in the output')
     .option('--json', 'print one JSON object')
-    .action(async (opts: { vms: number; pool: number; vmsPerExecutor?: number; idleSeconds: number; samples?: boolean; json?: boolean }) => {
+    .action(async (opts: { vms: number; pool: number; concurrency: number; vmsPerExecutor?: number; idleSeconds: number; samples?: boolean; json?: boolean }) => {
       const bar = process.stderr.isTTY ? new Bar({ format: 'starting VMs [{bar}] {value}/{total} {eta_formatted}' }, Presets.shades_classic) : undefined;
       bar?.start(opts.vms, 0);
       try {
         const result = await benchScale({
-          vms: opts.vms, pool: opts.pool, vmsPerExecutor: opts.vmsPerExecutor, idleSeconds: opts.idleSeconds,
+          vms: opts.vms, pool: opts.pool, concurrency: opts.concurrency, vmsPerExecutor: opts.vmsPerExecutor, idleSeconds: opts.idleSeconds,
           onProgress: (done) => bar?.update(done),
         });
         bar?.stop();
