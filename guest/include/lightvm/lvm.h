@@ -49,6 +49,28 @@ uint64_t lvm_poll(uint64_t timeout_ns);
 /* Stop the VM with this exit status. */
 __attribute__((noreturn)) void lvm_halt(int status);
 
+/*
+ * Network devices (lib/net.c). The guest uses the first NOXS_DEV_NET entry of
+ * the device page; `dev` below is its id (its bit in lvm_poll's ready set).
+ * Without a device page (PVH/QEMU) there is no device: lvm_net_device()
+ * returns NULL and the calls return -1.
+ */
+const struct noxs_device *lvm_net_device(void);
+/* Send one Ethernet frame (no FCS): one NET_WRITE. 0 sent, -1 dropped. */
+int lvm_net_write(unsigned dev, const void *buf, size_t len);
+/* Receive one frame into buf (cap bytes): one NET_READ. 0 and *len set,
+ * or -1 if no frame waits (a frame longer than cap is dropped by the host). */
+int lvm_net_read(unsigned dev, void *buf, size_t cap, size_t *len);
+
+/*
+ * The command line as blank-separated words, some of them key=value
+ * (lib/cmdline.c). lvm_cmdline_get returns the value of the first word
+ * "key=..." (not NUL-terminated: *len is its length), or NULL.
+ * lvm_cmdline_has is nonzero if the bare word appears.
+ */
+const char *lvm_cmdline_get(const char *key, size_t *len);
+int lvm_cmdline_has(const char *word);
+
 /* Parse an optionally signed decimal number, surrounding blanks allowed.
  * Returns 0 and stores it in *out, or -1 if s is not such a number. */
 int lvm_parse_long(const char *s, long *out);
