@@ -137,10 +137,8 @@ export class Daemon {
       for (const a of vms) {
         const vm = new VirtualMachine(link, a.config);
         vm.adoptState(a);
-        if (a.state === 'exited') {
-          link.forget(a.config.vmId);
-          continue;
-        }
+        // An ended VM stays on record (exit, console) like any other.
+        if (a.state === 'exited') link.forget(a.config.vmId);
         host.adopt(link, vm);
       }
       log.info({ executor: link.id, pid: link.pid, vms: vms.length }, 're-adopted executor');

@@ -199,7 +199,11 @@ export const destroyVm = {
 export function vmAction(op: 'pause' | 'unpause') {
   return {
     tags, summary: op === 'pause' ? 'pause a VM: its vCPU stops at once' : 'unpause a VM',
-    params: idParams, response: { 200: vmReply, 404: error, 409: error },
+    params: idParams,
+    ...(op === 'unpause' ? {
+      querystring: { type: 'object', properties: { force: { type: 'boolean', description: 'also a VM held by an interrupted live migration' } } },
+    } : {}),
+    response: { 200: vmReply, 404: error, 409: error },
   } as const;
 }
 

@@ -128,11 +128,14 @@ export async function buildServer(daemon: Daemon): Promise<FastifyInstance> {
   });
 
   for (const op of ['pause', 'unpause'] as const) {
-    app.post<{ Params: S.IdParams }>(`/v1/vms/:id/${op}`, { schema: S.withErrors(S.vmAction(op)) }, async (req) => {
+    app.post<{ Params: S.IdParams; Querystring: { force?: boolean } }>(`/v1/vms/:id/${op}`, { schema: S.withErrors(S.vmAction(op)) }, async (req) => {
       const vm = find(req.params.id);
       const want = op === 'pause' ? 'running' : 'paused';
       if (vm.state !== want) throw new ApiError(409, 'conflict', `VM ${vm.name} is ${vm.state}, not ${want}`, 'state');
-      await (op === 'pause' ? vm.pause() : vm.unpause());
+      if (op === 'unpause' && vm.migrationHold && !req.query.force) {
+        throw new ApiError(409, 'migration-hold', `VM ${vm.name} was paused by a live migration whose end this daemon did not see: it may run at the destination (unpause?force=true runs it here anyway)`, 'state');
+      }
+      await (op === 'pause' ? vm.pause() : vm.unpause({ force: true }));
       return { vm: vmView(vm) };
     });
   }

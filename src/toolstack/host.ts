@@ -369,10 +369,14 @@ export class Host extends EventEmitter<HostEvents> {
 
   /** Takes in a VM that already runs on an executor (daemon restart). */
   adopt(executor: ExecutorLink, vm: VirtualMachine): void {
-    this.vms.set(vm.id, vm);
     this.byName.set(vm.name, vm);
     this.nextId = Math.max(this.nextId, vm.id + 1);
-    if (vm.state !== 'exited') this.place(executor, +1);
+    if (vm.state === 'exited') {
+      this.forget(vm);
+      return;
+    }
+    this.vms.set(vm.id, vm);
+    this.place(executor, +1);
   }
 
   /** Live VMs, then the ended ones still on record. */

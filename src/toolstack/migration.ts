@@ -18,6 +18,16 @@ const SMALL_ROUND = 32;
 /** ...or after this many rounds. */
 const MAX_ROUNDS = 8;
 const PAGE = 4096;
+/** A step the executor does not finish in this long calls the migration off. */
+const STEP_TIMEOUT_MS = 30_000;
+
+function withTimeout<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const late = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new MigrationError(`${what} took more than ${ms} ms`)), ms);
+  });
+  return Promise.race([p, late]).finally(() => clearTimeout(timer));
+}
 
 type Message =
   | { type: 'hello'; version: number; token: string; name: string; memory: number }
@@ -147,7 +157,7 @@ export async function migrateOut(vm: VirtualMachine, to: string, token: string):
     if (ready.type === 'error') throw new MigrationError(`${to} refused: ${ready.message}`);
     if (ready.type !== 'ready') throw new MigrationError(`${to} answered ${ready.type}, not ready`);
     for (let round = 0; round <= MAX_ROUNDS; round++) {
-      const r = await vm.copyPages(round);
+      const r = await withTimeout(vm.copyPages(round), STEP_TIMEOUT_MS, `copying pages (round ${round})`);
       ch.send({ type: 'pages', data: r.data });
       bytes += r.data.length;
       pages += r.count;
@@ -156,7 +166,7 @@ export async function migrateOut(vm: VirtualMachine, to: string, token: string):
     }
     const tPause = process.hrtime.bigint();
     paused = true;
-    const final = await vm.saveFinal();
+    const final = await withTimeout(vm.saveFinal(), STEP_TIMEOUT_MS, 'the last copy');
     ch.send({ type: 'final', data: final.data! });
     bytes += final.bytes;
     pages += final.pages;

@@ -52,6 +52,12 @@ export class VirtualMachine extends EventEmitter<VirtualMachineEvents> {
   state: VmState = 'running';
   /** How it ended, once it has. */
   exitInfo: VmExit | undefined;
+  /**
+   * Paused by the last step of a live migration whose outcome this daemon
+   * never heard (it was restarted meanwhile): the VM may already run at the
+   * destination, so it is not unpaused unless asked to with force.
+   */
+  migrationHold = false;
   /** Whether it started from a prepared shell. */
   warm = false;
   timings: Timings | undefined;
@@ -172,8 +178,12 @@ export class VirtualMachine extends EventEmitter<VirtualMachineEvents> {
     if (this.state === 'running') this.state = 'paused';
   }
 
-  async unpause(): Promise<void> {
+  async unpause(options: { force?: boolean } = {}): Promise<void> {
     if (this.state !== 'paused') throw new Error(`VM ${this.name} is ${this.state}, not paused`);
+    if (this.migrationHold && !options.force) {
+      throw new Error(`VM ${this.name} was paused by a live migration that may have completed: it may run at the destination (unpause with force to run it here anyway)`);
+    }
+    this.migrationHold = false;
     await this.request('unpause');
     if (this.state === 'paused') this.state = 'running';
   }
@@ -192,6 +202,7 @@ export class VirtualMachine extends EventEmitter<VirtualMachineEvents> {
     this.timings = a.timings;
     if (a.timings?.bootNs) this.resolveBooted(a.timings.bootNs);
     if (a.state === 'paused') this.state = 'paused';
+    this.migrationHold = a.migrationPaused === true;
     if (a.state === 'exited' && a.exit && a.timings) {
       this.handle({ ev: 'exit', vmId: this.id, exit: a.exit, timings: a.timings, exits: 0 });
       // Whether or not its executor has freed it yet, it no longer counts here.

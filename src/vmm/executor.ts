@@ -21,7 +21,7 @@ import {
   CONTROL_IN_GUEST, CONTROL_PENDING, KICK_SIGNAL, serializeError,
   type AdoptedVm, type CreateRequest, type ProcessEvent, type ProcessRequest, type RestoreRequest, type Timings,
 } from './protocol.js';
-import { decodeSnapshot, encodeSnapshot, type Snapshot } from './snapshot.js';
+import { decodeSnapshot, encodeSnapshot, SnapshotError, type Snapshot } from './snapshot.js';
 
 const PAGE_BYTES = 4096;
 
@@ -387,12 +387,16 @@ export class Executor {
     let snapshot: Snapshot;
     try {
       if (this.vms.has(config.vmId)) throw new Error(`VM id ${config.vmId} already exists on this executor`);
+      // The whole file is checked (checksum first) before a shell is taken for it.
+      snapshot = req.snapshot ?? decodeSnapshot(req.file ?? '', readFileSync(req.file ?? ''));
+      if (snapshot.header.vm.memory !== config.memory) {
+        throw new SnapshotError(req.file ?? 'snapshot', 'header.vm.memory', 'changed since it was first read');
+      }
       machine = config.warm ? this.supply?.take(config.memory) : undefined;
       warm = machine !== undefined;
       this.poolChanged ||= warm;
       machine ??= new Machine(this.kvm, config.memory);
       timings.shellNs = monotonicNs();
-      snapshot = req.snapshot ?? decodeSnapshot(req.file ?? '', readFileSync(req.file ?? ''));
       machine.restore(snapshot, { vmId: config.vmId, name: config.name, cmdline: config.cmdline, devices: config.devices });
       this.attachNets(machine, config, timings);
       timings.loadedNs = timings.bootNs = monotonicNs();
@@ -762,7 +766,7 @@ export class Executor {
 
   private record(e: Entry): AdoptedVm {
     return {
-      config: e.config, state: e.paused ? 'paused' : 'running', warm: e.warm, timings: e.timings,
+      config: e.config, state: e.paused ? 'paused' : 'running', migrationPaused: e.migrationPaused, warm: e.warm, timings: e.timings,
       exit: undefined, console: e.console,
     };
   }

@@ -149,6 +149,8 @@ export function serializeError(err: unknown): SerializedError {
 export interface AdoptedVm {
   config: CreateRequest;
   state: 'running' | 'paused' | 'exited';
+  /** Paused by a live migration's last step: it may already run at the destination. */
+  migrationPaused?: boolean;
   warm: boolean;
   timings: Timings | undefined;
   exit: VmExit | undefined;

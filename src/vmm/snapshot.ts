@@ -121,14 +121,46 @@ export async function readSnapshotHeader(file: string): Promise<SnapshotHeader> 
     if (len > 1 << 20) fail('header', `header length ${len} is implausible`);
     const head = Buffer.alloc(len);
     if ((await fh.read(head, 0, len, 16)).bytesRead < len) fail('header', 'the file ends inside the header: it is truncated');
+    let header: unknown;
     try {
-      return JSON.parse(head.toString('utf8')) as SnapshotHeader;
+      header = JSON.parse(head.toString('utf8'));
     } catch (err) {
       return fail('header', `not valid JSON: ${(err as Error).message}`);
     }
+    return checkHeader(file, header);
   } finally {
     await fh.close();
   }
+}
+
+/**
+ * The header's shape, checked before anything is placed from it: a damaged
+ * header is refused here (the checksum, which covers it too, is checked
+ * when the whole file is read).
+ */
+export function checkHeader(file: string, h: unknown): SnapshotHeader {
+  const fail = (field: string, message: string): never => {
+    throw new SnapshotError(file, field, `${message}: the file is damaged or not from this LightVM`);
+  };
+  const o = h as Partial<SnapshotHeader> | null;
+  if (typeof o !== 'object' || o === null) return fail('header', 'not an object');
+  const vm = o.vm;
+  if (typeof vm !== 'object' || vm === null) return fail('header.vm', 'missing');
+  if (!Number.isSafeInteger(vm.id) || vm.id < 1) fail('header.vm.id', `${String(vm.id)} is not a VM id`);
+  if (typeof vm.name !== 'string' || vm.name.length === 0 || vm.name.length > 63) fail('header.vm.name', 'missing or not a name');
+  if (!Number.isSafeInteger(vm.memory) || vm.memory <= 0 || vm.memory % 1048576 !== 0) fail('header.vm.memory', `${String(vm.memory)} is not a whole number of MiB`);
+  if (typeof vm.cmdline !== 'string') fail('header.vm.cmdline', 'missing');
+  if (!Array.isArray(vm.devices)) fail('header.vm.devices', 'missing');
+  if (typeof o.image !== 'object' || o.image === null || typeof o.image.path !== 'string') fail('header.image', 'missing');
+  if (!Array.isArray(o.msrs) || o.msrs.some((m) => !Array.isArray(m) || typeof m[0] !== 'number' || typeof m[1] !== 'string' || !/^0x[0-9a-f]+$/.test(m[1]))) {
+    fail('header.msrs', 'missing or malformed');
+  }
+  const p = o.parked;
+  if (p !== null && (typeof p !== 'object' || !Number.isSafeInteger(p.arg) || typeof p.remainingNs !== 'number' || p.remainingNs < 0)) {
+    fail('header.parked', 'malformed');
+  }
+  if (typeof o.paused !== 'boolean') fail('header.paused', 'missing');
+  return o as SnapshotHeader;
 }
 
 const SIZES: Record<number, number> = { [SECTION.regs]: 144, [SECTION.sregs]: 312, [SECTION.xsave]: 4096, [SECTION.events]: 64, [SECTION.devicePage]: PAGE };
@@ -149,14 +181,14 @@ export function decodeSnapshot(file: string, buf: Uint8Array): Snapshot {
   if (!sum.equals(b.subarray(endAt + 8))) fail('checksum', 'SHA-256 does not match: the file is damaged');
   const headLen = b.readUInt32LE(12);
   if (16 + headLen > endAt) fail('header', `header length ${headLen} runs past the end of the file`);
-  let header: SnapshotHeader;
+  let parsed: unknown;
   try {
-    header = JSON.parse(b.toString('utf8', 16, 16 + headLen)) as SnapshotHeader;
+    parsed = JSON.parse(b.toString('utf8', 16, 16 + headLen));
   } catch (err) {
     return fail('header', `not valid JSON: ${(err as Error).message}`);
   }
-  const memory = header.vm?.memory;
-  if (!Number.isSafeInteger(memory) || memory <= 0 || memory % PAGE !== 0) fail('header.vm.memory', `${String(memory)} is not a memory size`);
+  const header = checkHeader(file, parsed);
+  const memory = header.vm.memory;
   const sections = new Map<number, Buffer>();
   let o = 16 + headLen;
   while (o < endAt) {
