@@ -20,8 +20,9 @@ export async function startDaemon(args: string[] = []): Promise<BenchDaemon> {
   const socket = join(runtimeDir, 'lightvmd.sock');
   const fromSource = import.meta.url.endsWith('.ts');
   const cli = join(PACKAGE_ROOT, fromSource ? 'src/cli/main.ts' : 'dist/cli/main.js');
+  // A benchmark's VMs are not worth keeping: they end with the daemon.
   const child = spawn(process.execPath, [...(fromSource ? ['--import', 'tsx'] : []), cli, 'daemon', '--runtime-dir', runtimeDir,
-    '--log-level', 'warn', ...args], { stdio: ['ignore', 'ignore', 'inherit'], cwd: PACKAGE_ROOT });
+    '--log-level', 'warn', '--destroy-on-stop', ...args], { stdio: ['ignore', 'ignore', 'inherit'], cwd: PACKAGE_ROOT });
   const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
   // Whatever happens to the benchmark, its daemon (and the daemon's executors) go with it.
   const reap = (): void => void child.kill('SIGTERM');

@@ -76,8 +76,12 @@ export function savedDir(runtimeDir: string): string {
 async function saveAll(host: Host, runtimeDir: string, log: Logger): Promise<void> {
   const dir = savedDir(runtimeDir);
   mkdirSync(dir, { recursive: true, mode: 0o700 });
-  const live = host.list().filter((vm) => vm.state !== 'exited');
-  const results = await Promise.allSettled(live.map((vm) => vm.save(join(dir, `${vm.id}.snap`))));
+  const live = host.list().filter((vm) => vm.state !== 'exited' && vm.state !== 'armed');
+  // A save that never answers (an executor stuck in the kernel) must not keep the daemon from stopping.
+  const results = await Promise.allSettled(live.map((vm) => Promise.race([
+    vm.save(join(dir, `${vm.id}.snap`)),
+    new Promise<never>((_, reject) => setTimeout(() => reject(new Error('no answer within 60 s')), 60_000).unref()),
+  ])));
   results.forEach((r, i) => {
     const vm = live[i]!;
     if (r.status === 'fulfilled') log.info({ vm: vm.id, name: vm.name, bytes: r.value.bytes }, 'vm saved for the next daemon');

@@ -76,10 +76,16 @@ export class ExecutorProcess extends EventEmitter<ExecutorLinkEvents> implements
       child.once('exit', (code, signal) => resolve(signal ? `killed by ${signal}` : `exited with code ${code}`));
     });
     await new Promise<void>((resolve, reject) => {
+      // An executor that never gets ready is killed, not waited for forever.
+      const timer = setTimeout(() => {
+        child.kill('SIGKILL');
+      }, 30_000);
+      child.once('exit', () => clearTimeout(timer));
       let out = '';
       const onData = (b: Buffer): void => {
         out += b.toString();
         if (out.includes('ready\n')) {
+          clearTimeout(timer);
           cleanup();
           resolve();
         }

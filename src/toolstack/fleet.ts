@@ -196,6 +196,10 @@ export class ExecutorFleet implements Placement {
 
   private housekeeping(): void {
     const now = Date.now();
+    // The pool follows the executor being filled, also when no create came to move it.
+    const active = this.active();
+    if (active) this.movePool(active);
+    this.keepSpare();
     const live = this.processes();
     let empty = live.filter((ex) => ex.load === 0);
     for (const ex of live) if (ex.load > 0) this.idleSince.delete(ex.id);
