@@ -5,7 +5,7 @@
 import { availableParallelism, release } from 'node:os';
 import { crunAvailable, crunRun, prepareBundle } from './crun.js';
 import { startDaemon, waitForPool } from './daemon-peer.js';
-import { busyPercentOfOneCore, memAvailableKiB } from './host-stats.js';
+import { idleBreakdown, memAvailableKiB } from './host-stats.js';
 import { RawHttpClient } from './http-client.js';
 import { forkExec } from './peers.js';
 import { ratio, summarize } from './stats.js';
@@ -90,8 +90,8 @@ export async function benchScale(opts: ScaleOptions): Promise<ScaleResult> {
     await waitForPool(daemon.client, 4, pool, 120_000).catch(() => {});
     await new Promise((r) => setTimeout(r, 2000));
     const memAfter = memAvailableKiB();
-    const idleCpu = await busyPercentOfOneCore((opts.idleSeconds ?? 10) * 1000);
-    const host = await daemon.client.request<{ vms: number; executors: unknown[]; daemon_rss_kib: number }>('GET', '/v1/host');
+    const host = await daemon.client.request<{ vms: number; executors: { pid: number }[]; daemon_rss_kib: number }>('GET', '/v1/host');
+    const idle = await idleBreakdown((opts.idleSeconds ?? 10) * 1000, [daemon.process.pid!, ...host.executors.map((e) => e.pid)]);
     const first = summarize(createMs.slice(0, WINDOW));
     const last = summarize(createMs.slice(-WINDOW));
     const result: ScaleResult = {
@@ -108,7 +108,9 @@ export async function benchScale(opts: ScaleOptions): Promise<ScaleResult> {
       rate_vms_per_s: Math.round(reached / elapsedS),
       host_mem_per_vm_kib: reached ? Math.round((memBefore - memAfter) / reached) : null,
       host_mem_daemon_and_pool_kib: memBeforeDaemon - memBefore,
-      idle_cpu_pct: idleCpu,
+      idle_cpu_pct: idle.host,
+      idle_cpu_lightvm_pct: idle.lightvm,
+      idle_cpu_kdamond_pct: idle.kdamond,
       executors: host.executors.length,
       running_vms: host.vms,
       crun_p50_ms: crun?.p50_ms ?? null,
