@@ -11,7 +11,7 @@ import type { DeviceEntry } from '../vmm/device-page.js';
 import { validateDevicePage } from '../vmm/device-page.js';
 import { ExecutorThread } from '../vmm/executor-thread.js';
 import { MAX_MEMORY, MIN_MEMORY } from '../vmm/layout.js';
-import type { CreateRequest, ExecutorEvent, SerializedError, VmStats } from '../vmm/protocol.js';
+import type { CreateRequest, ExecutorEvent, ExecutorRequest, SerializedError, VmStats } from '../vmm/protocol.js';
 import type { ExecutorLink } from './executor-link.js';
 import { decodeSnapshot, readSnapshotHeader, type Snapshot, type SnapshotHeader } from '../vmm/snapshot.js';
 import { resolveImage } from './images.js';
@@ -225,15 +225,23 @@ export class Host extends EventEmitter<HostEvents> {
       countInstructions: options.countInstructions,
       trace: options.trace ? { ...options.trace } : undefined,
     };
-    // Reserve the name before the first await so that concurrent creates see it.
-    const executor = await this.reserve(name, () => this.placement.pick(config.memory));
+    return this.launch(config, config);
+  }
+
+  /**
+   * Places a VM on an executor and sends it the request that starts it;
+   * resolves when the executor says it runs. The name is reserved before
+   * the first await, so that concurrent creates see it.
+   */
+  private async launch(config: CreateRequest, request: ExecutorRequest): Promise<VirtualMachine> {
+    const executor = await this.reserve(config.name, () => this.placement.pick(config.memory));
     const vm = new VirtualMachine(executor, config);
     return new Promise((resolve, reject) => {
-      this.creating.set(id, { vm, resolve, reject });
-      this.vms.set(id, vm);
-      this.byName.set(name, vm);
+      this.creating.set(config.vmId, { vm, resolve, reject });
+      this.vms.set(config.vmId, vm);
+      this.byName.set(config.name, vm);
       if (config.trace) config.trace.sentNs = Number(process.hrtime.bigint());
-      executor.send(config);
+      executor.send(request);
     });
   }
 
@@ -273,14 +281,7 @@ export class Host extends EventEmitter<HostEvents> {
       op: 'create', vmId: id, name, image: header.image.path, memory: h.memory,
       cmdline: h.cmdline, devices: h.devices, warm: options.warm ?? true,
     };
-    const executor = await this.reserve(name, () => this.placement.pick(config.memory));
-    const vm = new VirtualMachine(executor, config);
-    return new Promise((resolve, reject) => {
-      this.creating.set(id, { vm, resolve, reject });
-      this.vms.set(id, vm);
-      this.byName.set(name, vm);
-      executor.send({ op: 'restore', config, snapshot, file: snapshot ? undefined : options.file });
-    });
+    return this.launch(config, { op: 'restore', config, snapshot, file: snapshot ? undefined : options.file });
   }
 
   private nextServiceId = 1;

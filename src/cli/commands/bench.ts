@@ -1,42 +1,62 @@
+// `lightvm bench ...`: each benchmark prints one JSON object, with ratios
+// against peers measured in the same run.
+import { spawnSync } from 'node:child_process';
+import { Bar, Presets } from 'cli-progress';
 import type { Command } from 'commander';
 import { benchBoot, warmSampler } from '../../bench/boot.js';
-import { benchSnapshot } from '../../bench/snapshot.js';
-import { benchScale } from '../../bench/scale.js';
-import { benchNet } from '../../bench/net.js';
-import { spawnSync } from 'node:child_process';
-import { Rtnetlink } from '../../sys/netlink.js';
 import { benchFigures } from '../../bench/figures-run.js';
-import { Bar, Presets } from 'cli-progress';
+import { benchNet } from '../../bench/net.js';
+import { benchScale } from '../../bench/scale.js';
+import { benchSnapshot } from '../../bench/snapshot.js';
+import { Rtnetlink } from '../../sys/netlink.js';
 import { fail, intOption } from '../output.js';
 
-function progress(json: boolean) {
-  return (done: number, total: number): void => {
-    if (!json && process.stderr.isTTY) process.stderr.write(`\r${done}/${total}`);
+type Progress = (done: number, total: number, phase?: string) => void;
+
+/**
+ * Runs a benchmark with a progress bar on a terminal (none with --json or
+ * when stderr is not one), then prints its result.
+ */
+async function report(json: boolean | undefined, label: string, work: (progress: Progress) => Promise<unknown>): Promise<void> {
+  const bar = !json && process.stderr.isTTY
+    ? new Bar({ format: `{phase} [{bar}] {value}/{total} {eta_formatted}` }, Presets.shades_classic)
+    : undefined;
+  let started = false;
+  const progress: Progress = (done, total, phase = label) => {
+    if (!bar) return;
+    if (!started) {
+      bar.start(total, done, { phase });
+      started = true;
+    }
+    bar.setTotal(total);
+    bar.update(done, { phase });
   };
+  try {
+    const result = await work(progress);
+    bar?.stop();
+    process.stdout.write(`${JSON.stringify(result, null, json ? undefined : 2)}\n`);
+  } catch (err) {
+    bar?.stop();
+    fail(err);
+  }
 }
 
 export function registerBench(program: Command): void {
   const bench = program.command('bench').description('benchmarks that print ratios against peers measured in the same run');
+
   bench
     .command('boot')
     .description('boot time of the noop guest against the KVM floor, fork+exec and QEMU')
     .option('--runs <n>', 'samples per measurement', intOption('--runs', 10, 100000), 200)
     .option('--json', 'print one JSON object')
-    .action(async (opts: { runs: number; json?: boolean }) => {
+    .action((opts: { runs: number; json?: boolean }) => report(opts.json, 'booting', async (progress) => {
+      const warm = await warmSampler();
       try {
-        const warm = await warmSampler();
-        let result;
-        try {
-          result = await benchBoot({ runs: opts.runs, onProgress: progress(opts.json === true) }, { lightvm_warm: warm.sampler });
-        } finally {
-          await warm.stop();
-        }
-        if (!opts.json && process.stderr.isTTY) process.stderr.write('\n');
-        process.stdout.write(`${JSON.stringify(result, null, opts.json ? undefined : 2)}\n`);
-      } catch (err) {
-        fail(err);
+        return await benchBoot({ runs: opts.runs, onProgress: progress }, { lightvm_warm: warm.sampler });
+      } finally {
+        await warm.stop();
       }
-    });
+    }));
 
   bench
     .command('snapshot')
@@ -44,20 +64,8 @@ export function registerBench(program: Command): void {
     .option('--runs <n>', 'samples per measurement', intOption('--runs', 3, 10000), 20)
     .option('--loaded-vms <n>', 'VMs running for the loaded measurements (0: skip)', intOption('--loaded-vms', 0, 20000), 1000)
     .option('--json', 'print one JSON object')
-    .action(async (opts: { runs: number; loadedVms: number; json?: boolean }) => {
-      try {
-        const result = await benchSnapshot({
-          runs: opts.runs, loadedVms: opts.loadedVms,
-          onProgress: (phase, done, total) => {
-            if (!opts.json && process.stderr.isTTY) process.stderr.write(`\r${phase} ${done}/${total}   `);
-          },
-        });
-        if (!opts.json && process.stderr.isTTY) process.stderr.write('\n');
-        process.stdout.write(`${JSON.stringify(result, null, opts.json ? undefined : 2)}\n`);
-      } catch (err) {
-        fail(err);
-      }
-    });
+    .action((opts: { runs: number; loadedVms: number; json?: boolean }) => report(opts.json, 'snapshot', (progress) =>
+      benchSnapshot({ runs: opts.runs, loadedVms: opts.loadedVms, onProgress: (phase, done, total) => progress(done, total, phase) })));
 
   bench
     .command('scale')
@@ -69,23 +77,15 @@ export function registerBench(program: Command): void {
     .option('--idle-seconds <s>', 'seconds over which idle CPU is measured', intOption('--idle-seconds', 1, 600), 10)
     .option('--samples', 'include every creation time in the output')
     .option('--json', 'print one JSON object')
-    .action(async (opts: { vms: number; pool: number; concurrency: number; vmsPerExecutor?: number; idleSeconds: number; samples?: boolean; json?: boolean }) => {
-      const bar = process.stderr.isTTY ? new Bar({ format: 'starting VMs [{bar}] {value}/{total} {eta_formatted}' }, Presets.shades_classic) : undefined;
-      bar?.start(opts.vms, 0);
-      try {
-        const result = await benchScale({
+    .action((opts: { vms: number; pool: number; concurrency: number; vmsPerExecutor?: number; idleSeconds: number; samples?: boolean; json?: boolean }) =>
+      report(opts.json, 'starting VMs', async (progress) => {
+        const result: Record<string, unknown> = await benchScale({
           vms: opts.vms, pool: opts.pool, concurrency: opts.concurrency, vmsPerExecutor: opts.vmsPerExecutor, idleSeconds: opts.idleSeconds,
-          onProgress: (done) => bar?.update(done),
+          onProgress: (done, total) => progress(done, total),
         });
-        bar?.stop();
-        const out: Record<string, unknown> = { ...result };
-        if (!opts.samples) delete out.create_ms;
-        process.stdout.write(`${JSON.stringify(out, null, opts.json ? undefined : 2)}\n`);
-      } catch (err) {
-        bar?.stop();
-        fail(err);
-      }
-    });
+        if (!opts.samples) delete result.create_ms;
+        return result;
+      }));
 
   bench
     .command('figures')
@@ -94,31 +94,23 @@ export function registerBench(program: Command): void {
     .option('--step <n>', 'VMs started between two measurements', intOption('--step', 1, 30000), 500)
     .option('--samples <n>', 'creations per series per step', intOption('--samples', 3, 1000), 20)
     .option('--out <dir>', 'output directory (default bench/results)')
-    .action(async (opts: { vms: number; step: number; samples: number; out?: string }) => {
-      const bar = process.stderr.isTTY ? new Bar({ format: 'running VMs [{bar}] {value}/{total} {eta_formatted}' }, Presets.shades_classic) : undefined;
-      bar?.start(opts.vms, 0);
-      try {
-        const r = await benchFigures({
-          vms: opts.vms, step: opts.step, samples: opts.samples, outDir: opts.out,
-          onProgress: (running, total) => {
-            if (bar) bar.update(running);
-            else process.stderr.write(`${running}/${total} VMs running\n`);
-          },
-        });
-        bar?.stop();
-        process.stdout.write(`${JSON.stringify({ bench: 'figures', files: [...r.files, r.json], creation_points: r.data.creation.length, memory: r.data.memory })}\n`);
-      } catch (err) {
-        bar?.stop();
-        fail(err);
-      }
-    });
+    .action((opts: { vms: number; step: number; samples: number; out?: string }) => report(true, 'running VMs', async (progress) => {
+      const r = await benchFigures({
+        vms: opts.vms, step: opts.step, samples: opts.samples, outDir: opts.out,
+        onProgress: (running, total) => {
+          progress(running, total);
+          if (!process.stderr.isTTY) process.stderr.write(`${running}/${total} VMs running\n`);
+        },
+      });
+      return { bench: 'figures', files: [...r.files, r.json], creation_points: r.data.creation.length, memory: r.data.memory };
+    }));
 
   bench
     .command('net')
     .description('vif set-up, daytime first byte (running and just-in-time), ping, vs a crun container\'s veth set-up; in a private network namespace')
     .option('--runs <n>', 'samples per measurement', intOption('--runs', 3, 10000), 30)
     .option('--json', 'print one JSON object')
-    .action(async (opts: { runs: number; json?: boolean }) => {
+    .action((opts: { runs: number; json?: boolean }) => {
       // Run in a network namespace of our own: bridges and taps never touch the host's network.
       if (process.env.LIGHTVM_BENCH_NETNS !== '1') {
         const r = spawnSync('unshare', ['-n', '--', process.execPath, ...process.execArgv, ...process.argv.slice(1)], {
@@ -127,20 +119,11 @@ export function registerBench(program: Command): void {
         if (r.error) fail(new Error(`bench net needs unshare (util-linux) and root: ${r.error.message}`));
         process.exit(r.status ?? 1);
       }
-      try {
+      return report(opts.json, 'net', async (progress) => {
         const nl = new Rtnetlink();
         nl.setUp(1); // lo
         nl.close();
-        const result = await benchNet({
-          runs: opts.runs,
-          onProgress: (phase, done, total) => {
-            if (!opts.json && process.stderr.isTTY) process.stderr.write(`\r${phase} ${done}/${total}   `);
-          },
-        });
-        if (!opts.json && process.stderr.isTTY) process.stderr.write('\n');
-        process.stdout.write(`${JSON.stringify(result, null, opts.json ? undefined : 2)}\n`);
-      } catch (err) {
-        fail(err);
-      }
+        return benchNet({ runs: opts.runs, onProgress: (phase, done, total) => progress(done, total, phase) });
+      });
     });
 }
