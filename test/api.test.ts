@@ -152,10 +152,8 @@ void describe('the OpenAPI document', () => {
   });
 
   void it('VM operations: each documented status, with bodies matching the document', async () => {
-    // BUG (src/daemon/server.ts, Fastify({ ajv: { customOptions: { coerceTypes: false } } }) applies to querystrings too):
-    // DELETE /v1/vms/{id}?wait=false never answers the documented 202: the
-    // query "false" is a string and fails the boolean schema (400). See
-    // cli-daemon.test.ts for the fix.
+    // Querystrings are coerced: DELETE /v1/vms/{id}?wait=false answers the
+    // documented 202, not a 400 for the string "false".
     const CREATE = 'POST /v1/vms';
     let r = await call(CREATE, 'hello, wait exit', 'POST', '/v1/vms', { image: 'hello', name: 'doc-hello', wait: 'exit' });
     assert.equal(r.status, 201, r.text);
@@ -322,13 +320,8 @@ void describe('the OpenAPI document', () => {
   });
 
   void it('malformed requests to every route get a documented 4xx status and a JSON error naming the field', async () => {
-    // BUG (src/daemon/schemas.ts): routes with params, querystring or body
-    // schemas answer 400 (fastify validation) but document no 400: getVm,
-    // destroyVm, vmAction (pause, unpause), shutdownVm, consoleVm, stopDaemon. Every
-    // route that takes a body can also answer 413 and 415, documented only
-    // for POST /v1/vms (413) or not at all (415). Fix: add `400: error` to
-    // those schemas (and 413 to setPool and shutdownVm, 415 wherever a body
-    // is read, or map 415 to 400 in the error handler), then `npm run openapi`.
+    // Every route with params, a querystring or a body documents its 400, and
+    // every route that reads a body documents 413 and 415 too.
     const c = conf;
     const s = d.socket;
     const long = 'a'.repeat(65);
@@ -503,12 +496,8 @@ void describe('malformed create bodies', () => {
   });
 
   void it('a body that is not JSON: 400 naming the body', async () => {
-    // BUG (src/daemon/server.ts, error handler): a body that does not parse
-    // falls through to the generic 4xx branch, which answers field: null;
-    // every other malformed body names its field ("body" for a body that is
-    // not an object, or too large). Fix: for fastify's
-    // FST_ERR_CTP_INVALID_JSON_BODY / FST_ERR_CTP_EMPTY_JSON_BODY (and 415,
-    // FST_ERR_CTP_INVALID_MEDIA_TYPE: field "content-type") give a field.
+    // A body that does not parse names its field ("body"), like every other
+    // malformed body, rather than field: null.
     const start = await snapshot();
     const r = await request(d.socket, 'POST', '/v1/vms', { raw: '{"image": "hello"', headers: { 'content-type': 'application/json' } });
     assert.equal(r.status, 400, r.text);
@@ -575,14 +564,8 @@ void describe('100 concurrent creates', () => {
   });
 
   void it(`no executor holds more than --vms-per-executor (${BOUND}) VMs`, async () => {
-    // BUG (src/toolstack/fleet.ts, ExecutorFleet.pick): when no executor has
-    // room, every concurrent pick awaits the same startOne() promise and then
-    // takes the new executor with `ex.load++`, without checking the bound
-    // again: a burst of creates piles all of them onto one executor (here:
-    // 45 over a bound of 30, or all 75 on executor 1 when the burst
-    // comes before the first executor is up). Fix: loop in pick():
-    // `for (;;) { const ex = this.active(); if (ex) { ex.load++; ...; return ex; } await this.startOne(); }`
-    // so that a waiter that finds the new executor full starts another.
+    // Concurrent picks that wait for one new executor each check for room
+    // again: a burst of creates must not pile onto one executor past the bound.
     const h = await d.host();
     const over = h.executors.filter((e) => e.vms > BOUND);
     assert.deepEqual(over, [], `executors over the bound: ${JSON.stringify(h.executors)}`);

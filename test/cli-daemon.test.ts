@@ -116,14 +116,8 @@ void describe('the CLI against a real daemon', () => {
   });
 
   void it('console -f follows a counter until it ends after K lines, then exits 0', async () => {
-    // BUG (src/daemon/server.ts, Fastify({ ajv: ... })): the API's ajv runs with coerceTypes:
-    // false for every part of the request, querystrings included, so
-    // "?follow=true" is the string "true" and fails the boolean schema:
-    // every `lightvm console -f` answers "lightvm: follow: must be boolean"
-    // (and DELETE ?wait=false, see api.test.ts). Fix: keep coercion for
-    // querystring/params, e.g. app.setValidatorCompiler(({ schema, httpPart })
-    // => (httpPart === 'body' ? strictAjv : coercingAjv).compile(schema)),
-    // or declare the query flags as strings "true"/"false".
+    // Querystrings are coerced (only bodies are strict): ?follow=true is the
+    // boolean true, so `console -f` follows instead of "follow: must be boolean".
     const cfg = file('k40.json', JSON.stringify({ name: 'k40', kernel: 'counter', cmdline: '40' }));
     const c = await cli('create', cfg);
     assert.equal(c.code, 0, c.stderr);

@@ -139,14 +139,8 @@ void describe('lightvm daemon stop', () => {
   });
 
   void it('SIGTERM while the daemon is starting an executor: no executor is left behind', async () => {
-    // BUG (src/toolstack/fleet.ts, ExecutorFleet.close): close() stops the
-    // executors in `links` but not one still being spawned by startOne()
-    // (`this.starting`); that one finishes starting after the fleet closed,
-    // add() puts it in `links` anyway, and nobody stops it: a detached
-    // executor-main with no daemon, forever. Fix: in close(),
-    // `await this.starting?.catch(() => {})` before stopping the links, and/or
-    // in startOne(), stop the new executor instead of adding it when
-    // `this.closed` is set by the time it is ready.
+    // Closing the fleet also stops an executor still starting, so that no
+    // executor outlives its daemon.
     // --destroy-on-stop: the fleet closes right away (no VM is saved first).
     const d = await startTestDaemon({ args: ['--pool', '4:0', '--vms-per-executor', '2', '--destroy-on-stop'] });
     let stoppedPid = 0;
@@ -182,14 +176,8 @@ void describe('lightvm daemon stop', () => {
   });
 
   void it('SIGTERM while a client follows /v1/events: the daemon still stops (within 5 s)', async () => {
-    // BUG (src/daemon/daemon.ts, Daemon.stop, with src/daemon/server.ts):
-    // stop() awaits server.close() first, and fastify's close waits for every
-    // in-flight response; the /v1/events stream (and a console ?follow=true
-    // stream) never ends by itself, so a daemon with one such client never
-    // stops: `lightvm daemon stop` gives up after 30 s ("did not stop").
-    // Fix: end the open streams on close (keep the raw responses of
-    // /v1/events and console-follow in a set and end them in an onClose /
-    // preClose hook), or build the server with `forceCloseConnections: true`.
+    // Open streams (/v1/events, console follow) never end by themselves:
+    // stopping the daemon must close them rather than wait for them.
     const d = await startTestDaemon({ args: ['--pool', '4:0'] });
     const events = await openStream(d.socket, '/v1/events');
     try {
@@ -310,15 +298,8 @@ void describe('two daemons on one runtime directory', () => {
   });
 
   void it('a second daemon refuses to start and leaves the first one serving its VMs', async () => {
-    // BUG (src/daemon/daemon.ts, Daemon.start, and src/toolstack/fleet.ts,
-    // ExecutorFleet.start): a second `lightvm daemon` on the runtime directory
-    // of a running daemon connects to every executor socket (each executor
-    // serves one toolstack: it drops the first daemon's connection), then
-    // removes the first daemon's API socket (rmSync) and listens in its place.
-    // The first daemon keeps running, without a socket, with links to
-    // executors that no longer talk to it. Fix: before adopting or listening,
-    // try to connect to the API socket; if a daemon answers, fail with one
-    // line ("a daemon (pid N) is already serving <socket>") and touch nothing.
+    // One daemon per runtime directory: a second one must fail with one line
+    // and touch nothing, not take over the first one's socket and executors.
     await ok(d.socket, 'POST', '/v1/vms', { image: 'counter', name: 'first' }, 201);
     await settle(d.socket, d.runtimeDir);
     const child = spawn(process.execPath, [CLI, 'daemon', '--runtime-dir', d.runtimeDir, '--log-level', 'warn'], {

@@ -202,22 +202,10 @@ void describe('a side dies during a migration', () => {
     }
   });
 
-  // BUG (src/vmm/executor.ts, save() with req.final, lines 603-607, and
-  // record(), line 765; src/daemon/daemon.ts, Daemon.start, lines 136-145):
-  // the stop-and-copy pauses the VM at the source executor
-  // (migrationPaused) until the daemon commits (destroy, exit migrated) or
-  // calls it off (migration-abort). If the source daemon dies in between -
-  // after it sent the final state, before it heard "running" - the
-  // destination starts the VM, while the source executor (a process of its
-  // own, by design) keeps its copy, paused. The next source daemon re-adopts
-  // that copy as an ordinary paused VM (record() reports migrationPaused as
-  // state 'paused'), and POST /v1/vms/:id/unpause starts it: the VM then
-  // runs at both sides, against "it runs on exactly one side, always"
-  // (migration.ts, line 7). Fix: report a migration-paused VM distinctly in
-  // AdoptedVm (e.g. state 'migrating' or a migrationPaused flag) and have
-  // the daemon hold it as in doubt: refuse unpause (409) until the user
-  // destroys it or resumes it explicitly, and show it so in GET /v1/vms.
-  void it('the source daemon is killed after the stop-and-copy: the VM runs at the destination, and only there (fails: bug, in-doubt copy can be unpaused)', async () => {
+  // A copy left paused by a stop-and-copy whose daemon died is in doubt: the
+  // next daemon re-adopts it on hold, and a plain unpause must not start it,
+  // so the VM runs on exactly one side.
+  void it('the source daemon is killed after the stop-and-copy: the VM runs at the destination, and only there', async () => {
     const { src, dst, to } = await pair('sk2');
     let src2: TestDaemon | undefined;
     try {

@@ -209,18 +209,9 @@ void describe('the daemon killed (SIGKILL): executors keep running their VMs, th
     assert.ok(!(await listed(d.socket)).some((l) => l.includes(' kx ')));
   });
 
-  // BUG (src/daemon/daemon.ts, Daemon.start, lines 136-145): the executors
-  // keep the record of a VM that ended while no daemon listened (executor.ts
-  // keepRecords: "ended VMs' records until told to forget them"), and hand
-  // it to the next daemon; Daemon.start builds the VirtualMachine with its
-  // exit and console (adoptState) and then throws it away
-  // (`if (a.state === 'exited') { link.forget(a.config.vmId); continue; }`).
-  // The VM vanishes from GET /v1/vms with its exit status and console,
-  // while every VM that ends under a running daemon stays on record
-  // (KEEP_EXITED) until destroyed. Fix: keep it as an ended VM: e.g.
-  // Host.adopt() putting an exited VM into `ended` (via forget()), then
-  // link.forget(id), instead of `continue`.
-  void it('a VM that ended while no daemon ran is on record with its exit and console (fails: bug, it vanishes)', async () => {
+  // A VM that ended while no daemon ran stays on record, with its exit and
+  // console, like one that ends under a running daemon.
+  void it('a VM that ended while no daemon ran is on record with its exit and console', async () => {
     const r = await ok<{ vms: VmView[] }>(d2!.socket, 'GET', '/v1/vms');
     const vm = r.vms.find((v) => v.name === 'kend');
     assert.ok(vm, `kend (id ${ids.get('kend')}), which ended while no daemon ran, is not listed: ${r.vms.map((v) => v.name).join(', ')}`);

@@ -7,13 +7,13 @@
 // leaked). And the file format itself (src/vmm/snapshot.ts).
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
-import { readFileSync, statSync, writeFileSync } from 'node:fs';
+import { readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { Host, VmCreateError } from '../src/index.js';
 import {
   decodeSnapshot, encodeSnapshot, nonZeroPages, readSnapshotHeader, SECTION, SNAPSHOT_END, SNAPSHOT_MAGIC, SNAPSHOT_VERSION,
-  SnapshotError, type SnapshotHeader,
+  SnapshotError, writeSnapshotFile, type SnapshotHeader,
 } from '../src/vmm/snapshot.js';
 import { executorProcesses, fdDiff, fdTargets, ok, request, startTestDaemon, until, type ApiErrorBody, type TestDaemon } from './daemon-helpers.js';
 import { openFds, ROOT, sleep, tempDir, waitFor } from './helpers.js';
@@ -124,7 +124,7 @@ void describe('snapshots through the daemon', () => {
     const paused = await consoleOf(d.socket, 'pz');
     const file = join(files.dir, 'pz.snap');
     await ok(d.socket, 'POST', '/v1/vms/pz/save', { file });
-    assert.equal((await readSnapshotHeader(file)).paused, true, 'header.paused');
+    assert.equal(readSnapshotHeader(file).paused, true, 'header.paused');
     const { vm } = await ok<{ vm: TimedVmView }>(d.socket, 'POST', '/v1/restore', { file }, 201);
     assert.equal(vm.state, 'paused');
     assert.equal((await vmOf(d.socket, 'pz')).state, 'paused');
@@ -142,7 +142,7 @@ void describe('snapshots through the daemon', () => {
     await sleep(300);
     const file = join(files.dir, 'slp.snap');
     await ok(d.socket, 'POST', '/v1/vms/slp/save', { file });
-    const { parked } = await readSnapshotHeader(file);
+    const { parked } = readSnapshotHeader(file);
     assert.ok(parked, 'a sleeper in its POLL is saved as parked');
     const remainingMs = parked.remainingNs / 1e6;
     assert.ok(remainingMs > 300 && remainingMs < 720, `${remainingMs} ms left of a 1000 ms POLL saved after 300 ms`);
@@ -250,24 +250,10 @@ void describe('snapshots through the daemon', () => {
     assertCounting(await untilCount(d.socket, 'base2', lastCount(savedConsole(goodFile)) + 3), 'the good file restored');
   });
 
-  // BUG (src/toolstack/host.ts, Host.restore, lines 253 and 263-275; and
-  // src/vmm/executor.ts, Executor.restore, lines 393-395): the host places a
-  // restore with the header of the file as read by readSnapshotHeader, which
-  // checks nothing but magic, version and JSON (the checksum is checked
-  // later, by the executor). A damaged header is trusted: a byte flipped in
-  // a key ("vm" -> "vn", "image" -> "imagg") makes `header.vm.memory` /
-  // `header.image.path` throw a TypeError outside the try, and the API
-  // answers 500 "Cannot read properties of undefined (reading 'memory')"
-  // (a library caller gets a TypeError, not a VmCreateError). A byte
-  // flipped in "memory" reaches the executor, which builds the Machine
-  // before decodeSnapshot checks the checksum: 422 "memory must be a whole
-  // number of MiB ..., got 4.000000238 MiB", which names neither the file
-  // nor the damage. Fix: check the file whole (decodeSnapshot, checksum
-  // first) before using its header: in Host.restore read and decode the
-  // file (or at least validate the header's shape in readSnapshotHeader,
-  // throwing SnapshotError(file, 'header', ...)), and in Executor.restore
-  // decode the snapshot before creating or taking a shell.
-  void it('one byte flipped anywhere in the header: refused as damaged, naming the file, never a 500 (fails: bug in Host.restore)', async () => {
+  // A damaged header must not be trusted before the file is checked: a key
+  // spoiled ("vm" -> "vn") once surfaced as a TypeError and a 500, and a
+  // spoiled memory size as a shell error that named neither file nor damage.
+  void it('one byte flipped anywhere in the header: refused as damaged, naming the file, never a 500', async () => {
     const goodFile = join(files.dir, 'hdr.snap');
     await ok(d.socket, 'POST', '/v1/vms', { image: 'counter', name: 'hdr' }, 201);
     await ok(d.socket, 'POST', '/v1/vms/hdr/save', { file: goodFile, checkpoint: true });
@@ -360,8 +346,7 @@ void describe('snapshots through the library (executor threads in this process)'
     await vm.destroy();
   });
 
-  // BUG: see "one byte flipped anywhere in the header" above (Host.restore trusts an unchecked header).
-  void it('a byte flipped in a header key: a VmCreateError, not a TypeError (fails: bug in Host.restore)', async () => {
+  void it('a byte flipped in a header key: a VmCreateError, not a TypeError', async () => {
     // One byte each: "vm" -> "vn", "image" -> "imagg" (valid JSON still, same length).
     for (const [key, spoiled] of [['"vm"', '"vn"'], ['"image"', '"imagg"']] as const) {
       const at = good.indexOf(key);
@@ -553,6 +538,22 @@ void describe('the snapshot file format', () => {
       /header: header length \d+ runs past the end of the file/);
   });
 
+  void it('writeSnapshotFile writes more parts than one writev takes, whole, private, and nothing when it fails', () => {
+    const { dir, cleanup } = tempDir('snapwrite');
+    try {
+      // 3,000 parts: more than IOV_MAX (1,024), so the write goes in several calls.
+      const parts = Array.from({ length: 3000 }, (_, i) => Buffer.alloc(1 + (i % 7) * 600, i & 0xff));
+      const file = join(dir, 'many.snap');
+      writeSnapshotFile(file, parts);
+      assert.ok(readFileSync(file).equals(Buffer.concat(parts)), 'the file is the parts in order');
+      assert.equal(statSync(file).mode & 0o777, 0o600);
+      assert.throws(() => writeSnapshotFile(join(dir, 'none', 'x.snap'), parts), (err: NodeJS.ErrnoException) => err.code === 'ENOENT');
+      assert.deepEqual(readdirSync(dir), ['many.snap'], 'no temporary file left');
+    } finally {
+      cleanup();
+    }
+  });
+
   void it('readSnapshotHeader reads only the header, and refuses what is plainly not a snapshot', async () => {
     const { dir, cleanup } = tempDir('snaphdr');
     try {
@@ -561,26 +562,26 @@ void describe('the snapshot file format', () => {
       const h = header();
       const good = encodeSnapshot({ header: h, vcpu, devicePage: filled(PAGE, 9), memory: m, pages: [], console: new Uint8Array(0) });
       writeFileSync(file, good);
-      assert.deepEqual(await readSnapshotHeader(file), h);
+      assert.deepEqual(readSnapshotHeader(file), h);
       // Its checksum is not its business: a file damaged past the header still reads.
       const damaged = Buffer.from(good);
       damaged[damaged.length - 100] = damaged[damaged.length - 100]! ^ 1;
       writeFileSync(file, damaged);
-      assert.deepEqual(await readSnapshotHeader(file), h);
-      const refused = async (bytes: Buffer, re: RegExp): Promise<void> => {
+      assert.deepEqual(readSnapshotHeader(file), h);
+      const refused = (bytes: Buffer, re: RegExp): void => {
         writeFileSync(file, bytes);
-        await assert.rejects(readSnapshotHeader(file), (err: Error) => err instanceof SnapshotError && re.test(err.message));
+        assert.throws(() => readSnapshotHeader(file), (err: Error) => err instanceof SnapshotError && re.test(err.message));
       };
-      await refused(good.subarray(0, 15), /file: 15 bytes is too short to be a snapshot/);
-      await refused(Buffer.concat([Buffer.from('LVMSNAQ\0'), good.subarray(8)]), /magic: not a LightVM snapshot/);
+      refused(good.subarray(0, 15), /file: 15 bytes is too short to be a snapshot/);
+      refused(Buffer.concat([Buffer.from('LVMSNAQ\0'), good.subarray(8)]), /magic: not a LightVM snapshot/);
       const v = Buffer.from(good);
       v.writeUInt32LE(7, 8);
-      await refused(v, /version: snapshot version 7; this LightVM reads version 1 only/);
-      await refused(good.subarray(0, 40), /header: the file ends inside the header: it is truncated/);
+      refused(v, /version: snapshot version 7; this LightVM reads version 1 only/);
+      refused(good.subarray(0, 40), /header: the file ends inside the header: it is truncated/);
       const huge = Buffer.from(good);
       huge.writeUInt32LE(2 << 20, 12);
-      await refused(huge, /header: header length 2097152 is implausible/);
-      await assert.rejects(readSnapshotHeader(join(dir, 'none.snap')), (err: NodeJS.ErrnoException) => err.code === 'ENOENT');
+      refused(huge, /header: header length 2097152 is implausible/);
+      assert.throws(() => readSnapshotHeader(join(dir, 'none.snap')), (err: NodeJS.ErrnoException) => err.code === 'ENOENT');
     } finally {
       cleanup();
     }

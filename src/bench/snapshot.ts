@@ -18,6 +18,8 @@ export interface SnapshotBenchOptions {
 
 interface Round {
   save: number;
+  /** The executor's own part of save (capture to file written); the rest is transport. */
+  saveInExecutor: number;
   restore: number;
   migrate: number;
   downtime: number;
@@ -62,7 +64,7 @@ async function roundsWith(ca: Api, cb: Api, port: number, n: number, dir: string
     // Let it print and park: the state being saved is an idle guest's.
     await new Promise((r) => setTimeout(r, 5));
     const file = join(dir, `${name}.snap`);
-    const [, save] = await ca.timed('POST', `/v1/vms/${name}/save`, { file });
+    const [saved, save] = await ca.timed<{ snapshot: { ms: number } }>('POST', `/v1/vms/${name}/save`, { file });
     const fileKiB = statSync(file).size / 1024;
     const [, restore] = await ca.timed('POST', '/v1/restore', { file });
     rmSync(file);
@@ -70,7 +72,7 @@ async function roundsWith(ca: Api, cb: Api, port: number, n: number, dir: string
       'POST', `/v1/vms/${name}/migrate`, { to: `127.0.0.1:${port}`, token: TOKEN });
     await cb.request('DELETE', `/v1/vms/${name}`);
     await ca.request('DELETE', `/v1/vms/${name}`).catch(() => {});
-    out.push({ save, restore, migrate, downtime: m.migration.downtime_ms, fileKiB });
+    out.push({ save, saveInExecutor: saved.snapshot.ms, restore, migrate, downtime: m.migration.downtime_ms, fileKiB });
     onProgress?.(label, i + 1, n);
   }
   return out;
@@ -79,6 +81,7 @@ async function roundsWith(ca: Api, cb: Api, port: number, n: number, dir: string
 function summary(rs: Round[]): Record<string, Percentiles | number> {
   return {
     save: summarize(rs.map((r) => r.save)),
+    save_in_executor: summarize(rs.map((r) => r.saveInExecutor)),
     restore: summarize(rs.map((r) => r.restore)),
     migrate: summarize(rs.map((r) => r.migrate)),
     downtime: summarize(rs.map((r) => r.downtime)),
@@ -119,6 +122,7 @@ export async function benchSnapshot(opts: SnapshotBenchOptions): Promise<Record<
       runs: opts.runs,
       guest: 'daytime, parked in POLL',
       save_p50_ms: p(idle, 'save'),
+      save_in_executor_p50_ms: p(idle, 'save_in_executor'),
       restore_p50_ms: p(idle, 'restore'),
       migrate_p50_ms: p(idle, 'migrate'),
       downtime_p50_ms: p(idle, 'downtime'),

@@ -4,7 +4,7 @@
 // until the earliest deadline or a message from its host. A VM that runs
 // past its slice while others wait is interrupted by a thread-directed
 // timer signal; the host interrupts the thread the same way (a "kick").
-import { readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import { release } from 'node:os';
 import { Kvm } from '../kvm/kvm.js';
 import * as libc from '../sys/libc.js';
@@ -21,7 +21,7 @@ import {
   CONTROL_IN_GUEST, CONTROL_PENDING, KICK_SIGNAL, serializeError,
   type AdoptedVm, type CreateRequest, type ProcessEvent, type ProcessRequest, type RestoreRequest, type Timings,
 } from './protocol.js';
-import { decodeSnapshot, encodeSnapshot, SnapshotError, type Snapshot } from './snapshot.js';
+import { decodeSnapshot, encodeSnapshotParts, SnapshotError, writeSnapshotFile, type Snapshot } from './snapshot.js';
 
 const PAGE_BYTES = 4096;
 
@@ -610,7 +610,7 @@ export class Executor {
         e.migrationPaused = true;
       }
       const c = m.capture(req.final ? m.dirtyPageList() : undefined);
-      const data = encodeSnapshot({
+      const parts = encodeSnapshotParts({
         header: {
           vm: { id: e.vmId, name: e.config.name, memory: m.memSize, cmdline: e.config.cmdline, devices: e.config.devices },
           image: { path: e.config.image, sha256: this.images.sha256(e.config.image) },
@@ -622,12 +622,13 @@ export class Executor {
         },
         vcpu: c.vcpu, devicePage: c.devicePage, memory: c.memory, pages: c.pages, console: e.console,
       });
-      if (req.file) writeFileAtomic(req.file, data);
+      const bytes = parts.reduce((n, b) => n + b.length, 0);
+      if (req.file) writeSnapshotFile(req.file, parts);
       // Ended first, so that whoever hears 'saved' finds the VM's name free.
       if (!req.keep) this.end(e, { kind: 'saved', file: req.file ?? null });
       this.port.send({
-        ev: 'saved', requestId: req.requestId, vmId: req.vmId, file: req.file, data: req.file ? undefined : new Uint8Array(data),
-        bytes: data.length, pages: c.pages.length, ns: monotonicNs() - t0,
+        ev: 'saved', requestId: req.requestId, vmId: req.vmId, file: req.file, data: req.file ? undefined : new Uint8Array(Buffer.concat(parts)),
+        bytes, pages: c.pages.length, ns: monotonicNs() - t0,
       });
     } catch (err) {
       this.port.send({ ev: 'save-failed', requestId: req.requestId, vmId: req.vmId, error: serializeError(err) });
@@ -829,18 +830,6 @@ export class Executor {
 
   /** Runs once the executor has stopped, before its epoll set is closed. */
   onStop: (() => void) | undefined;
-}
-
-/** Writes a file whole or not at all: a temporary file, then a rename. */
-function writeFileAtomic(path: string, data: Uint8Array): void {
-  const tmp = `${path}.tmp-${process.pid}`;
-  try {
-    writeFileSync(tmp, data, { mode: 0o600 });
-    renameSync(tmp, path);
-  } catch (err) {
-    rmSync(tmp, { force: true });
-    throw err;
-  }
 }
 
 function appendHistory(history: Uint8Array, data: Uint8Array): Uint8Array {
