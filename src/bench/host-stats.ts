@@ -9,6 +9,41 @@ export function memAvailableKiB(): number {
   return Number(m[1]);
 }
 
+/** The /proc/meminfo lines that say where memory went, in KiB. */
+export interface MemoryKinds {
+  available: number;
+  anon: number;
+  slab: number;
+  vmalloc: number;
+  kernelStack: number;
+  pageTables: number;
+  secPageTables: number;
+}
+
+export function memoryKinds(): MemoryKinds {
+  const text = readFileSync('/proc/meminfo', 'utf8');
+  const kib = (key: string): number => Number(new RegExp(`^${key}:\\s+(\\d+) kB`, 'm').exec(text)?.[1] ?? 0);
+  return {
+    available: kib('MemAvailable'), anon: kib('AnonPages'), slab: kib('Slab'), vmalloc: kib('VmallocUsed'),
+    kernelStack: kib('KernelStack'), pageTables: kib('PageTables'), secPageTables: kib('SecPageTables'),
+  };
+}
+
+/**
+ * Per VM, where the memory a set of VMs took went: user space (anonymous
+ * pages: guest RAM and the executors' heaps), and the kernel's slab,
+ * vmalloc, stacks and page tables; `other` is what no meminfo line names
+ * (here: KVM's per-vCPU MMU caches, which a vCPU's first run fills).
+ */
+export function memoryPerVm(before: MemoryKinds, after: MemoryKinds, vms: number): Record<string, number> {
+  const per = (k: keyof MemoryKinds, sign = 1): number => Math.round(((after[k] - before[k]) * sign) / vms);
+  const out = {
+    total: per('available', -1), anon: per('anon'), slab: per('slab'), vmalloc: per('vmalloc'),
+    kernel_stack: per('kernelStack'), page_tables: per('pageTables'), sec_page_tables: per('secPageTables'),
+  };
+  return { ...out, other: out.total - out.anon - out.slab - out.vmalloc - out.kernel_stack - out.page_tables - out.sec_page_tables };
+}
+
 /** Jiffies spent busy and in total, summed over all CPUs. */
 export function cpuJiffies(): { busy: number; total: number } {
   const line = readFileSync('/proc/stat', 'utf8').split('\n')[0]!;
@@ -42,6 +77,20 @@ export function processJiffies(pids: number[]): number {
     }
   }
   return n;
+}
+
+/**
+ * Waits until these processes have been quiet (at most one jiffy of CPU in
+ * a second) or maxMs passed: the work a burst leaves behind (pool refill,
+ * V8's post-burst garbage collection) is not idle cost. Returns the ms waited.
+ */
+export async function settle(pids: number[], maxMs: number): Promise<number> {
+  const t0 = Date.now();
+  for (;;) {
+    const a = processJiffies(pids);
+    await new Promise((r) => setTimeout(r, 1000));
+    if (processJiffies(pids) - a <= 1 || Date.now() - t0 >= maxMs) return Date.now() - t0;
+  }
 }
 
 /** Pids of processes (kernel threads included) whose name starts with prefix. */

@@ -19,6 +19,16 @@ export function kvmFloor(iterations: number): Promise<number[]> {
   return samples('kvm_floor', [String(iterations)]);
 }
 
+/**
+ * Host memory a bare KVM VM holds once its vCPU has run, in C: n VMs of
+ * 16 KiB entered in 64-bit mode with paging (as LightVM's guests are),
+ * MemAvailable before and after, per VM. The kernel's floor for density.
+ */
+export async function kvmFloorMemory(n: number): Promise<number> {
+  const { stdout } = await run(join(FLOOR_DIR, 'kvm_floor'), ['--long', '--hold', String(n)]);
+  return (JSON.parse(stdout) as { mem_per_vm_kib: number }).mem_per_vm_kib;
+}
+
 /** fork + exec + wait of a static binary, in C. */
 export function forkExec(iterations: number): Promise<number[]> {
   return samples('fork_exec', [String(iterations), join(FLOOR_DIR, 'true')]);

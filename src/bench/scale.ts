@@ -5,9 +5,9 @@
 import { availableParallelism, release } from 'node:os';
 import { crunAvailable, crunRun, prepareBundle } from './crun.js';
 import { startDaemon, waitForPool } from './daemon-peer.js';
-import { idleBreakdown, memAvailableKiB } from './host-stats.js';
+import { idleBreakdown, memAvailableKiB, memoryKinds, memoryPerVm, settle } from './host-stats.js';
 import { RawHttpClient } from './http-client.js';
-import { forkExec } from './peers.js';
+import { forkExec, kvmFloorMemory } from './peers.js';
 import { ratio, summarize } from './stats.js';
 
 export interface ScaleOptions {
@@ -37,6 +37,9 @@ const WINDOW = 500;
 export async function benchScale(opts: ScaleOptions): Promise<ScaleResult> {
   const pool = opts.pool ?? 64;
   const fork = summarize(await forkExec(200));
+  // Median of three: MemAvailable moves by itself here.
+  const floors = [await kvmFloorMemory(1000), await kvmFloorMemory(1000), await kvmFloorMemory(1000)].sort((a, b) => a - b);
+  const floorKiB = Math.round(floors[1]!);
   const crunSkip = crunAvailable();
   let crun: ReturnType<typeof summarize> | null = null;
   if (!crunSkip) {
@@ -55,7 +58,8 @@ export async function benchScale(opts: ScaleOptions): Promise<ScaleResult> {
   const raw = new RawHttpClient(daemon.socket);
   try {
     await waitForPool(daemon.client, 4, pool, 120_000);
-    const memBefore = memAvailableKiB();
+    const kindsBefore = memoryKinds();
+    const memBefore = kindsBefore.available;
     const request = raw.prepare('POST', '/v1/vms', { image: 'daytime', cmdline: 'stay', wait: 'booted' });
     const createMs: number[] = [];
     let error: string | undefined;
@@ -89,9 +93,12 @@ export async function benchScale(opts: ScaleOptions): Promise<ScaleResult> {
     // Let the pool refill and the executors go idle before reading memory and CPU.
     await waitForPool(daemon.client, 4, pool, 120_000).catch(() => {});
     await new Promise((r) => setTimeout(r, 2000));
-    const memAfter = memAvailableKiB();
+    const kindsAfter = memoryKinds();
+    const memAfter = kindsAfter.available;
     const host = await daemon.client.request<{ vms: number; executors: { pid: number }[]; daemon_rss_kib: number }>('GET', '/v1/host');
-    const idle = await idleBreakdown((opts.idleSeconds ?? 10) * 1000, [daemon.process.pid!, ...host.executors.map((e) => e.pid)]);
+    const ours = [daemon.process.pid!, ...host.executors.map((e) => e.pid)];
+    const settledMs = await settle(ours, 30_000);
+    const idle = await idleBreakdown((opts.idleSeconds ?? 10) * 1000, ours);
     const first = summarize(createMs.slice(0, WINDOW));
     const last = summarize(createMs.slice(-WINDOW));
     const result: ScaleResult = {
@@ -107,7 +114,11 @@ export async function benchScale(opts: ScaleOptions): Promise<ScaleResult> {
       last_over_first: ratio(last.p50_ms, first.p50_ms),
       rate_vms_per_s: Math.round(reached / elapsedS),
       host_mem_per_vm_kib: reached ? Math.round((memBefore - memAfter) / reached) : null,
+      host_mem_per_vm_by_kind_kib: reached ? memoryPerVm(kindsBefore, kindsAfter, reached) : null,
       host_mem_daemon_and_pool_kib: memBeforeDaemon - memBefore,
+      kvm_floor_mem_per_vm_kib: floorKiB,
+      mem_over_kvm_floor: reached ? ratio((memBefore - memAfter) / reached, floorKiB) : null,
+      idle_settle_s: Math.round(settledMs / 100) / 10,
       idle_cpu_pct: idle.host,
       idle_cpu_lightvm_pct: idle.lightvm,
       idle_cpu_kdamond_pct: idle.kdamond,
