@@ -145,6 +145,7 @@ export class Daemon {
         if (a.state === 'exited') link.forget(a.config.vmId);
         host.adopt(link, vm);
       }
+      link.release();
       log.info({ executor: link.id, pid: link.pid, vms: vms.length }, 're-adopted executor');
     }
     host.on('vm', ({ type, vm }) => {

@@ -133,6 +133,19 @@ export class ExecutorProcess extends EventEmitter<ExecutorLinkEvents> implements
   }
 
   private helloWaiter: ((h: Hello) => void) | undefined;
+  /**
+   * Events that came after the hello, before anyone could hear them: an
+   * adopted executor's VMs print on while the daemon connects to the next
+   * executor, and a line said then must not be lost. Kept until release().
+   */
+  private held: ExecutorLinkEvents['event'][0][] | undefined = [];
+
+  /** Delivers what was held since the hello; from now on events go out as they come. */
+  release(): void {
+    const held = this.held;
+    this.held = undefined;
+    for (const ev of held ?? []) this.emit('event', ev);
+  }
 
   get isAlive(): boolean {
     return this.alive;
@@ -197,7 +210,8 @@ export class ExecutorProcess extends EventEmitter<ExecutorLinkEvents> implements
       default:
         break;
     }
-    this.emit('event', ev);
+    if (this.held) this.held.push(ev);
+    else this.emit('event', ev);
   }
 
   private async onClose(): Promise<void> {

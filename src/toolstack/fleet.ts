@@ -56,7 +56,9 @@ export class ExecutorFleet implements Placement {
 
   /**
    * Starts the fleet: re-adopts the executors still running from an earlier
-   * daemon (their VMs are returned), then starts what is missing.
+   * daemon (their VMs are returned), then starts what is missing. An
+   * adopted executor's events are held until its link is released, once
+   * its VMs are on record.
    */
   static async start(opts: FleetOptions): Promise<{ fleet: ExecutorFleet; adopted: AdoptedExecutor[] }> {
     const fleet = new ExecutorFleet(opts);
@@ -167,6 +169,7 @@ export class ExecutorFleet implements Placement {
       try {
         const ex = await ExecutorProcess.spawn(this.nextId++, this.dir);
         this.add(ex);
+        ex.release();
         return ex;
       } finally {
         this.starting = undefined;
