@@ -207,6 +207,13 @@ export class ExecutorProcess extends EventEmitter<ExecutorLinkEvents> implements
         this.pools.set(ev.memory, ev.depth);
         this.warmPools.set(ev.memory, ev.warm ?? ev.depth);
         break;
+      case 'started':
+        // The executor reports its pool when idle; a shell taken is gone now.
+        if (ev.warm && ev.memory !== undefined) {
+          this.pools.set(ev.memory, Math.max(0, (this.pools.get(ev.memory) ?? 0) - 1));
+          this.warmPools.set(ev.memory, Math.max(0, (this.warmPools.get(ev.memory) ?? 0) - 1));
+        }
+        break;
       default:
         break;
     }

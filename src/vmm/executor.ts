@@ -555,7 +555,7 @@ export class Executor {
     // A service's taps keep their own watch: they outlive the VM.
     for (const dev of machine.nets) if (dev?.owned) this.watch(dev.tap.fd, libc.EPOLLIN | libc.EPOLLET, () => this.frameArrived(e, dev));
     if (restored?.header.paused) e.paused = true;
-    this.port.send({ ev: 'started', vmId, warm, timings, paused: e.paused });
+    this.port.send({ ev: 'started', vmId, warm, timings, paused: e.paused, memory: machine.memSize });
     if (restored?.header.parked) {
       e.deadlineNs = machine.deadlineNs;
       this.parked.push(e);

@@ -103,7 +103,7 @@ export interface SerializedError {
 
 export type ExecutorEvent =
   | { ev: 'ready'; tid: number; pid: number }
-  | { ev: 'started'; vmId: number; warm: boolean; timings: Timings; paused?: boolean }
+  | { ev: 'started'; vmId: number; warm: boolean; timings: Timings; paused?: boolean; /** Its memory size: a warm start took a shell of it. */ memory?: number }
   /** A just-in-time VM waits for its first packet, its taps on the bridge. */
   | { ev: 'armed'; vmId: number }
   | { ev: 'create-failed'; vmId: number; error: SerializedError }
