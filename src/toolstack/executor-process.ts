@@ -195,6 +195,9 @@ export class ExecutorProcess extends EventEmitter<ExecutorLinkEvents> implements
   }
 
   private onMessage(ev: ProcessEvent): void {
+    // What an adopted executor said before its hello reply is in that reply
+    // (its records and console history): heard twice, a line would repeat.
+    if (this.helloWaiter && ev.ev !== 'hello' && ev.ev !== 'executor-lost') return;
     switch (ev.ev) {
       case 'hello':
         this.helloWaiter?.(ev);
