@@ -412,6 +412,7 @@ export class Executor {
     const e = this.start(config, machine, timings, warm, snapshot);
     if (snapshot.console.length) {
       if (this.keepRecords) e.console = appendHistory(e.console, snapshot.console);
+      this.announce();
       this.port.send({ ev: 'console', vmId: config.vmId, data: snapshot.console });
     }
   }

@@ -407,7 +407,7 @@ export class Machine {
       vcpu: this.vcpu.saveState(t.msrs),
       devicePage: this.devicePage.snapshot(),
       memory: this.ram.bytes,
-      pages: pages ?? nonZeroPages(this.ram.bytes, (p) => (resident![p]! & 1) === 1),
+      pages: pages ?? nonZeroPages(this.ram.bytes, resident),
       pollArg: this.pollArg,
     };
   }

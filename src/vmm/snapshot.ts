@@ -51,15 +51,20 @@ export class SnapshotError extends Error {
   }
 }
 
-/** Pages of memory worth saving: the non-zero ones among those the host backs. */
-export function nonZeroPages(bytes: Uint8Array, resident: (page: number) => boolean): number[] {
+/**
+ * Pages of memory worth saving: the non-zero ones among those the host backs
+ * (resident[page] & 1, as mincore says; every page if no map is given).
+ * Read as 32-bit words: 64-bit ones would make a BigInt of each.
+ */
+export function nonZeroPages(bytes: Uint8Array, resident?: Uint8Array): number[] {
   const out: number[] = [];
-  const words = new BigUint64Array(bytes.buffer, bytes.byteOffset, bytes.byteLength / 8);
-  const perPage = PAGE / 8;
-  for (let p = 0; p < bytes.byteLength / PAGE; p++) {
-    if (!resident(p)) continue;
+  const words = new Uint32Array(bytes.buffer, bytes.byteOffset, bytes.byteLength >>> 2);
+  const perPage = PAGE >>> 2;
+  const n = bytes.byteLength / PAGE;
+  for (let p = 0; p < n; p++) {
+    if (resident && (resident[p]! & 1) === 0) continue;
     for (let i = p * perPage, end = i + perPage; i < end; i++) {
-      if (words[i] !== 0n) {
+      if (words[i] !== 0) {
         out.push(p);
         break;
       }
@@ -100,10 +105,12 @@ export function encodeSnapshotParts(s: SnapshotSource): Buffer[] {
   section(SECTION.events, [s.vcpu.events]);
   section(SECTION.devicePage, [s.devicePage]);
   const mem: Uint8Array[] = [];
-  for (const p of s.pages) {
-    const n = Buffer.alloc(4);
-    n.writeUInt32LE(p, 0);
-    mem.push(n, s.memory.subarray(p * PAGE, (p + 1) * PAGE));
+  // One buffer holds every page number; the pages themselves stay views.
+  const numbers = Buffer.allocUnsafe(4 * s.pages.length);
+  for (let i = 0; i < s.pages.length; i++) {
+    const p = s.pages[i]!;
+    numbers.writeUInt32LE(p, 4 * i);
+    mem.push(numbers.subarray(4 * i, 4 * i + 4), s.memory.subarray(p * PAGE, (p + 1) * PAGE));
   }
   section(SECTION.memory, mem);
   section(SECTION.console, [s.console]);
@@ -179,7 +186,10 @@ export function checkHeader(file: string, h: unknown): SnapshotHeader {
 
 const SIZES: Record<number, number> = { [SECTION.regs]: 144, [SECTION.sregs]: 312, [SECTION.xsave]: 4096, [SECTION.events]: 64, [SECTION.devicePage]: PAGE };
 
-/** Reads and checks a snapshot; throws SnapshotError saying what is wrong and where. */
+/**
+ * Reads and checks a snapshot; throws SnapshotError saying what is wrong and
+ * where. The pages it returns are views of buf: the caller hands buf over.
+ */
 export function decodeSnapshot(file: string, buf: Uint8Array): Snapshot {
   const b = Buffer.from(buf.buffer, buf.byteOffset, buf.byteLength);
   const fail = (field: string, message: string): never => {
@@ -230,7 +240,8 @@ export function decodeSnapshot(file: string, buf: Uint8Array): Snapshot {
     const p = mem.readUInt32LE(i);
     if (p >= limit) fail('section memory', `page ${p} lies outside ${memory / 1048576} MiB of memory`);
     if (pages.has(p)) fail('section memory', `page ${p} appears twice`);
-    pages.set(p, copy(mem.subarray(i + 4, i + 4 + PAGE)));
+    // Views of the file's bytes, not copies: restore copies each once, into guest memory.
+    pages.set(p, new Uint8Array(mem.buffer, mem.byteOffset + i + 4, PAGE));
   }
   if (!Array.isArray(header.msrs)) fail('header.msrs', 'missing');
   return {
