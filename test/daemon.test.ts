@@ -58,7 +58,7 @@ void describe('lightvmd start', () => {
     assert.equal(h.pid, d.pid);
     assert.equal(h.version, '0.1.0');
     assert.equal(h.vms, 0);
-    assert.equal(h.vms_per_executor, 250);
+    assert.equal(h.vms_per_executor, 500);
     assert.ok(h.uptime_s >= 0 && h.uptime_s < 120, String(h.uptime_s));
     assert.ok(h.daemon_rss_kib > 1000, String(h.daemon_rss_kib));
     assert.deepEqual(h.pools, [{ memory_mib: 4, target: 2, depth: 2, warm: 2 }]);
