@@ -12,7 +12,7 @@ import {
   CLI, executorProcesses, fdTargets, isAlive, lightvm, ok, openStream, outLines, processesOf, request, settle, startTestDaemon, until,
   type HostInfo, type TestDaemon, type VmView,
 } from './daemon-helpers.js';
-import { ROOT, sleep, waitFor, within } from './helpers.js';
+import { craftElf, ROOT, sleep, waitFor, within } from './helpers.js';
 
 const mode = (path: string): number => statSync(path).mode & 0o777;
 const octal = (m: number): string => `0${m.toString(8)}`;
@@ -327,5 +327,31 @@ void describe('two daemons on one runtime directory', () => {
         if (child.exitCode === null) child.kill('SIGKILL');
       }
     }
+  });
+});
+
+void describe('a guest that never exits and never calls', () => {
+  let d: TestDaemon;
+  before(async () => {
+    // No pool: no background work that would bound its run by a slice anyway.
+    d = await startTestDaemon({ args: ['--pool', '4:0'], prefix: 'spin' });
+  });
+  after(async () => {
+    await d.stop();
+  });
+
+  void it('is created at once (the executor announces it while it spins) and runs until destroyed', async () => {
+    // `jmp .` at its entry: not one exit, not one hypercall.
+    const dir = mkdtempSync(join(tmpdir(), 'lightvm-spin-'));
+    const image = join(dir, 'jmp-self.elf');
+    writeFileSync(image, craftElf([0xeb, 0xfe]));
+    const t0 = Date.now();
+    const { vm } = await ok<{ vm: VmView }>(d.socket, 'POST', '/v1/vms', { image, name: 'spinner' }, 201);
+    assert.ok(Date.now() - t0 < 2000, `the create took ${Date.now() - t0} ms`);
+    assert.equal(vm.state, 'running');
+    await sleep(50);
+    assert.equal((await ok<{ vm: VmView }>(d.socket, 'GET', '/v1/vms/spinner')).vm.state, 'running');
+    assert.equal((await ok<{ vm: VmView }>(d.socket, 'DELETE', '/v1/vms/spinner')).vm.state, 'exited');
+    rmSync(dir, { recursive: true, force: true });
   });
 });

@@ -72,6 +72,8 @@ export const CONSOLE_HISTORY = 16 * 1024;
 
 /** How long a VM may hold the executor while others are runnable. */
 export const SLICE_NS = 10_000_000;
+/** Longest a new VM runs before the toolstack hears that it started. */
+const ANNOUNCE_NS = 1_000_000;
 /**
  * Longest sleep: the thread returns to JavaScript now and then, so that a
  * process exiting without stopping it waits at most this long for it. An
@@ -510,6 +512,13 @@ export class Executor {
     const svc = this.services.get(serviceId);
     if (!svc) return;
     this.services.delete(serviceId);
+    // The taps go first: whoever hears that the service's VM ended may look
+    // for them at once. The VM ends in this same turn, before it could run.
+    for (const dev of svc.nets) {
+      if (!dev) continue;
+      this.unwatch(dev.tap.fd);
+      dev.close();
+    }
     const e = svc.vmId !== undefined ? this.vms.get(svc.vmId) : undefined;
     if (e) this.end(e, { kind: 'destroyed' });
     if (svc.armedVmId !== undefined) {
@@ -518,11 +527,6 @@ export class Executor {
       const timings: Timings = { requestNs: now, shellNs: now, loadedNs: now, bootNs: 0, endNs: now, destroyNs: now, destroyedNs: now };
       this.port.send({ ev: 'exit', vmId: svc.armedVmId, exit: { kind: 'destroyed' }, timings, exits: 0 });
       this.port.send({ ev: 'freed', vmId: svc.armedVmId, destroyNs: now, destroyedNs: now });
-    }
-    for (const dev of svc.nets) {
-      if (!dev) continue;
-      this.unwatch(dev.tap.fd);
-      dev.close();
     }
   }
 
@@ -571,10 +575,12 @@ export class Executor {
     for (const dev of machine.nets) if (dev?.owned) this.watch(dev.tap.fd, libc.EPOLLIN | libc.EPOLLET, () => this.frameArrived(e, dev));
     if (restored?.header.paused) e.paused = true;
     this.unannounced.push({ ev: 'started', vmId, warm, timings, paused: e.paused, memory: machine.memSize });
-    // A VM about to run is announced after its first entry (or at its first
-    // event): a socket write wakes the toolstack, and here that costs the
-    // guest's boot ~0.1 ms. One that waits is announced at once.
-    if (restored?.header.parked || e.paused) this.announce();
+    // A VM about to boot is announced after its first entry (or at its first
+    // event, its boot marker within a few hundred instructions): a socket
+    // write wakes the toolstack, and here that costs the boot ~0.05 ms. A
+    // restored VM may compute for a whole slice before it exits: announced
+    // at once, like one that waits.
+    if (restored) this.announce();
     if (restored?.header.parked) {
       e.deadlineNs = machine.deadlineNs;
       this.parked.push(e);
@@ -665,6 +671,8 @@ export class Executor {
     // Bound the time in the guest while others wait: runnable VMs for their
     // turn, parked VMs for their deadline. Nothing waits: no timer at all.
     let until = this.runQueue.length > 0 || this.hasBackgroundWork() ? SLICE_NS : Infinity;
+    // A guest that never exits still gets announced, soon.
+    if (this.unannounced.length) until = Math.min(until, ANNOUNCE_NS);
     const top = this.parked.peek();
     if (top) until = Math.min(until, Math.max(MIN_TIMER_NS, top.deadlineNs - monotonicNs()));
     if (until !== Infinity) {
