@@ -191,6 +191,7 @@ void describe('the daemon killed (SIGKILL): executors keep running their VMs, th
       assert.equal(vm.executor, was.executor, `${name}: executor`);
       assert.equal(vm.image, was.image, `${name}: image`);
       assert.equal(vm.cmdline, was.cmdline, `${name}: cmdline`);
+      assert.equal(vm.created_at, was.created_at, `${name}: created_at`);
     }
     // The counter counted while no daemon listened: its history has it all, in order.
     const k0 = lastCount(beforeKill.get('k')!);

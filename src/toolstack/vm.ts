@@ -80,10 +80,13 @@ export class VirtualMachine extends EventEmitter<VirtualMachineEvents> {
 
   /** What it was created with. */
   readonly config: CreateRequest;
-  readonly createdAt = new Date();
+  readonly createdAt: Date;
 
   constructor(readonly executor: ExecutorLink, config: CreateRequest) {
     super();
+    // The config goes to the executor with this stamp, and comes back with it on re-adoption.
+    config.createdAt ??= Date.now();
+    this.createdAt = new Date(config.createdAt);
     this.config = config;
     this.id = config.vmId;
     this.name = config.name;

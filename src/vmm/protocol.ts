@@ -17,6 +17,8 @@ export interface CreateRequest {
   warm: boolean;
   /** Single-step from entry to the first hypercall and count instructions. */
   countInstructions?: boolean;
+  /** Wall-clock ms when the toolstack took the request: kept by the executor, so a re-adopting daemon knows it. */
+  createdAt?: number;
   /** Monotonic ns stamps along the request path, for latency breakdowns. */
   trace?: { apiNs?: number; sentNs?: number; wokeNs?: number; createdNs?: number; replyNs?: number; firstFrameNs?: number };
 }
