@@ -4,7 +4,7 @@
 // it stops, is killed, or meets another daemon on the same runtime directory.
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { existsSync, mkdtempSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
@@ -69,6 +69,11 @@ void describe('lightvmd start', () => {
       assert.ok(p, `executor ${ex.id} (pid ${ex.pid}) is not an executor-main process of ${d.runtimeDir}`);
       assert.ok(p.cmd.includes(`--id ${ex.id}`), p.cmd);
       assert.equal(ex.vms, 0);
+      // Its threads carry names an operator can read in top -H: the one that runs the VMs, and
+      // (on the executor holding the pool) the shell preparer.
+      const threads = readdirSync(`/proc/${ex.pid}/task`).map((t) => readFileSync(`/proc/${ex.pid}/task/${t}/comm`, 'utf8').trim());
+      assert.ok(threads.includes(`lvm-executor-${ex.id}`), `executor ${ex.id} threads: ${threads.join(', ')}`);
+      if (ex.shells > 0) assert.ok(threads.includes('lvm-preparer'), `executor ${ex.id} threads: ${threads.join(', ')}`);
     }
     assert.equal(h.executors.reduce((a, e) => a + e.shells, 0), 2);
     // It never runs a vCPU itself: the daemon holds no KVM descriptor.

@@ -29,6 +29,7 @@ const c = {
   gettid: libc.func('int gettid()'),
   setpriority: libc.func('int setpriority(int which, uint32_t who, int prio)'),
   schedSetscheduler: libc.func('int sched_setscheduler(int pid, int policy, void *param)'),
+  prctlName: libc.func('int prctl(int option, const char *name, unsigned long a3, unsigned long a4, unsigned long a5)'),
   getpid: libc.func('int getpid()'),
   tgkill: libc.func('int tgkill(int tgid, int tid, int sig)'),
   pthreadSigmask: libc.func('int pthread_sigmask(int how, void *set, void *oldset)'),
@@ -263,6 +264,11 @@ export function setThreadNice(nice: number): void {
 export function setThreadIdle(): void {
   const param = new Int32Array(1);
   if ((c.schedSetscheduler(0, 5 /* SCHED_IDLE */, new Uint8Array(param.buffer)) as number) < 0) fail('sched_setscheduler');
+}
+
+/** Names the calling thread (PR_SET_NAME; at most 15 bytes), as top -H and /proc show it. */
+export function setThreadName(name: string): void {
+  if ((c.prctlName(15 /* PR_SET_NAME */, name.slice(0, 15), 0, 0, 0) as number) < 0) fail('prctl(PR_SET_NAME)');
 }
 
 export function getpid(): number {

@@ -19,6 +19,7 @@ interface ExecutorWorkerData {
 }
 
 const { port, control, wakeFd, serve } = workerData as ExecutorWorkerData;
+libc.setThreadName(serve ? `lvm-executor-${serve.id}` : 'lvm-executor');
 const post = (ev: ProcessEvent): void => port.postMessage(ev);
 try {
   const executor = new Executor(new Int32Array(control), wakeFd, {

@@ -28,6 +28,7 @@ interface PreparerData {
 const { executor, wakeFd } = workerData as PreparerData;
 // Preparing is background work: it runs only on an otherwise idle CPU.
 libc.setThreadIdle();
+libc.setThreadName('lvm-preparer');
 const kvm = Kvm.open();
 const targets = new Map<number, number>();
 /** Shells handed over and not yet taken, per memory size. */
