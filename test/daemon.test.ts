@@ -338,8 +338,10 @@ void describe('two daemons on one runtime directory', () => {
 void describe('a guest that never exits and never calls', () => {
   let d: TestDaemon;
   before(async () => {
-    // No pool: no background work that would bound its run by a slice anyway.
-    d = await startTestDaemon({ args: ['--pool', '4:0'], prefix: 'spin' });
+    // One prepared shell: a VM started from one is announced after its first
+    // entry, and this one never exits by itself.
+    d = await startTestDaemon({ args: ['--pool', '4:1'], prefix: 'spin' });
+    await until('the shell to be ready', async () => (await d.host()).pools[0]?.warm === 1, 15_000);
   });
   after(async () => {
     await d.stop();
@@ -354,6 +356,7 @@ void describe('a guest that never exits and never calls', () => {
     const { vm } = await ok<{ vm: VmView }>(d.socket, 'POST', '/v1/vms', { image, name: 'spinner' }, 201);
     assert.ok(Date.now() - t0 < 2000, `the create took ${Date.now() - t0} ms`);
     assert.equal(vm.state, 'running');
+    assert.equal(vm.warm, true, 'it did not come from the prepared shell');
     await sleep(50);
     assert.equal((await ok<{ vm: VmView }>(d.socket, 'GET', '/v1/vms/spinner')).vm.state, 'running');
     assert.equal((await ok<{ vm: VmView }>(d.socket, 'DELETE', '/v1/vms/spinner')).vm.state, 'exited');

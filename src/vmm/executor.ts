@@ -575,12 +575,13 @@ export class Executor {
     for (const dev of machine.nets) if (dev?.owned) this.watch(dev.tap.fd, libc.EPOLLIN | libc.EPOLLET, () => this.frameArrived(e, dev));
     if (restored?.header.paused) e.paused = true;
     this.unannounced.push({ ev: 'started', vmId, warm, timings, paused: e.paused, memory: machine.memSize });
-    // A VM about to boot is announced after its first entry (or at its first
-    // event, its boot marker within a few hundred instructions): a socket
-    // write wakes the toolstack, and here that costs the boot ~0.05 ms. A
-    // restored VM may compute for a whole slice before it exits: announced
-    // at once, like one that waits.
-    if (restored) this.announce();
+    // A VM booting from a prepared shell is announced after its first entry
+    // (or at its first event, its boot marker within a few hundred
+    // instructions): a socket write wakes the toolstack, and here that costs
+    // the boot ~0.05 ms. A cold boot is announced at once (holding the news
+    // back would need a timer, which costs that path as much), and so is a
+    // restored VM, which may compute for a whole slice before it exits.
+    if (restored || !warm) this.announce();
     if (restored?.header.parked) {
       e.deadlineNs = machine.deadlineNs;
       this.parked.push(e);
