@@ -20,9 +20,17 @@ void describe('kvm_floor', () => {
   });
 
   void it('--hold: the VMs it keeps take host memory (hundreds of KiB each, not nothing)', async () => {
-    // 300 VMs hold 100+ MiB: well above what MemAvailable drifts by meanwhile.
-    const kib = await kvmFloorMemory(300);
-    assert.ok(kib > 50 && kib < 5000, `${kib} KiB per VM`);
+    // 300 VMs hold 100+ MiB: well above what MemAvailable drifts by meanwhile,
+    // unless something else frees as much at the same moment (processes of an
+    // earlier test ending): then a second try tells.
+    const tries: number[] = [];
+    for (let i = 0; i < 3; i++) {
+      const kib = await kvmFloorMemory(300);
+      tries.push(kib);
+      if (kib > 50 && kib < 5000) break;
+    }
+    const kib = tries.at(-1)!;
+    assert.ok(kib > 50 && kib < 5000, `KiB per VM in ${tries.length} tries: ${tries.join(', ')}`);
   });
 
   void it('bad arguments: exit 2 with the usage line', async () => {

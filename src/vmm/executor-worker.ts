@@ -30,7 +30,10 @@ try {
   if (serve) {
     // The host thread only starts and stops us; the toolstack talks on the socket.
     const socket = new SocketPort(executor, serve.socketPath);
-    executor.setPort({ receive, send: (ev) => socket.send(ev) });
+    executor.setPort({
+      receive, send: (ev) => socket.send(ev),
+      cork: () => socket.cork(), uncork: () => socket.uncork(), flushCorked: () => socket.flushCorked(),
+    });
     executor.onStop = () => socket.close();
   } else {
     executor.setPort({ receive, send: post });

@@ -115,6 +115,11 @@ export interface ExecutorPort {
   /** The next request posted through shared memory (threads), if any. */
   receive(): ProcessRequest | undefined;
   send(ev: ProcessEvent): void;
+  /** Hold what is sent until uncork(), then send it together (where that saves wake-ups). */
+  cork?(): void;
+  uncork?(): void;
+  /** Send what is held now, and go on holding. */
+  flushCorked?(): void;
 }
 
 export interface ExecutorOptions {
@@ -564,6 +569,7 @@ export class Executor {
         ev: 'booted', vmId, bootNs: machine.firstHypercallNs,
         instructions: e.countInstructions ? machine.instructionCount : undefined,
       });
+      this.port.flushCorked?.();
     };
     machine.onConsole = (data) => {
       this.announce();
@@ -684,29 +690,36 @@ export class Executor {
       this.timerArmed = false;
     }
     Atomics.store(this.control, CONTROL_IN_GUEST, 1);
-    const t0 = monotonicNs();
-    const outcome = e.machine.run(this.control);
-    e.cpuNs += monotonicNs() - t0;
-    this.announce();
-    Atomics.store(this.control, CONTROL_IN_GUEST, 0);
-    const m = e.machine;
-    switch (outcome) {
-      case Outcome.Interrupted:
-        // Take the kick (or timer) signal that interrupted KVM_RUN, then
-        // serve whatever woke us: a request on a socket, a deadline.
-        this.dropPendingKicks();
-        this.enqueue(e);
-        this.backgroundTurn = true;
-        this.poll(0);
-        break;
-      case Outcome.Parked:
-        e.deadlineNs = m.deadlineNs;
-        if (e.idleNs !== undefined) e.deadlineNs = Math.min(e.deadlineNs, lastTraffic(m) + e.idleNs);
-        this.parked.push(e);
-        break;
-      case Outcome.Ended:
-        this.end(e, m.exit ?? { kind: 'crash', code: 'internal-error', reason: 'ended without a stated reason' });
-        break;
+    // What the guest says in this slice (console lines, its end) goes out in
+    // one write at its end; only the boot marker goes at once (onBoot).
+    this.port.cork?.();
+    try {
+      const t0 = monotonicNs();
+      const outcome = e.machine.run(this.control);
+      e.cpuNs += monotonicNs() - t0;
+      this.announce();
+      Atomics.store(this.control, CONTROL_IN_GUEST, 0);
+      const m = e.machine;
+      switch (outcome) {
+        case Outcome.Interrupted:
+          // Take the kick (or timer) signal that interrupted KVM_RUN, then
+          // serve whatever woke us: a request on a socket, a deadline.
+          this.dropPendingKicks();
+          this.enqueue(e);
+          this.backgroundTurn = true;
+          this.poll(0);
+          break;
+        case Outcome.Parked:
+          e.deadlineNs = m.deadlineNs;
+          if (e.idleNs !== undefined) e.deadlineNs = Math.min(e.deadlineNs, lastTraffic(m) + e.idleNs);
+          this.parked.push(e);
+          break;
+        case Outcome.Ended:
+          this.end(e, m.exit ?? { kind: 'crash', code: 'internal-error', reason: 'ended without a stated reason' });
+          break;
+      }
+    } finally {
+      this.port.uncork?.();
     }
   }
 

@@ -16,6 +16,9 @@ export class SocketPort implements ExecutorPort {
   private readonly readBuf = new Uint8Array(256 * 1024);
   private queue: Buffer[] = [];
   private queued = 0;
+  /** Frames held while a batch of requests is handled, written at its end in one go. */
+  private corked: Buffer[] | undefined;
+  private corkDepth = 0;
   dropped = 0;
 
   constructor(private readonly executor: Executor, path: string) {
@@ -35,12 +38,50 @@ export class SocketPort implements ExecutorPort {
       return;
     }
     const frame = encodeFrame(ev);
+    if (this.corked) {
+      this.corked.push(frame);
+      return;
+    }
     if (this.queue.length) {
       this.queue.push(frame);
       this.queued += frame.length;
       return;
     }
     this.writeOut(frame);
+  }
+
+  /**
+   * Holds what is sent from now until uncork(), then writes it in one go:
+   * each write wakes the toolstack, and here a wake-up costs the writer
+   * ~50 µs. Nests.
+   */
+  cork(): void {
+    if (this.corkDepth++ === 0) this.corked = [];
+  }
+
+  uncork(): void {
+    if (--this.corkDepth > 0) return;
+    const frames = this.corked ?? [];
+    this.corked = undefined;
+    if (frames.length && this.conn >= 0) this.writeFrames(frames.length === 1 ? frames[0]! : Buffer.concat(frames));
+  }
+
+  /** Writes what is held so far, and goes on holding. */
+  flushCorked(): void {
+    if (!this.corked?.length) return;
+    const frames = this.corked;
+    this.corked = [];
+    if (this.conn >= 0) this.writeFrames(frames.length === 1 ? frames[0]! : Buffer.concat(frames));
+  }
+
+  /** Writes encoded frames, behind any already queued. */
+  private writeFrames(frames: Buffer): void {
+    if (this.queue.length) {
+      this.queue.push(frames);
+      this.queued += frames.length;
+      return;
+    }
+    this.writeOut(frames);
   }
 
   private writeOut(frame: Buffer): void {
@@ -105,7 +146,13 @@ export class SocketPort implements ExecutorPort {
         this.disconnect();
         return;
       }
-      for (const m of msgs) this.executor.handle(m as ProcessRequest);
+      // What handling these requests says goes out in one write.
+      this.cork();
+      try {
+        for (const m of msgs) this.executor.handle(m as ProcessRequest);
+      } finally {
+        this.uncork();
+      }
       if (this.conn < 0) return;
     }
   }
