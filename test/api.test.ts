@@ -5,15 +5,18 @@
 // naming the field and leave nothing half-created, and 100 concurrent
 // creates all get an answer.
 import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import http from 'node:http';
 import { createServer, type AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { promisify } from 'node:util';
 import { after, before, describe, it } from 'node:test';
 import { Ajv, type ValidateFunction } from 'ajv';
 import { pino } from 'pino';
 import { Daemon } from '../src/daemon/daemon.js';
+import type { VmExit } from '../src/vmm/exit.js';
 import {
   isAlive, ok, openStream, request, settle, startTestDaemon, until,
   type ApiErrorBody, type HostInfo, type Reply, type TestDaemon, type VmView,
@@ -365,6 +368,7 @@ void describe('the OpenAPI document', () => {
     let r = await call(SVC, 'daytime service', 'POST', '/v1/services', { name: 'doc-svc', image: 'daytime', devices: [dev], idle_ms: 500 });
     assert.equal(r.status, 201, r.text);
     assert.equal((r.json as { service: { vm: { state: string } } }).service.vm.state, 'armed');
+    const armed = (r.json as { service: { vm: { id: number } } }).service.vm.id;
     r = await call(SVC, 'same name again', 'POST', '/v1/services', { name: 'doc-svc', image: 'daytime', devices: [dev] });
     assert.equal(r.status, 409, r.text);
     r = await call(SVC, 'no such image', 'POST', '/v1/services', { name: 'doc-svc2', image: '/nonexistent.elf', devices: [{ ...dev, id: 1 }] });
@@ -374,6 +378,17 @@ void describe('the OpenAPI document', () => {
     r = await call('GET /v1/services', 'list', 'GET', '/v1/services');
     assert.equal(r.status, 200, r.text);
     assert.ok((r.json as { services: { name: string }[] }).services.some((x) => x.name === 'doc-svc'));
+    // A first packet boots it; with no more traffic it ends 'idle', and the
+    // next VM is armed. The service is listed as documented all along.
+    const { stdout } = await promisify(execFile)('nc', ['-d', '-w', '5', '10.0.0.77', '13'], { timeout: 10_000 });
+    assert.match(stdout, /UTC/);
+    await until('the service to boot once, then arm its next VM', async () => {
+      const x = await call('GET /v1/services', 'while its VM ends idle and the next is armed', 'GET', '/v1/services');
+      assert.equal(x.status, 200, x.text);
+      const svc = (x.json as { services: { name: string; boots: number; vm: { id: number; state: string } | null }[] }).services
+        .find((v) => v.name === 'doc-svc');
+      return svc?.boots === 1 && svc.vm?.state === 'armed' && svc.vm.id !== armed;
+    }, 10_000);
     r = await call('DELETE /v1/services/{name}', 'stop it', 'DELETE', '/v1/services/doc-svc');
     assert.equal(r.status, 200, r.text);
     r = await call('DELETE /v1/services/{name}', 'again', 'DELETE', '/v1/services/doc-svc');
@@ -406,6 +421,30 @@ void describe('the OpenAPI document', () => {
     // Fails today on DELETE /v1/vms/{id} 202: unreachable because of the
     // querystring coercion BUG (src/daemon/server.ts, ajv coerceTypes: false), see above.
     assert.deepEqual(conf.unused(), [], 'documented statuses that no request produced (a new route needs cases here)');
+  });
+});
+
+void describe('how a VM ended, as documented', () => {
+  // One of each kind: the type makes this list grow with VmExit.
+  const exits: { [K in VmExit['kind']]: Extract<VmExit, { kind: K }> } = {
+    halt: { kind: 'halt', status: 3 },
+    crash: { kind: 'crash', code: 'triple-fault', reason: 'the guest triple-faulted' },
+    destroyed: { kind: 'destroyed' },
+    saved: { kind: 'saved', file: null },
+    migrated: { kind: 'migrated', to: '10.0.0.2:7000' },
+    idle: { kind: 'idle', ms: 500 },
+  };
+  void it('every kind of end fits the VM schema of GET /v1/vms/{id}', () => {
+    const validate = operations.get('GET /v1/vms/{id}')!.statuses.get('200')!.validate!;
+    for (const exit of Object.values(exits)) {
+      const body = {
+        vm: {
+          id: 1, name: 'x', image: '/i.elf', memory_mib: 4, cmdline: '', state: 'exited', executor: 1, warm: true,
+          created_at: new Date().toISOString(), exit, timings: null,
+        },
+      };
+      assert.ok(validate(body), `${exit.kind}: ${JSON.stringify(validate.errors)}`);
+    }
   });
 });
 

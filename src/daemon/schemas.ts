@@ -28,14 +28,16 @@ export const error = {
 
 const exit = {
   type: ['object', 'null'],
-  description: 'how the VM ended: {kind: halt, status} | {kind: crash, code, reason} | {kind: destroyed}',
+  description: 'how the VM ended: {kind: halt, status} | {kind: crash, code, reason} | {kind: destroyed} | ' +
+    '{kind: saved, file} | {kind: migrated, to} | {kind: idle, ms} (a just-in-time VM without traffic for ms)',
   properties: {
-    kind: { type: 'string', enum: ['halt', 'crash', 'destroyed', 'saved', 'migrated'] },
+    kind: { type: 'string', enum: ['halt', 'crash', 'destroyed', 'saved', 'migrated', 'idle'] },
     status: { type: 'integer' },
     code: { type: 'string' },
     reason: { type: 'string' },
     file: { type: ['string', 'null'] },
     to: { type: 'string' },
+    ms: { type: 'integer' },
   },
 } as const;
 
