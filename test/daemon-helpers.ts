@@ -224,6 +224,12 @@ export async function settle(socket: string, runtimeDir: string, timeoutMs = 10_
   }
 }
 
+// A test file stopped by a signal (the runner's timeout, ^C) still runs its
+// 'exit' handlers, which take its daemons and their executors down.
+for (const [sig, n] of [['SIGTERM', 15], ['SIGINT', 2], ['SIGHUP', 1]] as const) {
+  process.once(sig, () => process.exit(128 + n));
+}
+
 /**
  * Starts `lightvm daemon` (the built CLI) on a new temporary runtime
  * directory and waits until it answers GET /v1/host.
@@ -247,8 +253,19 @@ export async function startTestDaemon(options: StartOptions = {}): Promise<TestD
   child.stdout!.setEncoding('utf8');
   child.stdout!.on('data', (s: string) => (log += s));
   const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
-  // Whatever happens to the test process, the daemon goes with it.
-  const reap = (): void => void child.kill('SIGTERM');
+  // Whatever happens to the test process, the daemon goes with it, and so do
+  // its executors: they are detached (they outlive a daemon by design), and
+  // one left running a guest that spins takes a core from every later test.
+  const reap = (): void => {
+    child.kill('SIGKILL');
+    for (const p of processesOf(base)) {
+      try {
+        process.kill(p.pid, 'SIGKILL');
+      } catch {
+        // Gone meanwhile.
+      }
+    }
+  };
   process.once('exit', reap);
   const t0 = Date.now();
   for (;;) {
