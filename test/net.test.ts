@@ -6,12 +6,12 @@
 // the bridge and taps made here never touch the host's network.
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
-import { readdirSync } from 'node:fs';
+import { readdirSync, readFileSync } from 'node:fs';
 import { after, before, describe, it } from 'node:test';
 import { promisify } from 'node:util';
 import { Host, type VirtualMachine } from '../src/index.js';
 import type { DeviceEntry } from '../src/vmm/device-page.js';
-import { waitFor } from './helpers.js';
+import { sleep, waitFor } from './helpers.js';
 
 const run = promisify(execFile);
 const inOwnNetns = process.env.LIGHTVM_NETNS === '1';
@@ -101,6 +101,17 @@ void describe('networking', { skip: inOwnNetns ? false : 'needs root and a netwo
     const c = vm.netCounters[0]!;
     assert.equal(c.txDropped, 2, JSON.stringify(c));
     assert.equal(c.txFrames, 1, JSON.stringify(c));
+  });
+
+  void it('taps and the bridge LightVM made carry no IPv6 address: the host sends a parked guest no solicitations', async () => {
+    const vm = await host.create({ image: 'daytime', cmdline: 'stay', devices: net('10.0.0.11') });
+    const tap = `lv${vm.id}n0`;
+    // Duplicate address detection and router solicitation start within a second of a link coming up.
+    await sleep(1500);
+    const v6 = readFileSync('/proc/net/if_inet6', 'utf8').split('\n').map((l) => l.trim().split(/\s+/).at(-1));
+    await vm.destroy();
+    assert.ok(!v6.includes(tap), `${tap} has an IPv6 address`);
+    assert.ok(!v6.includes('lvbr0'), 'the bridge has an IPv6 address');
   });
 
   void it('a destroyed VM leaves no tap; 1,000 vif create/destroy cycles leave no tap and no descriptor', async () => {

@@ -33,6 +33,10 @@ const IFLA_IFNAME = 3;
 const IFLA_MTU = 4;
 const IFLA_MASTER = 10;
 const IFLA_LINKINFO = 18;
+const IFLA_AF_SPEC = 26;
+const AF_INET6 = 10;
+const IFLA_INET6_ADDR_GEN_MODE = 8;
+const IN6_ADDR_GEN_MODE_NONE = 1;
 const IFLA_INFO_KIND = 1;
 const IFA_ADDRESS = 1;
 const IFA_LOCAL = 2;
@@ -153,8 +157,21 @@ export class Rtnetlink {
     this.request(RTM_NEWLINK, 0, this.ifinfo(index, up ? IFF_UP : 0, IFF_UP), `set link ${index} ${up ? 'up' : 'down'}`);
   }
 
-  /** Attaches a link to a bridge and brings it up, in one message. */
+  /**
+   * Gives a link that is still down no IPv6 address of its own (address
+   * generation mode "none"): the host would otherwise send solicitations
+   * and reports from it, and on a VM's tap or bridge each frame wakes a
+   * parked guest. In one message with IFF_UP it would come too late: the
+   * kernel brings the link up first and makes a link-local address then.
+   */
+  noIpv6Address(index: number): void {
+    const mode = attr(IFLA_AF_SPEC, attr(AF_INET6, attr(IFLA_INET6_ADDR_GEN_MODE, new Uint8Array([IN6_ADDR_GEN_MODE_NONE]))));
+    this.request(RTM_NEWLINK, 0, concat([this.ifinfo(index), mode]), `set no IPv6 address on link ${index}`);
+  }
+
+  /** Attaches a link to a bridge and brings it up (with no IPv6 address of its own). */
   attachAndUp(index: number, master: number): void {
+    this.noIpv6Address(index);
     const body = concat([this.ifinfo(index, IFF_UP, IFF_UP), attr(IFLA_MASTER, u32(master))]);
     this.request(RTM_NEWLINK, 0, body, `attach link ${index} to ${master}`);
   }

@@ -18,14 +18,18 @@ export function ensureBridge(config: BridgeConfig): void {
   if (ready.has(config.name) && linkIndex(config.name)) return;
   const nl = new Rtnetlink();
   try {
+    let created = false;
     if (!linkIndex(config.name)) {
       try {
         nl.createBridge(config.name);
+        created = true;
       } catch (err) {
         if ((err as { code?: string }).code !== 'EEXIST') throw err;
       }
     }
     const index = linkIndex(config.name);
+    // A bridge of our own stays quiet in IPv6 (one found is left as it is).
+    if (created) nl.noIpv6Address(index);
     if (config.address) {
       const m = /^(\d+\.\d+\.\d+\.\d+)\/(\d+)$/.exec(config.address);
       if (!m) throw new RangeError(`bridge address "${config.address}" is not a.b.c.d/len`);
