@@ -166,7 +166,12 @@ export class Rtnetlink {
    */
   noIpv6Address(index: number): void {
     const mode = attr(IFLA_AF_SPEC, attr(AF_INET6, attr(IFLA_INET6_ADDR_GEN_MODE, new Uint8Array([IN6_ADDR_GEN_MODE_NONE]))));
-    this.request(RTM_NEWLINK, 0, concat([this.ifinfo(index), mode]), `set no IPv6 address on link ${index}`);
+    try {
+      this.request(RTM_NEWLINK, 0, concat([this.ifinfo(index), mode]), `set no IPv6 address on link ${index}`);
+    } catch (err) {
+      // No IPv6 on this link (an MTU below 1280, IPv6 off or absent): nothing to silence.
+      if ((err as SysError).code !== 'EAFNOSUPPORT') throw err;
+    }
   }
 
   /** Attaches a link to a bridge and brings it up (with no IPv6 address of its own). */

@@ -29,6 +29,8 @@ export function ensureBridge(config: BridgeConfig): void {
     }
     const index = linkIndex(config.name);
     // A bridge of our own stays quiet in IPv6 (one found is left as it is).
+    // The kernel forgets this if a port with an MTU below 1280 shrinks the
+    // bridge's MTU for a while: the bridge may then make a link-local address.
     if (created) nl.noIpv6Address(index);
     if (config.address) {
       const m = /^(\d+\.\d+\.\d+\.\d+)\/(\d+)$/.exec(config.address);
