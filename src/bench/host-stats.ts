@@ -81,15 +81,19 @@ export function processJiffies(pids: number[]): number {
 
 /**
  * Waits until these processes have been quiet (at most one jiffy of CPU in
- * a second) or maxMs passed: the work a burst leaves behind (pool refill,
- * V8's post-burst garbage collection) is not idle cost. Returns the ms waited.
+ * each of 3 seconds in a row) or maxMs passed: the work a burst leaves behind
+ * (pool refill, V8's garbage collection some seconds after the burst) is not
+ * idle cost. One quiet second was not enough: V8's collections came after it.
+ * Returns the ms waited.
  */
 export async function settle(pids: number[], maxMs: number): Promise<number> {
   const t0 = Date.now();
+  let quiet = 0;
   for (;;) {
     const a = processJiffies(pids);
     await new Promise((r) => setTimeout(r, 1000));
-    if (processJiffies(pids) - a <= 1 || Date.now() - t0 >= maxMs) return Date.now() - t0;
+    quiet = processJiffies(pids) - a <= 1 ? quiet + 1 : 0;
+    if (quiet >= 3 || Date.now() - t0 >= maxMs) return Date.now() - t0;
   }
 }
 
