@@ -38,16 +38,8 @@ export class SocketPort implements ExecutorPort {
       return;
     }
     const frame = encodeFrame(ev);
-    if (this.corked) {
-      this.corked.push(frame);
-      return;
-    }
-    if (this.queue.length) {
-      this.queue.push(frame);
-      this.queued += frame.length;
-      return;
-    }
-    this.writeOut(frame);
+    if (this.corked) this.corked.push(frame);
+    else this.writeFrames(frame);
   }
 
   /**
@@ -61,9 +53,8 @@ export class SocketPort implements ExecutorPort {
 
   uncork(): void {
     if (--this.corkDepth > 0) return;
-    const frames = this.corked ?? [];
+    this.flushCorked();
     this.corked = undefined;
-    if (frames.length && this.conn >= 0) this.writeFrames(frames.length === 1 ? frames[0]! : Buffer.concat(frames));
   }
 
   /** Writes what is held so far, and goes on holding. */
