@@ -13,7 +13,7 @@ import { DeadlineHeap, type HeapItem } from './deadline-heap.js';
 import type { VmExit } from './exit.js';
 import { ImageCache } from './image-cache.js';
 import { ShellSupply } from './shell-supply.js';
-import { NetDevice } from './net.js';
+import { NetDevice, type NetCounters } from './net.js';
 import { Rtnetlink } from '../sys/netlink.js';
 import { DEFAULT_BRIDGE } from './device-page.js';
 import { Machine, monotonicNs, Outcome } from './machine.js';
@@ -59,6 +59,10 @@ function isFor(svc: Service, dev: NetDevice, f: Uint8Array): boolean {
   if (type === 0x0806) return f.length >= 42 && f[21] === 1 && at(38);
   if (type === 0x0800) return at(30);
   return false;
+}
+
+function netCounters(m: Machine): (NetCounters & { id: number; tap: string })[] {
+  return m.nets.flatMap((d) => (d ? [{ id: d.id, tap: d.tap.name, ...d.counters }] : []));
 }
 
 function lastTraffic(m: Machine): number {
@@ -250,11 +254,9 @@ export class Executor {
   /** Carries out one request from the toolstack. */
   handle(req: ProcessRequest): void {
     this.lastRequestNs = monotonicNs();
-    // What the toolstack is told about a VM comes after its start.
-    this.announce();
     switch (req.op) {
       case 'hello':
-        this.port.send({
+        this.emit({
           ev: 'hello', id: this.id, pid: libc.getpid(), tid: libc.gettid(),
           vms: [...[...this.vms.values()].map((e) => this.record(e)), ...this.ended.values()],
           pools: Object.fromEntries([...this.supply?.depths() ?? []].map(([m, d]) => [m, d.depth])),
@@ -302,7 +304,7 @@ export class Executor {
       case 'pause': {
         const e = this.vms.get(req.vmId);
         if (e && !e.paused) e.paused = true;
-        this.port.send({ ev: 'paused', vmId: req.vmId, ok: e !== undefined });
+        this.emit({ ev: 'paused', vmId: req.vmId, ok: e !== undefined });
         break;
       }
       case 'unpause': {
@@ -314,7 +316,7 @@ export class Executor {
             this.enqueue(e);
           }
         }
-        this.port.send({ ev: 'unpaused', vmId: req.vmId, ok: e !== undefined });
+        this.emit({ ev: 'unpaused', vmId: req.vmId, ok: e !== undefined });
         break;
       }
       case 'shutdown': {
@@ -349,12 +351,12 @@ export class Executor {
         this.updatePreparer();
         break;
       case 'stats':
-        this.port.send({
+        this.emit({
           ev: 'stats', requestId: req.requestId,
           vms: [...this.vms.values()].map((e) => ({
             vmId: e.vmId, cpuNs: e.cpuNs, exits: e.machine.exitCount,
             residentKiB: (e.machine.ram.residentBytes() + e.machine.devicePage.memory.residentBytes()) / 1024,
-            nets: e.machine.nets.flatMap((d) => (d ? [{ id: d.id, tap: d.tap.name, ...d.counters }] : [])),
+            nets: netCounters(e.machine),
           })),
         });
         break;
@@ -372,10 +374,7 @@ export class Executor {
     try {
       if (this.vms.has(req.vmId)) throw new Error(`VM id ${req.vmId} already exists on this executor`);
       const image = this.images.get(req.image);
-      machine = req.warm ? this.supply?.take(req.memory) : undefined;
-      warm = machine !== undefined;
-      this.poolChanged ||= warm;
-      machine ??= new Machine(this.kvm, req.memory);
+      ({ machine, warm } = this.shell(req.memory, req.warm));
       timings.shellNs = monotonicNs();
       machine.load(image, { vmId: req.vmId, name: req.name, cmdline: req.cmdline, devices: req.devices });
       this.attachNets(machine, req, timings);
@@ -383,7 +382,7 @@ export class Executor {
       timings.loadedNs = monotonicNs();
     } catch (err) {
       machine?.close();
-      this.port.send({ ev: 'create-failed', vmId: req.vmId, error: serializeError(err) });
+      this.emit({ ev: 'create-failed', vmId: req.vmId, error: serializeError(err) });
       return;
     }
     this.start(req, machine, timings, warm);
@@ -403,24 +402,20 @@ export class Executor {
       if (snapshot.header.vm.memory !== config.memory) {
         throw new SnapshotError(req.file ?? 'snapshot', 'header.vm.memory', 'changed since it was first read');
       }
-      machine = config.warm ? this.supply?.take(config.memory) : undefined;
-      warm = machine !== undefined;
-      this.poolChanged ||= warm;
-      machine ??= new Machine(this.kvm, config.memory);
+      ({ machine, warm } = this.shell(config.memory, config.warm));
       timings.shellNs = monotonicNs();
       machine.restore(snapshot, { vmId: config.vmId, name: config.name, cmdline: config.cmdline, devices: config.devices });
       this.attachNets(machine, config, timings);
       timings.loadedNs = timings.bootNs = monotonicNs();
     } catch (err) {
       machine?.close();
-      this.port.send({ ev: 'create-failed', vmId: config.vmId, error: serializeError(err) });
+      this.emit({ ev: 'create-failed', vmId: config.vmId, error: serializeError(err) });
       return;
     }
     const e = this.start(config, machine, timings, warm, snapshot);
     if (snapshot.console.length) {
       if (this.keepRecords) e.console = appendHistory(e.console, snapshot.console);
-      this.announce();
-      this.port.send({ ev: 'console', vmId: config.vmId, data: snapshot.console });
+      this.emit({ ev: 'console', vmId: config.vmId, data: snapshot.console });
     }
   }
 
@@ -458,13 +453,13 @@ export class Executor {
       }
     } catch (err) {
       for (const dev of svc?.nets ?? []) dev?.close();
-      this.port.send({ ev: 'create-failed', vmId: req.vmId, error: serializeError(err) });
+      this.emit({ ev: 'create-failed', vmId: req.vmId, error: serializeError(err) });
       return;
     }
     svc.config = req.config;
     svc.idleNs = req.idleMs * 1e6;
     svc.armedVmId = req.vmId;
-    this.port.send({ ev: 'armed', vmId: req.vmId });
+    this.emit({ ev: 'armed', vmId: req.vmId });
     // Frames that came while no VM was armed: one of them may be for us.
     for (const dev of svc.nets) if (dev) this.serviceFrame(svc, dev);
   }
@@ -489,10 +484,7 @@ export class Executor {
     let machine: Machine | undefined;
     let warm: boolean;
     try {
-      machine = this.supply?.take(req.memory);
-      warm = machine !== undefined;
-      this.poolChanged ||= warm;
-      machine ??= new Machine(this.kvm, req.memory);
+      ({ machine, warm } = this.shell(req.memory, true));
       timings.shellNs = monotonicNs();
       machine.load(this.images.get(req.image), { vmId, name: req.name, cmdline: req.cmdline, devices: req.devices });
       for (const dev of svc.nets) {
@@ -504,7 +496,7 @@ export class Executor {
       timings.loadedNs = monotonicNs();
     } catch (err) {
       machine?.close();
-      this.port.send({ ev: 'create-failed', vmId, error: serializeError(err) });
+      this.emit({ ev: 'create-failed', vmId, error: serializeError(err) });
       return;
     }
     svc.vmId = vmId;
@@ -530,8 +522,8 @@ export class Executor {
       // The VM that never booted ends too, holding nothing.
       const now = monotonicNs();
       const timings: Timings = { requestNs: now, shellNs: now, loadedNs: now, bootNs: 0, endNs: now, destroyNs: now, destroyedNs: now };
-      this.port.send({ ev: 'exit', vmId: svc.armedVmId, exit: { kind: 'destroyed' }, timings, exits: 0 });
-      this.port.send({ ev: 'freed', vmId: svc.armedVmId, destroyNs: now, destroyedNs: now });
+      this.emit({ ev: 'exit', vmId: svc.armedVmId, exit: { kind: 'destroyed' }, timings, exits: 0 });
+      this.emit({ ev: 'freed', vmId: svc.armedVmId, destroyNs: now, destroyedNs: now });
     }
   }
 
@@ -545,12 +537,28 @@ export class Executor {
     else this.enqueue(e);
   }
 
+  /** A prepared shell of this size if one is wanted and ready (warm), else a new one. */
+  private shell(memory: number, wantPrepared: boolean): { machine: Machine; warm: boolean } {
+    const prepared = wantPrepared ? this.supply?.take(memory) : undefined;
+    if (prepared) {
+      this.poolChanged = true;
+      return { machine: prepared, warm: true };
+    }
+    return { machine: new Machine(this.kvm, memory), warm: false };
+  }
+
   /** Sends the 'started' events held back. */
   private announce(): void {
     if (this.unannounced.length === 0) return;
     const evs = this.unannounced;
     this.unannounced = [];
     for (const ev of evs) this.port.send(ev);
+  }
+
+  /** Sends an event; whatever the toolstack hears of a VM comes after its start. */
+  private emit(ev: ProcessEvent): void {
+    this.announce();
+    this.port.send(ev);
   }
 
   /** Takes a loaded machine in: it runs from now on (or waits, parked or paused, as restored). */
@@ -564,17 +572,15 @@ export class Executor {
     // The boot marker is news at once: the guest may run on for a while.
     machine.onBoot = () => {
       e.timings.bootNs = machine.firstHypercallNs;
-      this.announce();
-      this.port.send({
+      this.emit({
         ev: 'booted', vmId, bootNs: machine.firstHypercallNs,
         instructions: e.countInstructions ? machine.instructionCount : undefined,
       });
       this.port.flushCorked?.();
     };
     machine.onConsole = (data) => {
-      this.announce();
       if (this.keepRecords) e.console = appendHistory(e.console, data);
-      this.port.send({ ev: 'console', vmId, data: data.slice() });
+      this.emit({ ev: 'console', vmId, data: data.slice() });
     };
     this.vms.set(vmId, e);
     // A service's taps keep their own watch: they outlive the VM.
@@ -618,9 +624,9 @@ export class Executor {
         v.setUint32(o, p, true);
         data.set(m.ram.bytes.subarray(p * PAGE_BYTES, (p + 1) * PAGE_BYTES), o + 4);
       });
-      this.port.send({ ev: 'pages', requestId: req.requestId, vmId: req.vmId, data, count: pages.length });
+      this.emit({ ev: 'pages', requestId: req.requestId, vmId: req.vmId, data, count: pages.length });
     } catch (err) {
-      this.port.send({ ev: 'save-failed', requestId: req.requestId, vmId: req.vmId, error: serializeError(err) });
+      this.emit({ ev: 'save-failed', requestId: req.requestId, vmId: req.vmId, error: serializeError(err) });
     }
   }
 
@@ -629,7 +635,7 @@ export class Executor {
     const e = this.vms.get(req.vmId);
     const t0 = monotonicNs();
     if (!e) {
-      this.port.send({ ev: 'save-failed', requestId: req.requestId, vmId: req.vmId, error: { name: 'Error', message: `no VM ${req.vmId} on this executor` } });
+      this.emit({ ev: 'save-failed', requestId: req.requestId, vmId: req.vmId, error: { name: 'Error', message: `no VM ${req.vmId} on this executor` } });
       return;
     }
     try {
@@ -658,12 +664,12 @@ export class Executor {
       if (req.file) writeSnapshotFile(req.file, parts);
       // Ended first, so that whoever hears 'saved' finds the VM's name free.
       if (!req.keep) this.end(e, { kind: 'saved', file: req.file ?? null });
-      this.port.send({
+      this.emit({
         ev: 'saved', requestId: req.requestId, vmId: req.vmId, file: req.file, data: req.file ? undefined : new Uint8Array(Buffer.concat(parts)),
         bytes, pages: c.pages.length, ns: monotonicNs() - t0,
       });
     } catch (err) {
-      this.port.send({ ev: 'save-failed', requestId: req.requestId, vmId: req.vmId, error: serializeError(err) });
+      this.emit({ ev: 'save-failed', requestId: req.requestId, vmId: req.vmId, error: serializeError(err) });
     }
   }
 
@@ -751,7 +757,6 @@ export class Executor {
    */
   private end(e: Entry, exit: VmExit): void {
     e.timings.endNs = monotonicNs();
-    this.announce();
     for (const dev of e.machine.nets) if (dev?.owned) this.unwatch(dev.tap.fd);
     if (e.serviceId !== undefined) {
       const svc = this.services.get(e.serviceId);
@@ -762,10 +767,10 @@ export class Executor {
     if (e.queued) this.runQueue = this.runQueue.filter((x) => x !== e);
     this.dying.push({ e, exit });
     if (this.keepRecords) this.ended.set(e.vmId, { ...this.record(e), state: 'exited', exit });
-    this.port.send({
+    this.emit({
       ev: 'exit', vmId: e.vmId, exit, timings: e.timings, exits: e.machine.exitCount,
       instructions: e.countInstructions ? e.machine.instructionCount : undefined,
-      nets: e.machine.nets.flatMap((d) => (d ? [{ id: d.id, tap: d.tap.name, ...d.counters }] : [])),
+      nets: netCounters(e.machine),
     });
     if (this.dying.length > MAX_DYING) this.reapOne();
   }
@@ -778,7 +783,7 @@ export class Executor {
     e.timings.destroyNs = monotonicNs();
     e.machine.close();
     e.timings.destroyedNs = monotonicNs();
-    this.port.send({ ev: 'freed', vmId: e.vmId, destroyNs: e.timings.destroyNs, destroyedNs: e.timings.destroyedNs });
+    this.emit({ ev: 'freed', vmId: e.vmId, destroyNs: e.timings.destroyNs, destroyedNs: e.timings.destroyedNs });
     return true;
   }
 
@@ -824,12 +829,12 @@ export class Executor {
       const depths = this.supply?.depths() ?? new Map<number, { depth: number; warm: number }>();
       for (const memory of this.poolTargets.keys()) {
         const d = depths.get(memory) ?? { depth: 0, warm: 0 };
-        this.port.send({ ev: 'pool', memory, depth: d.depth, warm: d.warm });
+        this.emit({ ev: 'pool', memory, depth: d.depth, warm: d.warm });
       }
       const f = this.supply?.failure;
       if (f && this.supply) {
         this.supply.failure = undefined;
-        this.port.send({ ev: 'pool-error', memory: f.memory, error: f.error });
+        this.emit({ ev: 'pool-error', memory: f.memory, error: f.error });
       }
     }
     const top = this.parked.peek();
@@ -866,7 +871,7 @@ export class Executor {
     while (this.reapOne());
     this.supply?.close();
     libc.threadTimerDelete(this.timer);
-    this.port.send({ ev: 'stopped' });
+    this.emit({ ev: 'stopped' });
     this.onStop?.();
     libc.close(this.epfd);
     this.kvm.close();
