@@ -292,6 +292,8 @@ export function sigset(...signals: number[]): Uint8Array {
 
 export const SIG_BLOCK = 0;
 export const SIG_UNBLOCK = 1;
+export const SIGHUP = 1;
+export const SIGPIPE = 13;
 
 export function blockSignals(set: Uint8Array): void {
   const r = c.pthreadSigmask(SIG_BLOCK, set, null) as number;

@@ -1,24 +1,13 @@
 // The host's handle on one executor thread: starts the worker, posts
 // requests and wakes (or kicks) the thread so it reads them at once.
 import { EventEmitter } from 'node:events';
-import { MessageChannel, Worker, type TransferListItem } from 'node:worker_threads';
+import { MessageChannel, type Worker } from 'node:worker_threads';
 import * as libc from '../sys/libc.js';
 import {
   CONTROL_IN_GUEST, CONTROL_PENDING, CONTROL_WORDS, KICK_SIGNAL,
   type ExecutorEvent, type ExecutorRequest, type ProcessEvent, type SerializedError,
 } from './protocol.js';
-import type { ServeOptions } from './executor-worker.js';
-
-const fromSource = import.meta.url.endsWith('.ts');
-
-/** A worker running module `name` of this folder, from dist or (tests) from source. */
-function startWorker(name: string, options: ConstructorParameters<typeof Worker>[1]): Worker {
-  const url = new URL(`./${name}.${fromSource ? 'ts' : 'js'}`, import.meta.url);
-  // From source the worker must register the TypeScript loader itself:
-  // Node 20 does not pass loader hooks on to worker threads.
-  if (!fromSource) return new Worker(url, options);
-  return new Worker(`import('tsx/esm/api').then((m) => { m.register(); return import(${JSON.stringify(url.href)}); })`, { ...options, eval: true });
-}
+import { startWorker } from './workers.js';
 
 export class ExecutorError extends Error {
   constructor(message: string) {
@@ -40,10 +29,6 @@ export class ExecutorThread extends EventEmitter<ExecutorThreadEvents> {
   /** VMs placed on this executor (kept by the host). */
   load = 0;
   private readonly worker: Worker;
-  /** Prepares shells beside the executor thread while it holds a pool. */
-  private preparer: Worker | undefined;
-  /** Preparer starts and stops, one after another. */
-  private preparerWork: Promise<void> = Promise.resolve();
   private readonly port: import('node:worker_threads').MessagePort;
   private readonly control: Int32Array;
   private readonly wakeFd: number;
@@ -52,7 +37,7 @@ export class ExecutorThread extends EventEmitter<ExecutorThreadEvents> {
   private alive = true;
   private readonly stopped: Promise<void>;
 
-  private constructor(serve?: ServeOptions) {
+  private constructor() {
     super();
     const sab = new SharedArrayBuffer(CONTROL_WORDS * 4);
     this.control = new Int32Array(sab);
@@ -60,7 +45,7 @@ export class ExecutorThread extends EventEmitter<ExecutorThreadEvents> {
     const { port1, port2 } = new MessageChannel();
     this.port = port1;
     this.worker = startWorker('executor-worker', {
-      workerData: { port: port2, control: sab, wakeFd: this.wakeFd, serve },
+      workerData: { port: port2, control: sab, wakeFd: this.wakeFd },
       transferList: [port2],
       // An executor needs little JS heap: its VMs' memory is mapped, not
       // allocated. A small young generation keeps its memory per VM low
@@ -68,10 +53,6 @@ export class ExecutorThread extends EventEmitter<ExecutorThreadEvents> {
       resourceLimits: { maxOldGenerationSizeMb: 256, maxYoungGenerationSizeMb: 4 },
     });
     this.port.on('message', (ev: ExecutorEvent | ProcessEvent) => {
-      if (ev.ev === 'preparer-wanted') {
-        this.preparerWork = this.preparerWork.then(() => (ev.want ? this.startPreparer() : this.stopPreparer()));
-        return;
-      }
       if (ev.ev === 'ready') {
         this.tid = ev.tid;
         this.pid = ev.pid;
@@ -87,11 +68,9 @@ export class ExecutorThread extends EventEmitter<ExecutorThreadEvents> {
           this.alive = false;
           this.emit('lost', { name: 'ExecutorError', message: `executor thread exited with code ${code}` });
         }
-        void (this.preparerWork = this.preparerWork.then(() => this.stopPreparer())).then(() => {
-          libc.close(this.wakeFd);
-          this.port.close();
-          resolve();
-        });
+        libc.close(this.wakeFd);
+        this.port.close();
+        resolve();
       });
     });
     this.worker.on('error', (err) => {
@@ -102,9 +81,9 @@ export class ExecutorThread extends EventEmitter<ExecutorThreadEvents> {
     });
   }
 
-  /** Starts an executor thread; with serve, it also serves a toolstack socket. */
-  static start(serve?: ServeOptions): Promise<ExecutorThread> {
-    const t = new ExecutorThread(serve);
+  /** Starts an executor thread. */
+  static start(): Promise<ExecutorThread> {
+    const t = new ExecutorThread();
     return new Promise((resolve, reject) => {
       const onEvent = (ev: ExecutorEvent): void => {
         if (ev.ev === 'ready') {
@@ -131,44 +110,12 @@ export class ExecutorThread extends EventEmitter<ExecutorThreadEvents> {
     this.post(req);
   }
 
-  private post(req: ExecutorRequest, transfer: TransferListItem[] = []): void {
-    this.port.postMessage(req, transfer);
+  private post(req: ExecutorRequest): void {
+    this.port.postMessage(req);
     Atomics.store(this.control, CONTROL_PENDING, 1);
     libc.eventfdSignal(this.wakeFd);
     // A thread inside KVM_RUN does not read its eventfd: interrupt it.
     if (Atomics.load(this.control, CONTROL_IN_GUEST) !== 0) libc.tgkill(this.pid, this.tid, KICK_SIGNAL);
-  }
-
-  private startPreparer(): void {
-    if (this.preparer || !this.alive) return;
-    const channel = new MessageChannel();
-    const preparer = startWorker('preparer', {
-      workerData: { executor: channel.port1, wakeFd: this.wakeFd },
-      transferList: [channel.port1],
-      resourceLimits: { maxOldGenerationSizeMb: 64, maxYoungGenerationSizeMb: 2 },
-    });
-    preparer.unref();
-    preparer.on('error', (err) => {
-      // Without its preparer the executor still runs VMs, from cold.
-      process.emitWarning(`executor ${this.id}: shell preparer failed: ${err.message}`);
-    });
-    this.preparer = preparer;
-    this.post({ op: 'preparer-attached', port: channel.port2 }, [channel.port2]);
-  }
-
-  /** Stops the preparer; once it has, no shell is in flight, and the executor frees what it holds. */
-  private async stopPreparer(): Promise<void> {
-    const preparer = this.preparer;
-    if (!preparer) return;
-    this.preparer = undefined;
-    await new Promise<void>((resolve) => {
-      const done = (): void => resolve();
-      preparer.once('message', done);
-      preparer.once('exit', done);
-      preparer.ref();
-      preparer.postMessage({ op: 'stop' });
-    });
-    if (this.alive) this.post({ op: 'preparer-stopped' });
   }
 
   /** Keeps the process alive while this executor has VMs (and while it stops). */
@@ -188,15 +135,9 @@ export class ExecutorThread extends EventEmitter<ExecutorThreadEvents> {
   async stop(): Promise<void> {
     this.stopping = true;
     this.setBusy(true);
-    // The preparer stops first: once it has, no shell is in flight, and the
-    // executor, stopping last, frees every shell it was handed.
-    await (this.preparerWork = this.preparerWork.then(() => this.stopPreparer()));
     if (this.alive) {
+      this.post({ op: 'stop' });
       this.alive = false;
-      this.port.postMessage({ op: 'stop' } satisfies ExecutorRequest);
-      Atomics.store(this.control, CONTROL_PENDING, 1);
-      libc.eventfdSignal(this.wakeFd);
-      if (Atomics.load(this.control, CONTROL_IN_GUEST) !== 0) libc.tgkill(this.pid, this.tid, KICK_SIGNAL);
     }
     await this.stopped;
   }

@@ -6,6 +6,7 @@
 // timer signal; the host interrupts the thread the same way (a "kick").
 import { readFileSync } from 'node:fs';
 import { release } from 'node:os';
+import { MessageChannel } from 'node:worker_threads';
 import { Kvm } from '../kvm/kvm.js';
 import * as libc from '../sys/libc.js';
 import { POLL_CONTROL } from './abi.js';
@@ -22,6 +23,7 @@ import {
   type AdoptedVm, type CreateRequest, type ProcessEvent, type ProcessRequest, type RestoreRequest, type Timings,
 } from './protocol.js';
 import { decodeSnapshot, encodeSnapshotParts, SnapshotError, writeSnapshotFile, type Snapshot } from './snapshot.js';
+import { startWorker } from './workers.js';
 
 const PAGE_BYTES = 4096;
 
@@ -92,6 +94,8 @@ const QUIET_NS = 2_000_000;
 const MAX_DYING = 64;
 /** Shortest timer the executor arms: below this, signals cost more than lateness. */
 const MIN_TIMER_NS = 50_000;
+/** Longest an executor that stops waits for its preparer's last word. */
+const PREPARER_STOP_MS = 5_000;
 
 interface Entry extends HeapItem {
   vmId: number;
@@ -131,8 +135,6 @@ export interface ExecutorOptions {
    *  (an executor process, whose toolstack may restart). */
   keepRecords?: boolean;
   id?: number;
-  /** Asks the host thread to start (true) or stop (false) a shell preparer. */
-  wantPreparer?: (want: boolean) => void;
 }
 
 type FdHandler = (events: number) => void;
@@ -148,8 +150,6 @@ export class Executor {
   /** Shells from a preparer thread, which runs only while a pool target is set. */
   private supply: ShellSupply | undefined;
   private readonly poolTargets = new Map<number, number>();
-  private preparerWanted = false;
-  private readonly wantPreparer: (want: boolean) => void;
   private readonly epfd: number;
   private readonly events = new Uint8Array(libc.EPOLL_EVENT_SIZE * 16);
   private readonly kickSet = libc.sigset(KICK_SIGNAL);
@@ -185,7 +185,6 @@ export class Executor {
     libc.ignoreSignal(KICK_SIGNAL);
     libc.blockSignals(this.kickSet);
     this.kvm = Kvm.open();
-    this.wantPreparer = options.wantPreparer ?? (() => {});
     this.epfd = libc.epollCreate();
     this.watch(this.wakeFd, libc.EPOLLIN, () => libc.eventfdDrain(this.wakeFd));
     this.timer = libc.threadTimerCreate(KICK_SIGNAL);
@@ -233,6 +232,7 @@ export class Executor {
         if (Atomics.load(this.control, CONTROL_PENDING) !== 0) continue;
         if (!this.reapOne()) {
           if (this.supply?.drain()) this.poolChanged = true;
+          this.settlePreparer();
           if (this.supply?.warmOne(() => this.dropPendingKicks())) this.poolChanged = true;
         }
         continue;
@@ -335,18 +335,6 @@ export class Executor {
       case 'pool':
         this.poolTargets.set(req.memory, req.target);
         this.supply?.setTarget(req.memory, req.target);
-        this.poolChanged = true;
-        this.updatePreparer();
-        break;
-      case 'preparer-attached':
-        this.supply = new ShellSupply(this.kvm, req.port);
-        for (const [memory, target] of this.poolTargets) this.supply.setTarget(memory, target);
-        this.updatePreparer();
-        break;
-      case 'preparer-stopped':
-        this.supply?.close();
-        this.supply = undefined;
-        this.preparerWanted = false;
         this.poolChanged = true;
         this.updatePreparer();
         break;
@@ -587,13 +575,11 @@ export class Executor {
     for (const dev of machine.nets) if (dev?.owned) this.watch(dev.tap.fd, libc.EPOLLIN | libc.EPOLLET, () => this.frameArrived(e, dev));
     if (restored?.header.paused) e.paused = true;
     this.unannounced.push({ ev: 'started', vmId, warm, timings, paused: e.paused, memory: machine.memSize });
-    // A VM booting from a prepared shell is announced after its first entry
-    // (or at its first event, its boot marker within a few hundred
-    // instructions): a socket write wakes the toolstack, and here that costs
-    // the boot ~0.05 ms. A cold boot is announced at once (holding the news
-    // back would need a timer, which costs that path as much), and so is a
-    // restored VM, which may compute for a whole slice before it exits.
-    if (restored || !warm) this.announce();
+    // A new VM is announced after its first entry (or at its first event,
+    // its boot marker within a few hundred instructions): a write wakes the
+    // toolstack, and here that costs the boot ~0.05 ms. A restored VM is
+    // announced at once: it may compute for a whole slice before it exits.
+    if (restored) this.announce();
     if (restored?.header.parked) {
       e.deadlineNs = machine.deadlineNs;
       this.parked.push(e);
@@ -799,14 +785,38 @@ export class Executor {
   /**
    * A preparer thread costs memory (a V8 isolate): it runs only while this
    * executor holds a pool, which the toolstack moves to the executor it fills.
+   * This thread starts and stops it itself (it never returns to its event
+   * loop, so all it hears from the preparer comes over their channel).
    */
   private updatePreparer(): void {
     let want = false;
     for (const t of this.poolTargets.values()) if (t > 0) want = true;
-    if (want !== this.preparerWanted && (want || this.supply)) {
-      this.preparerWanted = want;
-      this.wantPreparer(want);
-    }
+    if (want && !this.supply) this.supply = this.startPreparer();
+    else if (!want) this.supply?.stop();
+    // Wanted again while the old one stops: see settlePreparer().
+  }
+
+  private startPreparer(): ShellSupply {
+    const { port1, port2 } = new MessageChannel();
+    const worker = startWorker('preparer', {
+      workerData: { executor: port1, wakeFd: this.wakeFd },
+      transferList: [port1],
+      resourceLimits: { maxOldGenerationSizeMb: 64, maxYoungGenerationSizeMb: 2 },
+    });
+    // It ends by itself once stopped; it never keeps the process alive.
+    worker.unref();
+    const supply = new ShellSupply(this.kvm, port2);
+    for (const [memory, target] of this.poolTargets) supply.setTarget(memory, target);
+    return supply;
+  }
+
+  /** Once a stopped preparer's last shell is in, frees what it left; starts a new one if a pool is wanted again. */
+  private settlePreparer(): void {
+    if (!this.supply?.stopped) return;
+    this.supply.close();
+    this.supply = undefined;
+    this.poolChanged = true;
+    this.updatePreparer();
   }
 
   private hasBackgroundWork(): boolean {
@@ -823,6 +833,7 @@ export class Executor {
   private sleep(): void {
     this.announce();
     if (this.supply?.drain()) this.poolChanged = true;
+    this.settlePreparer();
     if (this.poolChanged) {
       // Pool depth is news for the toolstack, but never on a VM's boot path.
       this.poolChanged = false;
@@ -869,12 +880,30 @@ export class Executor {
     for (const id of [...this.services.keys()]) this.disarm(id);
     for (const e of [...this.vms.values()]) this.end(e, { kind: 'destroyed' });
     while (this.reapOne());
-    this.supply?.close();
+    this.stopPreparer();
     libc.threadTimerDelete(this.timer);
     this.emit({ ev: 'stopped' });
     this.onStop?.();
     libc.close(this.epfd);
     this.kvm.close();
+  }
+
+  /**
+   * Stops the preparer and frees every shell it handed over, the last ones
+   * included. A preparer that died says nothing: it is waited for only so long.
+   */
+  private stopPreparer(): void {
+    const supply = this.supply;
+    if (!supply) return;
+    this.supply = undefined;
+    supply.stop();
+    const nap = new Int32Array(new SharedArrayBuffer(4));
+    for (const until = Date.now() + PREPARER_STOP_MS; Date.now() < until;) {
+      supply.drain();
+      if (supply.stopped) break;
+      Atomics.wait(nap, 0, 0, 1);
+    }
+    supply.close();
   }
 
   /** Runs once the executor has stopped, before its epoll set is closed. */

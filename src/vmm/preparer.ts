@@ -2,7 +2,7 @@
 // shells ready (VM, memory, slots, vCPU, 64-bit state, warm-up run) so that
 // preparing never takes the executor thread from a request. It runs at a
 // low priority and hands each shell over as file descriptors and addresses.
-import { parentPort, workerData, type MessagePort } from 'node:worker_threads';
+import { workerData, type MessagePort } from 'node:worker_threads';
 import { Kvm } from '../kvm/kvm.js';
 import * as libc from '../sys/libc.js';
 import { Machine, type ShellParts } from './machine.js';
@@ -11,12 +11,17 @@ import { serializeError, type SerializedError } from './protocol.js';
 /** Executor → preparer. */
 export type PreparerRequest =
   | { op: 'target'; memory: number; target: number }
-  | { op: 'taken'; memory: number };
+  | { op: 'taken'; memory: number }
+  | { op: 'stop' };
 
-/** Preparer → executor. */
+/**
+ * Preparer → executor. 'stopped' is the last message: every shell handed
+ * over comes before it on the same channel.
+ */
 export type PreparerMessage =
   | { kind: 'shell'; parts: ShellParts }
-  | { kind: 'failed'; memory: number; error: SerializedError };
+  | { kind: 'failed'; memory: number; error: SerializedError }
+  | { kind: 'stopped' };
 
 interface PreparerData {
   /** The channel with the executor thread: shells out, targets and takes in. */
@@ -67,19 +72,18 @@ function step(): void {
   }
 }
 
+// The executor's thread never returns to its event loop: everything, the
+// stop included, goes over the one channel, and wakes it by its eventfd.
 executor.on('message', (req: PreparerRequest) => {
+  if (req.op === 'stop') {
+    stopping = true;
+    kvm.close();
+    executor.postMessage({ kind: 'stopped' } satisfies PreparerMessage);
+    libc.eventfdSignal(wakeFd);
+    executor.close();
+    return;
+  }
   if (req.op === 'target') targets.set(req.memory, req.target);
   else ready.set(req.memory, Math.max(0, (ready.get(req.memory) ?? 0) - 1));
   schedule();
-});
-
-// The host stops us before it stops the executor, so that the executor,
-// stopping last, frees every shell we handed over.
-parentPort!.on('message', (m: { op: 'stop' }) => {
-  if (m.op !== 'stop') return;
-  stopping = true;
-  kvm.close();
-  executor.close();
-  parentPort!.postMessage('stopped');
-  parentPort!.close();
 });

@@ -62,9 +62,6 @@ export type ExecutorRequest =
   | { op: 'shutdown'; vmId: number }
   /** Keep this many prepared shells of this memory size. */
   | { op: 'pool'; memory: number; target: number }
-  /** Internal, from the executor's host thread: a shell preparer now feeds this port / has stopped. */
-  | { op: 'preparer-attached'; port: import('node:worker_threads').MessagePort }
-  | { op: 'preparer-stopped' }
   /** Per-VM counters, answered with 'stats'. */
   | { op: 'stats'; requestId: number }
   | { op: 'stop' };
@@ -126,8 +123,6 @@ export type ExecutorEvent =
   /** Page records (u32 page number, then 4096 bytes) for live migration. */
   | { ev: 'pages'; requestId: number; vmId: number; data: Uint8Array; count: number }
   | { ev: 'stopped' }
-  /** Internal, to the executor's host thread: start (or stop) its shell preparer. */
-  | { ev: 'preparer-wanted'; want: boolean }
   | { ev: 'fatal'; error: SerializedError };
 
 /** Shared control words: [PENDING] set by the host after posting, [IN_GUEST] set while vCPUs run. */

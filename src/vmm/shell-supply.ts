@@ -17,6 +17,9 @@ export class ShellSupply {
   private readonly taken = new Map<number, number>();
   /** A preparation failure not yet reported. */
   failure: { memory: number; error: SerializedError } | undefined;
+  /** Asked to stop / has said it stopped: nothing comes after that. */
+  stopping = false;
+  stopped = false;
 
   constructor(private readonly kvm: Kvm, private readonly port: MessagePort) {}
 
@@ -27,6 +30,10 @@ export class ShellSupply {
     for (let m = receiveMessageOnPort(this.port); m; m = receiveMessageOnPort(this.port)) {
       const msg = m.message as PreparerMessage;
       changed = true;
+      if (msg.kind === 'stopped') {
+        this.stopped = true;
+        continue;
+      }
       if (msg.kind === 'failed') {
         this.failure = { memory: msg.memory, error: msg.error };
         this.targets.set(msg.memory, 0);
@@ -112,12 +119,20 @@ export class ShellSupply {
     return out;
   }
 
-  /** Frees every shell held; call after the preparer has stopped. */
+  /** Asks the preparer to stop; it says 'stopped' after its last shell. */
+  stop(): void {
+    if (this.stopping) return;
+    this.port.postMessage({ op: 'stop' } satisfies PreparerRequest);
+    this.stopping = true;
+  }
+
+  /** Frees every shell held; call after the preparer has stopped (or died). */
   close(): void {
     this.drain();
     for (const list of this.shells.values()) for (const m of list) m.close();
     this.shells.clear();
     this.cold.length = 0;
+    this.port.close();
   }
 
   private unlistCold(machine: Machine): void {
@@ -131,6 +146,7 @@ export class ShellSupply {
   }
 
   private post(req: PreparerRequest): void {
-    this.port.postMessage(req);
+    // A stopping preparer hears nothing more.
+    if (!this.stopping) this.port.postMessage(req);
   }
 }

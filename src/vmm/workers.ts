@@ -1,0 +1,13 @@
+// Starting this folder's worker threads, from dist or (tests) from source.
+import { Worker } from 'node:worker_threads';
+
+const fromSource = import.meta.url.endsWith('.ts');
+
+/** A worker running module `name` of this folder. */
+export function startWorker(name: string, options: ConstructorParameters<typeof Worker>[1]): Worker {
+  const url = new URL(`./${name}.${fromSource ? 'ts' : 'js'}`, import.meta.url);
+  // From source the worker must register the TypeScript loader itself:
+  // Node 20 does not pass loader hooks on to worker threads.
+  if (!fromSource) return new Worker(url, options);
+  return new Worker(`import('tsx/esm/api').then((m) => { m.register(); return import(${JSON.stringify(url.href)}); })`, { ...options, eval: true });
+}
