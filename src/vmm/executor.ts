@@ -8,6 +8,7 @@ import { readFileSync } from 'node:fs';
 import { release } from 'node:os';
 import { MessageChannel } from 'node:worker_threads';
 import { Kvm } from '../kvm/kvm.js';
+import { GuestArena } from '../kvm/memory.js';
 import * as libc from '../sys/libc.js';
 import { POLL_CONTROL } from './abi.js';
 import { DeadlineHeap, type HeapItem } from './deadline-heap.js';
@@ -141,6 +142,8 @@ type FdHandler = (events: number) => void;
 
 export class Executor {
   private readonly kvm: Kvm;
+  /** Where its VMs' RAM comes from, shared with its preparer. */
+  private readonly arena: GuestArena;
   private readonly images = new ImageCache();
   private readonly vms = new Map<number, Entry>();
   private runQueue: Entry[] = [];
@@ -185,6 +188,7 @@ export class Executor {
     libc.ignoreSignal(KICK_SIGNAL);
     libc.blockSignals(this.kickSet);
     this.kvm = Kvm.open();
+    this.arena = GuestArena.create();
     this.epfd = libc.epollCreate();
     this.watch(this.wakeFd, libc.EPOLLIN, () => libc.eventfdDrain(this.wakeFd));
     this.timer = libc.threadTimerCreate(KICK_SIGNAL);
@@ -532,7 +536,7 @@ export class Executor {
       this.poolChanged = true;
       return { machine: prepared, warm: true };
     }
-    return { machine: new Machine(this.kvm, memory), warm: false };
+    return { machine: new Machine(this.kvm, memory, undefined, this.arena), warm: false };
   }
 
   /** Sends the 'started' events held back. */
@@ -799,13 +803,13 @@ export class Executor {
   private startPreparer(): ShellSupply {
     const { port1, port2 } = new MessageChannel();
     const worker = startWorker('preparer', {
-      workerData: { executor: port1, wakeFd: this.wakeFd },
+      workerData: { executor: port1, wakeFd: this.wakeFd, arena: this.arena.share },
       transferList: [port1],
       resourceLimits: { maxOldGenerationSizeMb: 64, maxYoungGenerationSizeMb: 2 },
     });
     // It ends by itself once stopped; it never keeps the process alive.
     worker.unref();
-    const supply = new ShellSupply(this.kvm, port2);
+    const supply = new ShellSupply(this.kvm, port2, this.arena);
     for (const [memory, target] of this.poolTargets) supply.setTarget(memory, target);
     return supply;
   }
@@ -880,21 +884,24 @@ export class Executor {
     for (const id of [...this.services.keys()]) this.disarm(id);
     for (const e of [...this.vms.values()]) this.end(e, { kind: 'destroyed' });
     while (this.reapOne());
-    this.stopPreparer();
+    const preparerGone = this.stopPreparer();
     libc.threadTimerDelete(this.timer);
     this.emit({ ev: 'stopped' });
     this.onStop?.();
     libc.close(this.epfd);
     this.kvm.close();
+    // A preparer that never said it stopped may still write into the arena.
+    if (preparerGone) this.arena.close();
   }
 
   /**
    * Stops the preparer and frees every shell it handed over, the last ones
-   * included. A preparer that died says nothing: it is waited for only so long.
+   * included. A preparer that died says nothing: it is waited for only so
+   * long. True if no preparer is left.
    */
-  private stopPreparer(): void {
+  private stopPreparer(): boolean {
     const supply = this.supply;
-    if (!supply) return;
+    if (!supply) return true;
     this.supply = undefined;
     supply.stop();
     const nap = new Int32Array(new SharedArrayBuffer(4));
@@ -904,6 +911,7 @@ export class Executor {
       Atomics.wait(nap, 0, 0, 1);
     }
     supply.close();
+    return supply.stopped;
   }
 
   /** Runs once the executor has stopped, before its epoll set is closed. */

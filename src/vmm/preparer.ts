@@ -4,6 +4,7 @@
 // low priority and hands each shell over as file descriptors and addresses.
 import { workerData, type MessagePort } from 'node:worker_threads';
 import { Kvm } from '../kvm/kvm.js';
+import { GuestArena, type ArenaShare } from '../kvm/memory.js';
 import * as libc from '../sys/libc.js';
 import { Machine, type ShellParts } from './machine.js';
 import { serializeError, type SerializedError } from './protocol.js';
@@ -28,9 +29,12 @@ interface PreparerData {
   executor: MessagePort;
   /** The executor's eventfd: signalled after each shell so it can report the pool. */
   wakeFd: number;
+  /** The executor's arena: shells' RAM comes from it. */
+  arena: ArenaShare;
 }
 
-const { executor, wakeFd } = workerData as PreparerData;
+const { executor, wakeFd, arena: share } = workerData as PreparerData;
+const arena = GuestArena.attach(share);
 // Preparing is background work: it runs only on an otherwise idle CPU.
 libc.setThreadIdle();
 libc.setThreadName('lvm-preparer');
@@ -56,7 +60,7 @@ function step(): void {
     if (have >= target) continue;
     let m: Machine | undefined;
     try {
-      m = new Machine(kvm, memory);
+      m = new Machine(kvm, memory, undefined, arena);
     } catch (err) {
       m?.close();
       targets.set(memory, 0);

@@ -3,6 +3,7 @@
 // gives them out to requests, warmed-up ones first.
 import { receiveMessageOnPort, type MessagePort } from 'node:worker_threads';
 import type { Kvm } from '../kvm/kvm.js';
+import type { GuestArena } from '../kvm/memory.js';
 import { Machine } from './machine.js';
 import type { PreparerMessage, PreparerRequest } from './preparer.js';
 import type { SerializedError } from './protocol.js';
@@ -21,7 +22,7 @@ export class ShellSupply {
   stopping = false;
   stopped = false;
 
-  constructor(private readonly kvm: Kvm, private readonly port: MessagePort) {}
+  constructor(private readonly kvm: Kvm, private readonly port: MessagePort, private readonly arena?: GuestArena) {}
 
   /** Takes in what the preparer has handed over; true if anything changed. */
   drain(): boolean {
@@ -40,7 +41,7 @@ export class ShellSupply {
         continue;
       }
       const memory = msg.parts.memSize;
-      const machine = new Machine(this.kvm, memory, msg.parts);
+      const machine = new Machine(this.kvm, memory, msg.parts, this.arena);
       const list = this.shells.get(memory) ?? [];
       if (list.length >= (this.targets.get(memory) ?? 0)) {
         // More than wanted (the target went down meanwhile): free it now.
