@@ -227,18 +227,14 @@ export class Executor {
         continue;
       }
       this.wakeExpired(monotonicNs());
-      // Background work (freeing ended VMs, preparing shells) goes one step
-      // at a time: when no guest is runnable, or as one turn among busy
-      // guests after a slice, never ahead of a request.
+      // Background work (freeing ended VMs) goes one step at a time: when no
+      // guest is runnable, or as one turn among busy guests after a slice,
+      // never ahead of a request.
       if ((this.runQueue.length === 0 || this.backgroundTurn) && this.hasBackgroundWork() && this.quiet()) {
         this.backgroundTurn = false;
         this.poll(0);
         if (Atomics.load(this.control, CONTROL_PENDING) !== 0) continue;
-        if (!this.reapOne()) {
-          if (this.supply?.drain()) this.poolChanged = true;
-          this.settlePreparer();
-          if (this.supply?.warmOne(() => this.dropPendingKicks())) this.poolChanged = true;
-        }
+        this.reapOne();
         continue;
       }
       const next = this.runQueue.shift();
@@ -824,7 +820,7 @@ export class Executor {
   }
 
   private hasBackgroundWork(): boolean {
-    return this.dying.length > 0 || (this.supply?.hasCold ?? false);
+    return this.dying.length > 0;
   }
 
   private record(e: Entry): AdoptedVm {

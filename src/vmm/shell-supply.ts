@@ -1,6 +1,6 @@
 // The executor's side of the shell preparer: takes in the shells it hands
-// over, runs each once on this thread when idle (see Machine.warmUp), and
-// gives them out to requests, warmed-up ones first.
+// over (each already run once: see Machine.warmUp) and gives them out to
+// requests.
 import { receiveMessageOnPort, type MessagePort } from 'node:worker_threads';
 import type { Kvm } from '../kvm/kvm.js';
 import type { GuestArena } from '../kvm/memory.js';
@@ -9,11 +9,9 @@ import type { PreparerMessage, PreparerRequest } from './preparer.js';
 import type { SerializedError } from './protocol.js';
 
 export class ShellSupply {
-  /** Ready shells per memory size; warmed-up ones at the front. */
+  /** Ready shells per memory size. */
   private readonly shells = new Map<number, Machine[]>();
   private readonly targets = new Map<number, number>();
-  /** Handed over but not yet run once on this thread. */
-  private readonly cold: Machine[] = [];
   /** Shells taken since the preparer was last told, per memory size. */
   private readonly taken = new Map<number, number>();
   /** A preparation failure not yet reported. */
@@ -51,7 +49,6 @@ export class ShellSupply {
       }
       list.push(machine);
       this.shells.set(memory, list);
-      this.cold.push(machine);
     }
     return changed;
   }
@@ -68,34 +65,7 @@ export class ShellSupply {
     // The preparer hears of it at the next drain, off the request's path:
     // a message to its thread costs the request ~20 µs here.
     this.taken.set(memory, (this.taken.get(memory) ?? 0) + 1);
-    this.unlistCold(machine);
     return machine;
-  }
-
-  /**
-   * Runs one cold shell once on this thread: the first KVM_RUN of a vCPU on
-   * a thread is what costs, so it happens here, as background work, not on a
-   * request. False if there was nothing to do.
-   */
-  warmOne(onInterrupted: () => void): boolean {
-    const machine = this.cold.shift();
-    if (!machine) return false;
-    if (!machine.warmUp()) {
-      onInterrupted();
-      this.cold.unshift(machine);
-      return true;
-    }
-    // Warm shells go out first.
-    const list = this.shells.get(machine.memSize)!;
-    list.splice(list.indexOf(machine), 1);
-    let i = 0;
-    while (i < list.length && !this.cold.includes(list[i]!)) i++;
-    list.splice(i, 0, machine);
-    return true;
-  }
-
-  get hasCold(): boolean {
-    return this.cold.length > 0;
   }
 
   setTarget(memory: number, target: number): void {
@@ -104,18 +74,17 @@ export class ShellSupply {
     const list = this.shells.get(memory) ?? [];
     while (list.length > target) {
       const m = list.pop()!;
-      this.unlistCold(m);
       m.close();
       this.post({ op: 'taken', memory });
     }
   }
 
-  /** Shells ready per memory size, and how many of them are warmed up. */
+  /** Shells ready per memory size, and how many of them are warmed up (all: the preparer runs each once). */
   depths(): Map<number, { depth: number; warm: number }> {
     const out = new Map<number, { depth: number; warm: number }>();
     for (const memory of new Set([...this.targets.keys(), ...this.shells.keys()])) {
-      const list = this.shells.get(memory) ?? [];
-      out.set(memory, { depth: list.length, warm: list.filter((m) => !this.cold.includes(m)).length });
+      const depth = this.shells.get(memory)?.length ?? 0;
+      out.set(memory, { depth, warm: depth });
     }
     return out;
   }
@@ -132,13 +101,7 @@ export class ShellSupply {
     this.drain();
     for (const list of this.shells.values()) for (const m of list) m.close();
     this.shells.clear();
-    this.cold.length = 0;
     this.port.close();
-  }
-
-  private unlistCold(machine: Machine): void {
-    const i = this.cold.indexOf(machine);
-    if (i >= 0) this.cold.splice(i, 1);
   }
 
   private tellTaken(): void {
