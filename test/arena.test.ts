@@ -7,7 +7,7 @@ import { readFileSync } from 'node:fs';
 import { after, before, describe, it } from 'node:test';
 import { Worker } from 'node:worker_threads';
 import { Kvm } from '../src/kvm/kvm.js';
-import { GuestArena, GuestMemory } from '../src/kvm/memory.js';
+import { GuestArena, GuestArenas, GuestMemory } from '../src/kvm/memory.js';
 import { parseElf } from '../src/vmm/elf.js';
 import { Machine, Outcome } from '../src/vmm/machine.js';
 import { guestImage } from './helpers.js';
@@ -106,14 +106,31 @@ void describe('guest memory arena', () => {
     }
   });
 
-  void it('a guest whose RAM is not at the start of the arena reads and writes its own memory', () => {
+  void it('hands out single pages from a page arena', () => {
+    const pages = GuestArena.create(64 * MIB, 4096);
+    try {
+      const ps = Array.from({ length: 3 }, () => new GuestMemory(4096, undefined, pages));
+      assert.deepEqual(ps.map((p) => Number(p.hostAddress - pages.base)), [0, 4096, 8192]);
+      ps[1]!.bytes.fill(9);
+      assert.equal(ps[0]!.bytes[4095], 0);
+      assert.equal(ps[2]!.bytes[0], 0);
+      for (const p of ps) p.close();
+      assert.throws(() => GuestArena.create(8 * 1024 * MIB), /at most 4096 MiB/);
+    } finally {
+      pages.close();
+    }
+  });
+
+  void it('a guest whose RAM is not at the start of the arena reads and writes its own memory, and its device page', () => {
     const kvm = Kvm.open();
-    const file = guestImage('hello');
+    const file = guestImage('noxs-dump');
     const image = parseElf(file, new Uint8Array(readFileSync(file)));
-    const machines = [0, 1, 2].map(() => new Machine(kvm, 4 * MIB, undefined, arena));
+    const arenas = GuestArenas.create();
+    const machines = [0, 1, 2].map(() => new Machine(kvm, 4 * MIB, undefined, arenas));
     try {
       for (const [i, m] of machines.entries()) {
-        assert.ok(arena.contains(m.ram.hostAddress, m.ram.size));
+        assert.ok(arenas.ram.contains(m.ram.hostAddress, m.ram.size));
+        assert.ok(arenas.pages.contains(m.devicePage.memory.hostAddress, 4096));
         let out = '';
         m.onConsole = (d) => (out += Buffer.from(d).toString());
         m.load(image, { vmId: i + 1, name: `arena-${i}`, cmdline: '', devices: [] });
@@ -122,10 +139,11 @@ void describe('guest memory arena', () => {
         for (let n = 0; n < 100 && outcome === Outcome.Interrupted; n++) outcome = m.run(control);
         assert.equal(outcome, Outcome.Ended);
         assert.deepEqual(m.exit, { kind: 'halt', status: 0 }, `VM ${i}: ${JSON.stringify(m.exit)}`);
-        assert.equal(out, 'Hello from LightVM!\n', `VM ${i}'s console`);
+        assert.match(out, new RegExp(`arena-${i}`), `VM ${i} read another VM's device page: ${out}`);
       }
     } finally {
       for (const m of machines) m.close();
+      arenas.close();
       kvm.close();
     }
   });

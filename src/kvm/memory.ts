@@ -4,11 +4,8 @@ import { GuestAddressError } from './errors.js';
 export const PAGE_SIZE = 4096;
 
 const MIB = 1024 * 1024;
-/** The largest single view of memory koffi makes: one arena is that big. */
-const ARENA_BYTES = 4096 * MIB;
-/** An arena hands out whole MiB (guest memory comes in MiB). */
-const ARENA_UNIT = MIB;
-const ARENA_UNITS = ARENA_BYTES / ARENA_UNIT;
+/** The largest single view of memory koffi makes. */
+const MAX_ARENA_BYTES = 4096 * MIB;
 /** Shared state words: [0] lock, [1] where the next search starts. */
 const LOCK = 0;
 const CURSOR = 1;
@@ -16,6 +13,8 @@ const CURSOR = 1;
 /** What another thread of this process needs to use an arena. */
 export interface ArenaShare {
   base: bigint;
+  bytes: number;
+  unit: number;
   state: SharedArrayBuffer;
 }
 
@@ -38,6 +37,10 @@ export interface ArenaShare {
  */
 export class GuestArena {
   readonly base: bigint;
+  /** Its size, and the grain it hands out (whole units). */
+  readonly bytes: number;
+  readonly unit: number;
+  private readonly units: number;
   private readonly state: SharedArrayBuffer;
   private readonly words: Int32Array;
   /** One byte per unit: 1 in use, 0 free. */
@@ -48,20 +51,29 @@ export class GuestArena {
 
   private constructor(share: ArenaShare, owner: boolean) {
     this.base = share.base;
+    this.bytes = share.bytes;
+    this.unit = share.unit;
+    this.units = share.bytes / share.unit;
     this.state = share.state;
     this.words = new Int32Array(share.state, 0, 2);
-    this.used = new Uint8Array(share.state, 8, ARENA_UNITS);
-    this.buffer = libc.view(share.base, ARENA_BYTES);
+    this.used = new Uint8Array(share.state, 8, this.units);
+    this.buffer = libc.view(share.base, share.bytes);
     this.owner = owner;
   }
 
-  /** Reserves a new arena (address space only: nothing is touched). */
-  static create(): GuestArena {
-    const p = libc.mmap(ARENA_BYTES, libc.PROT_READ | libc.PROT_WRITE, libc.MAP_PRIVATE | libc.MAP_ANONYMOUS | libc.MAP_NORESERVE);
+  /**
+   * Reserves a new arena (address space only: nothing is touched) of bytes,
+   * handed out in units: by default 4 GiB in MiB, for guest RAM.
+   */
+  static create(bytes = MAX_ARENA_BYTES, unit = MIB): GuestArena {
+    if (bytes > MAX_ARENA_BYTES || bytes % unit !== 0 || unit % PAGE_SIZE !== 0) {
+      throw new RangeError(`an arena is whole pages and at most ${MAX_ARENA_BYTES / MIB} MiB, handed out in whole units (${bytes} / ${unit})`);
+    }
+    const p = libc.mmap(bytes, libc.PROT_READ | libc.PROT_WRITE, libc.MAP_PRIVATE | libc.MAP_ANONYMOUS | libc.MAP_NORESERVE);
     try {
-      return new GuestArena({ base: libc.address(p), state: new SharedArrayBuffer(8 + ARENA_UNITS) }, true);
+      return new GuestArena({ base: libc.address(p), bytes, unit, state: new SharedArrayBuffer(8 + bytes / unit) }, true);
     } catch (err) {
-      libc.munmap(p, ARENA_BYTES);
+      libc.munmap(p, bytes);
       throw err;
     }
   }
@@ -72,13 +84,13 @@ export class GuestArena {
   }
 
   get share(): ArenaShare {
-    return { base: this.base, state: this.state };
+    return { base: this.base, bytes: this.bytes, unit: this.unit, state: this.state };
   }
 
-  /** Takes size bytes (whole MiB); undefined if no room is left or size is not whole MiB. */
+  /** Takes size bytes (whole units); undefined if no room is left or size is not whole units. */
   allocate(size: number): bigint | undefined {
-    if (this.closed || size <= 0 || size % ARENA_UNIT !== 0 || size > ARENA_BYTES) return undefined;
-    const n = size / ARENA_UNIT;
+    if (this.closed || size <= 0 || size % this.unit !== 0 || size > this.bytes) return undefined;
+    const n = size / this.unit;
     this.lock();
     try {
       // First fit from where the last search ended: constant work while the
@@ -87,14 +99,14 @@ export class GuestArena {
       for (let pass = 0; pass < 2; pass++) {
         let run = 0;
         const from = pass === 0 ? start : 0;
-        const to = pass === 0 ? ARENA_UNITS : Math.min(ARENA_UNITS, start + n);
+        const to = pass === 0 ? this.units : Math.min(this.units, start + n);
         for (let i = from; i < to; i++) {
           run = this.used[i] ? 0 : run + 1;
           if (run === n) {
             const first = i - n + 1;
             this.used.fill(1, first, i + 1);
-            this.words[CURSOR] = (i + 1) % ARENA_UNITS;
-            return this.base + BigInt(first * ARENA_UNIT);
+            this.words[CURSOR] = (i + 1) % this.units;
+            return this.base + BigInt(first * this.unit);
           }
         }
       }
@@ -109,12 +121,12 @@ export class GuestArena {
     const first = this.unitOf(address, size);
     libc.madvise(address, size, libc.MADV_DONTNEED);
     this.lock();
-    this.used.fill(0, first, first + size / ARENA_UNIT);
+    this.used.fill(0, first, first + size / this.unit);
     this.unlock();
   }
 
   contains(address: bigint, size: number): boolean {
-    return address >= this.base && address + BigInt(size) <= this.base + BigInt(ARENA_BYTES);
+    return address >= this.base && address + BigInt(size) <= this.base + BigInt(this.bytes);
   }
 
   /** The arena's view of [address, address + size). */
@@ -127,14 +139,14 @@ export class GuestArena {
   close(): void {
     if (this.closed) return;
     this.closed = true;
-    if (this.owner) libc.munmap(this.base, ARENA_BYTES);
+    if (this.owner) libc.munmap(this.base, this.bytes);
   }
 
   private unitOf(address: bigint, size: number): number {
-    if (!this.contains(address, size) || size % ARENA_UNIT !== 0 || (address - this.base) % BigInt(ARENA_UNIT) !== 0n) {
+    if (!this.contains(address, size) || size % this.unit !== 0 || (address - this.base) % BigInt(this.unit) !== 0n) {
       throw new RangeError(`0x${address.toString(16)} (+${size}) is not memory of this arena`);
     }
-    return Number(address - this.base) / ARENA_UNIT;
+    return Number(address - this.base) / this.unit;
   }
 
   private lock(): void {
@@ -145,6 +157,44 @@ export class GuestArena {
   private unlock(): void {
     Atomics.store(this.words, LOCK, 0);
     Atomics.notify(this.words, LOCK, 1);
+  }
+}
+
+/** What another thread needs to use an executor's arenas. */
+export interface ArenasShare {
+  ram: ArenaShare;
+  pages: ArenaShare;
+}
+
+/**
+ * An executor's two arenas: guest RAM (4 GiB in MiB) and single pages such
+ * as device pages (64 MiB in pages). A page mapped on its own is a VMA of
+ * its own, and KVM_CREATE_VM locks every VMA of the process.
+ */
+export class GuestArenas {
+  private constructor(readonly ram: GuestArena, readonly pages: GuestArena) {}
+
+  static create(): GuestArenas {
+    const ram = GuestArena.create();
+    try {
+      return new GuestArenas(ram, GuestArena.create(64 * MIB, PAGE_SIZE));
+    } catch (err) {
+      ram.close();
+      throw err;
+    }
+  }
+
+  static attach(share: ArenasShare): GuestArenas {
+    return new GuestArenas(GuestArena.attach(share.ram), GuestArena.attach(share.pages));
+  }
+
+  get share(): ArenasShare {
+    return { ram: this.ram.share, pages: this.pages.share };
+  }
+
+  close(): void {
+    this.ram.close();
+    this.pages.close();
   }
 }
 

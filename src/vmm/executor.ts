@@ -8,7 +8,7 @@ import { readFileSync } from 'node:fs';
 import { release } from 'node:os';
 import { MessageChannel } from 'node:worker_threads';
 import { Kvm } from '../kvm/kvm.js';
-import { GuestArena } from '../kvm/memory.js';
+import { GuestArenas } from '../kvm/memory.js';
 import * as libc from '../sys/libc.js';
 import { POLL_CONTROL } from './abi.js';
 import { DeadlineHeap, type HeapItem } from './deadline-heap.js';
@@ -142,8 +142,8 @@ type FdHandler = (events: number) => void;
 
 export class Executor {
   private readonly kvm: Kvm;
-  /** Where its VMs' RAM comes from, shared with its preparer. */
-  private readonly arena: GuestArena;
+  /** Where its VMs' RAM and device pages come from, shared with its preparer. */
+  private readonly arenas: GuestArenas;
   private readonly images = new ImageCache();
   private readonly vms = new Map<number, Entry>();
   private runQueue: Entry[] = [];
@@ -188,7 +188,7 @@ export class Executor {
     libc.ignoreSignal(KICK_SIGNAL);
     libc.blockSignals(this.kickSet);
     this.kvm = Kvm.open();
-    this.arena = GuestArena.create();
+    this.arenas = GuestArenas.create();
     this.epfd = libc.epollCreate();
     this.watch(this.wakeFd, libc.EPOLLIN, () => libc.eventfdDrain(this.wakeFd));
     this.timer = libc.threadTimerCreate(KICK_SIGNAL);
@@ -532,7 +532,7 @@ export class Executor {
       this.poolChanged = true;
       return { machine: prepared, warm: true };
     }
-    return { machine: new Machine(this.kvm, memory, undefined, this.arena), warm: false };
+    return { machine: new Machine(this.kvm, memory, undefined, this.arenas), warm: false };
   }
 
   /** Sends the 'started' events held back. */
@@ -799,13 +799,13 @@ export class Executor {
   private startPreparer(): ShellSupply {
     const { port1, port2 } = new MessageChannel();
     const worker = startWorker('preparer', {
-      workerData: { executor: port1, wakeFd: this.wakeFd, arena: this.arena.share },
+      workerData: { executor: port1, wakeFd: this.wakeFd, arenas: this.arenas.share },
       transferList: [port1],
       resourceLimits: { maxOldGenerationSizeMb: 64, maxYoungGenerationSizeMb: 2 },
     });
     // It ends by itself once stopped; it never keeps the process alive.
     worker.unref();
-    const supply = new ShellSupply(this.kvm, port2, this.arena);
+    const supply = new ShellSupply(this.kvm, port2, this.arenas);
     for (const [memory, target] of this.poolTargets) supply.setTarget(memory, target);
     return supply;
   }
@@ -886,8 +886,8 @@ export class Executor {
     this.onStop?.();
     libc.close(this.epfd);
     this.kvm.close();
-    // A preparer that never said it stopped may still write into the arena.
-    if (preparerGone) this.arena.close();
+    // A preparer that never said it stopped may still write into the arenas.
+    if (preparerGone) this.arenas.close();
   }
 
   /**

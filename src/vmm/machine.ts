@@ -2,7 +2,7 @@
 // as a shell), the image loaded into it, and the vCPU loop that turns exits
 // into hypercalls, parking, or an end with a stated reason.
 import { Kvm } from '../kvm/kvm.js';
-import { GuestMemory, PAGE_SIZE, type GuestArena } from '../kvm/memory.js';
+import { GuestMemory, PAGE_SIZE, type GuestArenas } from '../kvm/memory.js';
 import type { Vcpu } from '../kvm/vcpu.js';
 import type { VcpuState } from '../kvm/vcpu.js';
 import { Vm } from '../kvm/vm.js';
@@ -112,17 +112,17 @@ export class Machine {
   /**
    * Prepares a shell: VM, memory, slots, vCPU and 64-bit entry state. With
    * parts, takes over a shell another thread of this process prepared. Its
-   * RAM comes from the arena when one is given (see GuestArena).
+   * RAM and device page come from the arenas when given (see GuestArena).
    */
-  constructor(kvm: Kvm, memSize: number, parts?: ShellParts, arena?: GuestArena) {
+  constructor(kvm: Kvm, memSize: number, parts?: ShellParts, arenas?: GuestArenas) {
     if (!Number.isSafeInteger(memSize) || memSize < MIN_MEMORY || memSize > MAX_MEMORY || memSize % (1024 * 1024) !== 0) {
       throw new RangeError(`memory must be a whole number of MiB from ${MIN_MEMORY / 1048576} to ${MAX_MEMORY / 1048576}, got ${memSize / 1048576} MiB`);
     }
     this.memSize = memSize;
     if (parts) {
       this.vm = new Vm(kvm, parts.vmFd);
-      this.ram = new GuestMemory(memSize, parts.ramAddress, arena);
-      this.devicePage = new DevicePage(new GuestMemory(NOXS_PAGE_SIZE, parts.devicePageAddress));
+      this.ram = new GuestMemory(memSize, parts.ramAddress, arenas?.ram);
+      this.devicePage = new DevicePage(new GuestMemory(NOXS_PAGE_SIZE, parts.devicePageAddress, arenas?.pages));
       this.vm.recordSlot(RAM_SLOT, 0, this.ram, false);
       this.vm.recordSlot(DEVICE_SLOT, DEVICE_PAGE_GPA, this.devicePage.memory, true);
       this.vcpu = this.vm.adoptVcpu(parts.vcpuFd, 0, parts.runAddress);
@@ -134,8 +134,8 @@ export class Machine {
     let ram: GuestMemory | undefined;
     let devicePage: DevicePage | undefined;
     try {
-      ram = new GuestMemory(memSize, undefined, arena);
-      devicePage = new DevicePage();
+      ram = new GuestMemory(memSize, undefined, arenas?.ram);
+      devicePage = new DevicePage(new GuestMemory(NOXS_PAGE_SIZE, undefined, arenas?.pages));
       vm.mapMemory(RAM_SLOT, 0, ram);
       vm.mapMemory(DEVICE_SLOT, DEVICE_PAGE_GPA, devicePage.memory, true);
       const vcpu = vm.createVcpu(0);

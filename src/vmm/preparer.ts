@@ -4,7 +4,7 @@
 // low priority and hands each shell over as file descriptors and addresses.
 import { workerData, type MessagePort } from 'node:worker_threads';
 import { Kvm } from '../kvm/kvm.js';
-import { GuestArena, type ArenaShare } from '../kvm/memory.js';
+import { GuestArenas, type ArenasShare } from '../kvm/memory.js';
 import * as libc from '../sys/libc.js';
 import { Machine, type ShellParts } from './machine.js';
 import { serializeError, type SerializedError } from './protocol.js';
@@ -29,12 +29,12 @@ interface PreparerData {
   executor: MessagePort;
   /** The executor's eventfd: signalled after each shell so it can report the pool. */
   wakeFd: number;
-  /** The executor's arena: shells' RAM comes from it. */
-  arena: ArenaShare;
+  /** The executor's arenas: shells' RAM and device pages come from them. */
+  arenas: ArenasShare;
 }
 
-const { executor, wakeFd, arena: share } = workerData as PreparerData;
-const arena = GuestArena.attach(share);
+const { executor, wakeFd, arenas: share } = workerData as PreparerData;
+const arenas = GuestArenas.attach(share);
 // Preparing is background work: it runs only on an otherwise idle CPU.
 libc.setThreadIdle();
 libc.setThreadName('lvm-preparer');
@@ -60,7 +60,7 @@ function step(): void {
     if (have >= target) continue;
     let m: Machine | undefined;
     try {
-      m = new Machine(kvm, memory, undefined, arena);
+      m = new Machine(kvm, memory, undefined, arenas);
       // The first entry is the costly one (KVM's MMU set-up, its per-VM
       // thread): here, not on a request. A later first entry on the
       // executor's thread costs ~10 µs more than on the same thread.

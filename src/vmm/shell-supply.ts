@@ -3,7 +3,7 @@
 // requests.
 import { receiveMessageOnPort, type MessagePort } from 'node:worker_threads';
 import type { Kvm } from '../kvm/kvm.js';
-import type { GuestArena } from '../kvm/memory.js';
+import type { GuestArenas } from '../kvm/memory.js';
 import { Machine } from './machine.js';
 import type { PreparerMessage, PreparerRequest } from './preparer.js';
 import type { SerializedError } from './protocol.js';
@@ -20,7 +20,7 @@ export class ShellSupply {
   stopping = false;
   stopped = false;
 
-  constructor(private readonly kvm: Kvm, private readonly port: MessagePort, private readonly arena?: GuestArena) {}
+  constructor(private readonly kvm: Kvm, private readonly port: MessagePort, private readonly arenas?: GuestArenas) {}
 
   /** Takes in what the preparer has handed over; true if anything changed. */
   drain(): boolean {
@@ -39,7 +39,7 @@ export class ShellSupply {
         continue;
       }
       const memory = msg.parts.memSize;
-      const machine = new Machine(this.kvm, memory, msg.parts, this.arena);
+      const machine = new Machine(this.kvm, memory, msg.parts, this.arenas);
       const list = this.shells.get(memory) ?? [];
       if (list.length >= (this.targets.get(memory) ?? 0)) {
         // More than wanted (the target went down meanwhile): free it now.
