@@ -25,8 +25,13 @@ export function kvmFloor(iterations: number): Promise<number[]> {
  * MemAvailable before and after, per VM. The kernel's floor for density.
  */
 export async function kvmFloorMemory(n: number): Promise<number> {
+  return (await kvmFloorHold(n)).mem_per_vm_kib;
+}
+
+/** Both figures of `kvm_floor --long --hold n`: MemAvailable's, and the kernel's own lines'. */
+export async function kvmFloorHold(n: number): Promise<{ mem_per_vm_kib: number; kernel_per_vm_kib: number }> {
   const { stdout } = await run(join(FLOOR_DIR, 'kvm_floor'), ['--long', '--hold', String(n)]);
-  return (JSON.parse(stdout) as { mem_per_vm_kib: number }).mem_per_vm_kib;
+  return JSON.parse(stdout) as { mem_per_vm_kib: number; kernel_per_vm_kib: number };
 }
 
 /** fork + exec + wait of a static binary, in C. */
