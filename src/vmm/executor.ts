@@ -528,10 +528,7 @@ export class Executor {
   /** A prepared shell of this size if one is wanted and ready (warm), else a new one. */
   private shell(memory: number, wantPrepared: boolean): { machine: Machine; warm: boolean } {
     const prepared = wantPrepared ? this.supply?.take(memory) : undefined;
-    if (prepared) {
-      this.poolChanged = true;
-      return { machine: prepared, warm: true };
-    }
+    if (prepared) return { machine: prepared, warm: true };
     return { machine: new Machine(this.kvm, memory, undefined, this.arenas), warm: false };
   }
 
@@ -832,7 +829,9 @@ export class Executor {
 
   private sleep(): void {
     this.announce();
-    if (this.supply?.drain()) this.poolChanged = true;
+    this.supply?.drain();
+    // Also what a request drained or took: the pool's depth is news.
+    if (this.supply?.changed()) this.poolChanged = true;
     this.settlePreparer();
     if (this.poolChanged) {
       // Pool depth is news for the toolstack, but never on a VM's boot path.

@@ -16,19 +16,20 @@ export class ShellSupply {
   private readonly taken = new Map<number, number>();
   /** A preparation failure not yet reported. */
   failure: { memory: number; error: SerializedError } | undefined;
+  /** Shells came in or went out since the last changed() (a request may drain the channel too). */
+  private dirty = false;
   /** Asked to stop / has said it stopped: nothing comes after that. */
   stopping = false;
   stopped = false;
 
   constructor(private readonly kvm: Kvm, private readonly port: MessagePort, private readonly arenas?: GuestArenas) {}
 
-  /** Takes in what the preparer has handed over; true if anything changed. */
-  drain(): boolean {
+  /** Takes in what the preparer has handed over. */
+  drain(): void {
     this.tellTaken();
-    let changed = false;
     for (let m = receiveMessageOnPort(this.port); m; m = receiveMessageOnPort(this.port)) {
       const msg = m.message as PreparerMessage;
-      changed = true;
+      this.dirty = true;
       if (msg.kind === 'stopped') {
         this.stopped = true;
         continue;
@@ -50,7 +51,6 @@ export class ShellSupply {
       list.push(machine);
       this.shells.set(memory, list);
     }
-    return changed;
   }
 
   /** A prepared shell of this size, or undefined if none is ready. */
@@ -65,6 +65,7 @@ export class ShellSupply {
     // The preparer hears of it at the next drain, off the request's path:
     // a message to its thread costs the request ~20 µs here.
     this.taken.set(memory, (this.taken.get(memory) ?? 0) + 1);
+    this.dirty = true;
     return machine;
   }
 
@@ -87,6 +88,13 @@ export class ShellSupply {
       out.set(memory, { depth, warm: depth });
     }
     return out;
+  }
+
+  /** True once after shells came in or were taken, however that happened. */
+  changed(): boolean {
+    const d = this.dirty;
+    this.dirty = false;
+    return d;
   }
 
   /** Asks the preparer to stop; it says 'stopped' after its last shell. */
