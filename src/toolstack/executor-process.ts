@@ -29,6 +29,8 @@ export class ExecutorProcess extends EventEmitter<ExecutorLinkEvents> implements
   load = 0;
   /** Prepared shells per memory size, as last reported. */
   readonly pools = new Map<number, number>();
+  /** Pool targets per memory size, as last sent. */
+  readonly poolTargets = new Map<number, number>();
   /** Of those, the ones already run once on the executor thread. */
   readonly warmPools = new Map<number, number>();
   private alive = true;
@@ -162,6 +164,7 @@ export class ExecutorProcess extends EventEmitter<ExecutorLinkEvents> implements
 
   send(req: ExecutorRequest): void {
     if (!this.alive) throw new Error(`executor ${this.id} is not running`);
+    if (req.op === 'pool') this.poolTargets.set(req.memory, req.target);
     this.write(req);
     // The executor thread may be inside KVM_RUN with a guest that never
     // exits: interrupt it so it reads the request now.

@@ -123,9 +123,40 @@ export class ExecutorFleet implements Placement {
     if (this.closed) throw new Error('the executor fleet is stopped');
     ex.load++;
     this.idleSince.delete(ex.id);
-    this.movePool(ex);
+    this.placePool(ex);
     this.keepSpare();
     return ex;
+  }
+
+  /**
+   * The pool stays with the executor being filled until the shells it holds
+   * cover the room it has left; then it goes to the next executor, which so
+   * prepares its shells while this one uses up its own. (Moved only once
+   * the first is full, the next one's first ~100 VMs found no shell ready.)
+   */
+  private placePool(active: ExecutorProcess): void {
+    const left = this.bound - active.load;
+    const next = active.shells >= left ? this.next(active) : undefined;
+    if (!next) {
+      this.movePool(active);
+      return;
+    }
+    this.movePool(next, left);
+    // What it still needs, and no more: the rest of its shells are freed.
+    for (const [memory, target] of this.poolTargets) {
+      const t = Math.min(target, left);
+      if (active.poolTargets.get(memory) !== t) active.send({ op: 'pool', memory, target: t });
+    }
+  }
+
+  /** The executor filled after this one: the lowest-numbered other one with room. */
+  private next(active: ExecutorProcess): ExecutorProcess | undefined {
+    let best: ExecutorProcess | undefined;
+    for (const ex of this.links.values()) {
+      if (ex === active || !ex.isAlive || ex.load >= this.bound) continue;
+      if (!best || ex.id < best.id) best = ex;
+    }
+    return best;
   }
 
   /** Keeps `count` prepared shells of `memory` bytes on the executor being filled. */
@@ -157,12 +188,13 @@ export class ExecutorFleet implements Placement {
     return this.poolTargets;
   }
 
-  private movePool(ex: ExecutorProcess): void {
+  /** Makes ex the pool's holder; the old holder keeps at most oldKeeps shells. */
+  private movePool(ex: ExecutorProcess, oldKeeps = 0): void {
     if (this.poolHolder === ex) return;
     const old = this.poolHolder;
     this.poolHolder = ex;
     for (const [memory, target] of this.poolTargets) {
-      if (old?.isAlive) old.send({ op: 'pool', memory, target: 0 });
+      if (old?.isAlive) old.send({ op: 'pool', memory, target: Math.min(target, oldKeeps) });
       ex.send({ op: 'pool', memory, target: Math.max(0, Math.min(target, this.room(ex) - 1)) });
     }
   }
@@ -205,7 +237,7 @@ export class ExecutorFleet implements Placement {
     const now = Date.now();
     // The pool follows the executor being filled, also when no create came to move it.
     const active = this.active();
-    if (active) this.movePool(active);
+    if (active) this.placePool(active);
     this.keepSpare();
     const live = this.processes();
     let empty = live.filter((ex) => ex.load === 0);
