@@ -322,7 +322,7 @@ const pools = {
       memory_mib: { type: 'number' },
       target: { type: 'integer' },
       depth: { type: 'integer', description: 'prepared shells ready' },
-      warm: { type: 'integer', description: 'of those, already run once on their executor thread (fastest)' },
+      warm: { type: 'integer', description: 'of those, already run once (the preparer runs every shell once before handing it over)' },
     },
   },
 } as const;

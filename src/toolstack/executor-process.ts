@@ -31,7 +31,7 @@ export class ExecutorProcess extends EventEmitter<ExecutorLinkEvents> implements
   readonly pools = new Map<number, number>();
   /** Pool targets per memory size, as last sent. */
   readonly poolTargets = new Map<number, number>();
-  /** Of those, the ones already run once on the executor thread. */
+  /** Of those, the ones already run once (all that the preparer handed over). */
   readonly warmPools = new Map<number, number>();
   private alive = true;
   private stopping = false;

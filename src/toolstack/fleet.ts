@@ -1,14 +1,15 @@
 // The daemon's executors: processes, each holding a bounded number of VMs.
 // Why a bound: in one process every KVM_CREATE_VM, destroy and munmap costs
-// more for each VM that process already holds (measured here: creation
-// +40% and destroy +140% at 1,000 VMs held), while VMs held by other
-// processes cost nothing. But each executor process costs too: ~140 ms of
-// CPU to start and ~20 MiB. Measured with `bench scale --vms 10000`, a bound
-// of 500 beat 250 on every count (645-653 vs 501-529 VMs/s, last/first
-// 1.26-1.30 vs 1.50-1.55, 40 KiB less anonymous memory per VM) and 1,000
-// (640 VMs/s, 1.36). So VMs fill one executor up to the bound, a spare
-// executor is started ahead of need, and executors left empty are stopped
-// after a while.
+// more for each VM that process already holds (KVM_CREATE_VM locks every VMA
+// of the process; every munmap visits every VM's MMU notifier), while VMs
+// held by other processes cost nothing. But each executor process costs too:
+// ~100 ms of CPU to start and ~50 MiB. Measured with `bench scale --vms
+// 10000`, a bound of 500 beat 250 on every count (645-653 vs 501-529 VMs/s,
+// last/first 1.26-1.30 vs 1.50-1.55, 40 KiB less anonymous memory per VM);
+// against 1,000 the runs did not separate (this machine's run-to-run
+// spread, ±25 %, is wider than the difference). So VMs fill one executor up
+// to the bound, a spare executor is started ahead of need, and executors
+// left empty are stopped after a while.
 import { mkdirSync, readdirSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import type { AdoptedVm } from '../vmm/protocol.js';
@@ -177,7 +178,7 @@ export class ExecutorFleet implements Placement {
     return n;
   }
 
-  /** Shells of this size that have also been run once on their executor thread. */
+  /** Shells of this size that have also been run once (all that are handed over). */
   poolWarm(memory: number): number {
     let n = 0;
     for (const ex of this.links.values()) n += ex.warmPools.get(memory) ?? 0;
