@@ -65,8 +65,16 @@ export function close(fd: number): void {
 }
 
 /** ioctl whose argument is a plain value; returns the call's result. */
+/**
+ * A signal that arrives meanwhile (a profiler's SIGPROF, say) makes some
+ * ioctls give up with EINTR before they did anything: KVM_CREATE_VM does,
+ * while it locks the process's mappings. Those are simply made again.
+ */
+const EINTR_RETRIES = 100;
+
 export function ioctl(fd: number, req: number, arg = 0, name = 'ioctl'): number {
-  const r = c.ioctlValue(fd, req, arg) as number;
+  let r = c.ioctlValue(fd, req, arg) as number;
+  for (let i = 0; r < 0 && koffi.errno() === EINTR && i < EINTR_RETRIES; i++) r = c.ioctlValue(fd, req, arg) as number;
   if (r < 0) fail(name);
   return r;
 }
@@ -79,7 +87,8 @@ export function ioctlRaw(fd: number, req: number, arg = 0): number {
 
 /** ioctl whose argument points at a struct held in buf (read and written in place). */
 export function ioctlStruct(fd: number, req: number, buf: Uint8Array, name = 'ioctl'): number {
-  const r = c.ioctlBuffer(fd, req, buf) as number;
+  let r = c.ioctlBuffer(fd, req, buf) as number;
+  for (let i = 0; r < 0 && koffi.errno() === EINTR && i < EINTR_RETRIES; i++) r = c.ioctlBuffer(fd, req, buf) as number;
   if (r < 0) fail(name);
   return r;
 }
