@@ -7,7 +7,7 @@ import { crunAvailable, crunRun, prepareBundle } from './crun.js';
 import { startDaemon, waitForPool } from './daemon-peer.js';
 import { idleBreakdown, memAvailableKiB, memoryKinds, memoryPerVm, settle } from './host-stats.js';
 import { RawHttpClient } from './http-client.js';
-import { forkExec, kvmFloorMemory } from './peers.js';
+import { forkExec, kvmFloorHold } from './peers.js';
 import { ratio, summarize } from './stats.js';
 
 export interface ScaleOptions {
@@ -38,8 +38,11 @@ export async function benchScale(opts: ScaleOptions): Promise<ScaleResult> {
   const pool = opts.pool ?? 64;
   const fork = summarize(await forkExec(200));
   // Median of three: MemAvailable moves by itself here.
-  const floors = [await kvmFloorMemory(1000), await kvmFloorMemory(1000), await kvmFloorMemory(1000)].sort((a, b) => a - b);
-  const floorKiB = Math.round(floors[1]!);
+  const holds = [await kvmFloorHold(1000), await kvmFloorHold(1000), await kvmFloorHold(1000)];
+  const median = (xs: number[]): number => Math.round(xs.sort((a, b) => a - b)[1]!);
+  const floorKiB = median(holds.map((h) => h.mem_per_vm_kib));
+  // The kernel's own meminfo lines: steadier than MemAvailable, which the host's reclaim moves.
+  const floorKernelKiB = median(holds.map((h) => h.kernel_per_vm_kib));
   const crunSkip = crunAvailable();
   let crun: ReturnType<typeof summarize> | null = null;
   if (!crunSkip) {
@@ -99,6 +102,7 @@ export async function benchScale(opts: ScaleOptions): Promise<ScaleResult> {
     const ours = [daemon.process.pid!, ...host.executors.map((e) => e.pid)];
     const settledMs = await settle(ours, 30_000);
     const idle = await idleBreakdown((opts.idleSeconds ?? 10) * 1000, ours);
+    const byKind = reached ? memoryPerVm(kindsBefore, kindsAfter, reached) : null;
     const first = summarize(createMs.slice(0, WINDOW));
     const last = summarize(createMs.slice(-WINDOW));
     const result: ScaleResult = {
@@ -114,9 +118,12 @@ export async function benchScale(opts: ScaleOptions): Promise<ScaleResult> {
       last_over_first: ratio(last.p50_ms, first.p50_ms),
       rate_vms_per_s: Math.round(reached / elapsedS),
       host_mem_per_vm_kib: reached ? Math.round((memBefore - memAfter) / reached) : null,
-      host_mem_per_vm_by_kind_kib: reached ? memoryPerVm(kindsBefore, kindsAfter, reached) : null,
+      host_mem_per_vm_by_kind_kib: byKind,
       host_mem_daemon_and_pool_kib: memBeforeDaemon - memBefore,
       kvm_floor_mem_per_vm_kib: floorKiB,
+      // Ours by the same kernel lines as the floor's (Slab, VmallocUsed, KernelStack, PageTables).
+      kernel_per_vm_kib: byKind ? (byKind.slab ?? 0) + (byKind.vmalloc ?? 0) + (byKind.kernel_stack ?? 0) + (byKind.page_tables ?? 0) : null,
+      kvm_floor_kernel_per_vm_kib: floorKernelKiB,
       mem_over_kvm_floor: reached ? ratio((memBefore - memAfter) / reached, floorKiB) : null,
       idle_settle_s: Math.round(settledMs / 100) / 10,
       idle_cpu_pct: idle.host,
