@@ -97,3 +97,14 @@ executor.on('message', (req: PreparerRequest) => {
   else ready.set(req.memory, Math.max(0, (ready.get(req.memory) ?? 0) - 1));
   schedule();
 });
+
+// An error nobody expected ends this thread. The executor's thread never
+// runs the event loop that would see this worker's 'error': it hears it
+// here, as a failure of every pool size wanted, and serves those from cold.
+process.on('uncaughtException', (err) => {
+  for (const [memory, target] of targets) {
+    if (target > 0) executor.postMessage({ kind: 'failed', memory, error: serializeError(err) } satisfies PreparerMessage);
+  }
+  libc.eventfdSignal(wakeFd);
+  process.exit(1);
+});
