@@ -5,7 +5,7 @@ import type { GuestMemory } from '../kvm/memory.js';
 import type { SregsPatch, Segment } from '../sys/kvm-structs.js';
 import { DEVICE_PAGE_GPA } from './abi.js';
 import {
-  GDT_GPA, PD_DEVICE_GPA, PD_RAM_GPA, PDPT_GPA, PML4_GPA, PT0_GPA, PT_DEVICE_GPA,
+  GDT_GPA, PD_DEVICE_GPA, PD_RAM_GPA, PDPT_GPA, PML4_GPA, PT0_GPA,
 } from './layout.js';
 
 const PTE_P = 1n;
@@ -59,10 +59,12 @@ export function writePageTables(mem: GuestMemory, memSize: number): void {
   }
   // The device page: writable in the guest's page tables on purpose, so that
   // a write reaches KVM's read-only memory slot and is reported, not faulted.
+  // One 2 MiB page maps it (a page table for it would be one more page per
+  // VM); the rest of that 2 MiB has no memory slot, and an access there is
+  // an MMIO exit that ends the VM.
   const dev = DEVICE_PAGE_GPA;
   v.setBigUint64(PDPT_GPA + Math.floor(dev / GIB) * 8, BigInt(PD_DEVICE_GPA) | PTE_P | PTE_W, true);
-  v.setBigUint64(PD_DEVICE_GPA + Math.floor((dev % GIB) / MIB2) * 8, BigInt(PT_DEVICE_GPA) | PTE_P | PTE_W, true);
-  v.setBigUint64(PT_DEVICE_GPA + Math.floor((dev % MIB2) / 4096) * 8, BigInt(dev) | PTE_P | PTE_W, true);
+  v.setBigUint64(PD_DEVICE_GPA + Math.floor((dev % GIB) / MIB2) * 8, BigInt(dev - (dev % MIB2)) | PTE_P | PTE_W | PTE_PS, true);
   GDT.forEach((d, i) => v.setBigUint64(GDT_GPA + i * 8, d, true));
 }
 

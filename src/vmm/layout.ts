@@ -16,9 +16,8 @@ export const PML4_GPA = 0x2000;
 export const PDPT_GPA = 0x3000;
 /** Page table for the first 2 MiB (4 KiB pages, page 0 absent). */
 export const PT0_GPA = 0x4000;
-/** Page directory and page table that map the device page. */
+/** Page directory that maps the device page (with one 2 MiB page). */
 export const PD_DEVICE_GPA = 0x5000;
-export const PT_DEVICE_GPA = 0x6000;
 /** Page directories for RAM, one per GiB, from here up. */
 export const PD_RAM_GPA = 0x8000;
 export const MAX_RAM_GIB = 3;
