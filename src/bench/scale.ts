@@ -23,6 +23,12 @@ export interface ScaleOptions {
   vmsPerExecutor?: number;
   /** Seconds over which idle CPU is measured. */
   idleSeconds?: number;
+  /**
+   * VMs created and destroyed before the measured series: a new daemon's
+   * first few hundred requests run its JavaScript unoptimised, which would
+   * make the first VMs look slow and the series look flatter than it is.
+   */
+  warmupVms?: number;
   onProgress?: (created: number, total: number) => void;
 }
 
@@ -61,9 +67,19 @@ export async function benchScale(opts: ScaleOptions): Promise<ScaleResult> {
   const raw = new RawHttpClient(daemon.socket);
   try {
     await waitForPool(daemon.client, 4, pool, 120_000);
+    const request = raw.prepare('POST', '/v1/vms', { image: 'daytime', cmdline: 'stay', wait: 'booted' });
+    const warmup = opts.warmupVms ?? 300;
+    if (warmup > 0) {
+      const ids: number[] = [];
+      for (let i = 0; i < warmup; i++) ids.push((await raw.send<{ vm: { id: number } }>(request)).vm.id);
+      for (const id of ids) await daemon.client.request('DELETE', `/v1/vms/${id}`);
+      await waitForPool(daemon.client, 4, pool, 120_000);
+      // Until the executors have freed what was destroyed (they do it when idle).
+      const { executors } = await daemon.client.request<{ executors: { pid: number }[] }>('GET', '/v1/host');
+      await settle([daemon.process.pid!, ...executors.map((e) => e.pid)], 30_000);
+    }
     const kindsBefore = memoryKinds();
     const memBefore = kindsBefore.available;
-    const request = raw.prepare('POST', '/v1/vms', { image: 'daytime', cmdline: 'stay', wait: 'booted' });
     const createMs: number[] = [];
     let error: string | undefined;
     const concurrency = opts.concurrency ?? 1;
@@ -110,6 +126,7 @@ export async function benchScale(opts: ScaleOptions): Promise<ScaleResult> {
       vms: reached,
       requested: opts.vms,
       concurrency,
+      warmup_vms: warmup,
       ...(error ? { error } : {}),
       create_p50_first_ms: first.p50_ms,
       create_p50_last_ms: last.p50_ms,

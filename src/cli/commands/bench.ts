@@ -75,13 +75,14 @@ export function registerBench(program: Command): void {
     .option('--concurrency <n>', 'creation requests in flight at once (1: strictly one after another)', intOption('--concurrency', 1, 64), 1)
     .option('--vms-per-executor <n>', 'VMs per executor process', intOption('--vms-per-executor', 1, 5000))
     .option('--idle-seconds <s>', 'seconds over which idle CPU is measured', intOption('--idle-seconds', 1, 600), 10)
+    .option('--warmup-vms <n>', 'VMs created and destroyed before the measured series (the daemon\'s JIT warms up)', intOption('--warmup-vms', 0, 5000), 300)
     .option('--samples', 'include every creation time in the output')
     .option('--json', 'print one JSON object')
-    .action((opts: { vms: number; pool: number; concurrency: number; vmsPerExecutor?: number; idleSeconds: number; samples?: boolean; json?: boolean }) =>
+    .action((opts: { vms: number; pool: number; concurrency: number; vmsPerExecutor?: number; idleSeconds: number; warmupVms: number; samples?: boolean; json?: boolean }) =>
       report(opts.json, 'starting VMs', async (progress) => {
         const result: Record<string, unknown> = await benchScale({
           vms: opts.vms, pool: opts.pool, concurrency: opts.concurrency, vmsPerExecutor: opts.vmsPerExecutor, idleSeconds: opts.idleSeconds,
-          onProgress: (done, total) => progress(done, total),
+          warmupVms: opts.warmupVms, onProgress: (done, total) => progress(done, total),
         });
         if (!opts.samples) delete result.create_ms;
         return result;
