@@ -36,6 +36,16 @@ void describe('lightvm run', () => {
   });
   after(cleanup);
 
+  void it('run hello with 2.5 GiB of address space: no room for the 4 GiB memory arena, and each VM maps its own', async () => {
+    const r = await new Promise<Result>((resolve) => {
+      execFile('sh', ['-c', `ulimit -v 2600000 && exec "$0" "$@"`, process.execPath, CLI, 'run', 'hello'], { timeout: 20_000 }, (err, stdout, stderr) => {
+        resolve({ code: err ? (typeof err.code === 'number' ? err.code : null) : 0, stdout, stderr });
+      });
+    });
+    assert.equal(r.stdout, 'Hello from LightVM!\n', r.stderr);
+    assert.equal(r.code, 0);
+  });
+
   void it('run hello: the greeting on stdout, nothing on stderr, exit 0', async () => {
     const r = await lightvm('run', 'hello');
     assert.equal(r.stdout, 'Hello from LightVM!\n');

@@ -143,7 +143,7 @@ type FdHandler = (events: number) => void;
 export class Executor {
   private readonly kvm: Kvm;
   /** Where its VMs' RAM and device pages come from, shared with its preparer. */
-  private readonly arenas: GuestArenas;
+  private readonly arenas: GuestArenas | undefined;
   private readonly images = new ImageCache();
   private readonly vms = new Map<number, Entry>();
   private runQueue: Entry[] = [];
@@ -188,7 +188,13 @@ export class Executor {
     libc.ignoreSignal(KICK_SIGNAL);
     libc.blockSignals(this.kickSet);
     this.kvm = Kvm.open();
-    this.arenas = GuestArenas.create();
+    // 4 GiB of address space: a host with strict overcommit may refuse it,
+    // and then each VM maps its own memory (slower at scale, but it works).
+    try {
+      this.arenas = GuestArenas.create();
+    } catch {
+      this.arenas = undefined;
+    }
     this.epfd = libc.epollCreate();
     this.watch(this.wakeFd, libc.EPOLLIN, () => libc.eventfdDrain(this.wakeFd));
     this.timer = libc.threadTimerCreate(KICK_SIGNAL);
@@ -796,7 +802,7 @@ export class Executor {
   private startPreparer(): ShellSupply {
     const { port1, port2 } = new MessageChannel();
     const worker = startWorker('preparer', {
-      workerData: { executor: port1, wakeFd: this.wakeFd, arenas: this.arenas.share },
+      workerData: { executor: port1, wakeFd: this.wakeFd, arenas: this.arenas?.share },
       transferList: [port1],
       resourceLimits: { maxOldGenerationSizeMb: 64, maxYoungGenerationSizeMb: 2 },
     });
@@ -886,7 +892,7 @@ export class Executor {
     libc.close(this.epfd);
     this.kvm.close();
     // A preparer that never said it stopped may still write into the arenas.
-    if (preparerGone) this.arenas.close();
+    if (preparerGone) this.arenas?.close();
   }
 
   /**

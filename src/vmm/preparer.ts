@@ -29,12 +29,12 @@ interface PreparerData {
   executor: MessagePort;
   /** The executor's eventfd: signalled after each shell so it can report the pool. */
   wakeFd: number;
-  /** The executor's arenas: shells' RAM and device pages come from them. */
-  arenas: ArenasShare;
+  /** The executor's arenas: shells' RAM and device pages come from them (if it has them). */
+  arenas: ArenasShare | undefined;
 }
 
 const { executor, wakeFd, arenas: share } = workerData as PreparerData;
-const arenas = GuestArenas.attach(share);
+const arenas = share ? GuestArenas.attach(share) : undefined;
 // Preparing is background work: it runs only on an otherwise idle CPU.
 libc.setThreadIdle();
 libc.setThreadName('lvm-preparer');
