@@ -31,6 +31,7 @@ const c = {
   schedSetscheduler: libc.func('int sched_setscheduler(int pid, int policy, void *param)'),
   prctlName: libc.func('int prctl(int option, const char *name, unsigned long a3, unsigned long a4, unsigned long a5)'),
   getpid: libc.func('int getpid()'),
+  mallocTrim: libc.func('int malloc_trim(size_t pad)'),
   tgkill: libc.func('int tgkill(int tgid, int tid, int sig)'),
   pthreadSigmask: libc.func('int pthread_sigmask(int how, void *set, void *oldset)'),
   sigtimedwait: libc.func('int sigtimedwait(void *set, void *info, void *timeout)'),
@@ -278,6 +279,11 @@ export function setThreadIdle(): void {
 /** Names the calling thread (PR_SET_NAME; at most 15 bytes), as top -H and /proc show it. */
 export function setThreadName(name: string): void {
   if ((c.prctlName(15 /* PR_SET_NAME */, name.slice(0, 15), 0, 0, 0) as number) < 0) fail('prctl(PR_SET_NAME)');
+}
+
+/** Gives the C heap's free memory back to the kernel (glibc keeps what an ended thread's arena held). */
+export function mallocTrim(): void {
+  c.mallocTrim(0);
 }
 
 export function getpid(): number {

@@ -818,6 +818,9 @@ export class Executor {
     if (!this.supply?.stopped) return;
     this.supply.close();
     this.supply = undefined;
+    // Its thread has ended (its V8 heap with it), but glibc keeps that
+    // thread's malloc arena: ~MiBs per executor, held until trimmed.
+    libc.mallocTrim();
     this.poolChanged = true;
     this.updatePreparer();
   }
