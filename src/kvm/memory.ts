@@ -150,7 +150,7 @@ export class GuestArena {
   }
 
   private lock(): void {
-    // Held for a scan of at most a few thousand bytes: spin, then wait.
+    // Held only for a short scan of the map: wait (woken by unlock) while another thread holds it.
     while (Atomics.compareExchange(this.words, LOCK, 0, 1) !== 0) Atomics.wait(this.words, LOCK, 1, 1);
   }
 
