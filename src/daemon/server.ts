@@ -311,9 +311,11 @@ export async function buildServer(daemon: Daemon): Promise<FastifyInstance> {
 }
 
 function poolView(daemon: Daemon): { memory_mib: number; target: number; depth: number; warm: number }[] {
-  return [...daemon.fleet.targets].map(([memory, target]) => ({
-    memory_mib: memory / 1048576, target, depth: daemon.fleet.poolDepth(memory), warm: daemon.fleet.poolWarm(memory),
-  }));
+  return [...daemon.fleet.targets].map(([memory, target]) => {
+    const depth = daemon.fleet.poolDepth(memory);
+    // Every shell is run once before its preparer hands it over: all are warm.
+    return { memory_mib: memory / 1048576, target, depth, warm: depth };
+  });
 }
 
 export type { FastifyReply };

@@ -65,7 +65,6 @@ export function close(fd: number): void {
   if ((c.close(fd) as number) < 0 && koffi.errno() !== EINTR) fail('close', `fd ${fd}`);
 }
 
-/** ioctl whose argument is a plain value; returns the call's result. */
 /**
  * A signal that arrives meanwhile (a profiler's SIGPROF, say) makes some
  * ioctls give up with EINTR before they did anything: KVM_CREATE_VM does,
@@ -73,6 +72,7 @@ export function close(fd: number): void {
  */
 const EINTR_RETRIES = 100;
 
+/** ioctl whose argument is a plain value; returns the call's result. */
 export function ioctl(fd: number, req: number, arg = 0, name = 'ioctl'): number {
   let r = c.ioctlValue(fd, req, arg) as number;
   for (let i = 0; r < 0 && koffi.errno() === EINTR && i < EINTR_RETRIES; i++) r = c.ioctlValue(fd, req, arg) as number;

@@ -31,8 +31,6 @@ export class ExecutorProcess extends EventEmitter<ExecutorLinkEvents> implements
   readonly pools = new Map<number, number>();
   /** Pool targets per memory size, as last sent. */
   readonly poolTargets = new Map<number, number>();
-  /** Of those, the ones already run once (all that the preparer handed over). */
-  readonly warmPools = new Map<number, number>();
   private alive = true;
   private stopping = false;
   private child: ChildProcess | undefined;
@@ -213,13 +211,11 @@ export class ExecutorProcess extends EventEmitter<ExecutorLinkEvents> implements
         return;
       case 'pool':
         this.pools.set(ev.memory, ev.depth);
-        this.warmPools.set(ev.memory, ev.warm ?? ev.depth);
         break;
       case 'started':
         // The executor reports its pool when idle; a shell taken is gone now.
         if (ev.warm && ev.memory !== undefined) {
           this.pools.set(ev.memory, Math.max(0, (this.pools.get(ev.memory) ?? 0) - 1));
-          this.warmPools.set(ev.memory, Math.max(0, (this.warmPools.get(ev.memory) ?? 0) - 1));
         }
         break;
       default:

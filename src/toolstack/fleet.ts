@@ -178,13 +178,6 @@ export class ExecutorFleet implements Placement {
     return n;
   }
 
-  /** Shells of this size that have also been run once (all that are handed over). */
-  poolWarm(memory: number): number {
-    let n = 0;
-    for (const ex of this.links.values()) n += ex.warmPools.get(memory) ?? 0;
-    return n;
-  }
-
   get targets(): ReadonlyMap<number, number> {
     return this.poolTargets;
   }

@@ -265,7 +265,7 @@ export class Executor {
         this.emit({
           ev: 'hello', id: this.id, pid: libc.getpid(), tid: libc.gettid(),
           vms: [...[...this.vms.values()].map((e) => this.record(e)), ...this.ended.values()],
-          pools: Object.fromEntries([...this.supply?.depths() ?? []].map(([m, d]) => [m, d.depth])),
+          pools: Object.fromEntries(this.supply?.depths() ?? []),
         });
         break;
       case 'forget':
@@ -845,11 +845,8 @@ export class Executor {
     if (this.poolChanged) {
       // Pool depth is news for the toolstack, but never on a VM's boot path.
       this.poolChanged = false;
-      const depths = this.supply?.depths() ?? new Map<number, { depth: number; warm: number }>();
-      for (const memory of this.poolTargets.keys()) {
-        const d = depths.get(memory) ?? { depth: 0, warm: 0 };
-        this.emit({ ev: 'pool', memory, depth: d.depth, warm: d.warm });
-      }
+      const depths = this.supply?.depths() ?? new Map<number, number>();
+      for (const memory of this.poolTargets.keys()) this.emit({ ev: 'pool', memory, depth: depths.get(memory) ?? 0 });
       const f = this.supply?.failure;
       if (f && this.supply) {
         this.supply.failure = undefined;

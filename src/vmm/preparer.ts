@@ -12,7 +12,8 @@ import { serializeError, type SerializedError } from './protocol.js';
 /** Executor → preparer. */
 export type PreparerRequest =
   | { op: 'target'; memory: number; target: number }
-  | { op: 'taken'; memory: number }
+  /** count shells of this size were taken (or freed): make as many again. */
+  | { op: 'taken'; memory: number; count: number }
   | { op: 'stop' };
 
 /**
@@ -94,7 +95,7 @@ executor.on('message', (req: PreparerRequest) => {
     return;
   }
   if (req.op === 'target') targets.set(req.memory, req.target);
-  else ready.set(req.memory, Math.max(0, (ready.get(req.memory) ?? 0) - 1));
+  else ready.set(req.memory, Math.max(0, (ready.get(req.memory) ?? 0) - req.count));
   schedule();
 });
 

@@ -114,7 +114,7 @@ export type ExecutorEvent =
   | { ev: 'freed'; vmId: number; destroyNs: number; destroyedNs: number }
   | { ev: 'paused'; vmId: number; ok: boolean }
   | { ev: 'unpaused'; vmId: number; ok: boolean }
-  | { ev: 'pool'; memory: number; depth: number; warm?: number }
+  | { ev: 'pool'; memory: number; depth: number }
   /** Preparing shells of this size failed; the pool for it is off. */
   | { ev: 'pool-error'; memory: number; error: SerializedError }
   | { ev: 'stats'; requestId: number; vms: VmStats[] }

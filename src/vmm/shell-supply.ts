@@ -45,7 +45,7 @@ export class ShellSupply {
       if (list.length >= (this.targets.get(memory) ?? 0)) {
         // More than wanted (the target went down meanwhile): free it now.
         machine.close();
-        this.post({ op: 'taken', memory });
+        this.post({ op: 'taken', memory, count: 1 });
         continue;
       }
       list.push(machine);
@@ -73,20 +73,15 @@ export class ShellSupply {
     this.targets.set(memory, target);
     this.post({ op: 'target', memory, target });
     const list = this.shells.get(memory) ?? [];
-    while (list.length > target) {
-      const m = list.pop()!;
-      m.close();
-      this.post({ op: 'taken', memory });
-    }
+    let freed = 0;
+    for (; list.length > target; freed++) list.pop()!.close();
+    if (freed) this.post({ op: 'taken', memory, count: freed });
   }
 
-  /** Shells ready per memory size, and how many of them are warmed up (all: the preparer runs each once). */
-  depths(): Map<number, { depth: number; warm: number }> {
-    const out = new Map<number, { depth: number; warm: number }>();
-    for (const memory of new Set([...this.targets.keys(), ...this.shells.keys()])) {
-      const depth = this.shells.get(memory)?.length ?? 0;
-      out.set(memory, { depth, warm: depth });
-    }
+  /** Shells ready per memory size (each already run once). */
+  depths(): Map<number, number> {
+    const out = new Map<number, number>();
+    for (const memory of new Set([...this.targets.keys(), ...this.shells.keys()])) out.set(memory, this.shells.get(memory)?.length ?? 0);
     return out;
   }
 
@@ -113,7 +108,7 @@ export class ShellSupply {
   }
 
   private tellTaken(): void {
-    for (const [memory, n] of this.taken) for (let i = 0; i < n; i++) this.post({ op: 'taken', memory });
+    for (const [memory, count] of this.taken) this.post({ op: 'taken', memory, count });
     this.taken.clear();
   }
 
