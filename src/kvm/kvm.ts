@@ -3,9 +3,11 @@ import { SysError, ENOENT, EACCES, EPERM } from '../sys/errors.js';
 import { CAP, KVM } from '../sys/kvm-api.js';
 import { cpuidBuffer, decodeCpuid, encodeCpuid, type CpuidEntry } from '../sys/kvm-structs.js';
 import { KvmUnavailableError } from './errors.js';
+import { parkFd } from './fds.js';
 import { Vm } from './vm.js';
 
 export const KVM_DEVICE = '/dev/kvm';
+
 const CPUID_PMU_LEAF = 0xa;
 
 /** The KVM subsystem, opened once per thread that creates VMs. */
@@ -79,7 +81,7 @@ export class Kvm {
   }
 
   createVm(): Vm {
-    const fd = libc.ioctl(this.fd, KVM.CREATE_VM, 0, 'KVM_CREATE_VM');
+    const fd = parkFd(libc.ioctl(this.fd, KVM.CREATE_VM, 0, 'KVM_CREATE_VM'));
     return new Vm(this, fd);
   }
 

@@ -1,6 +1,7 @@
 import * as libc from '../sys/libc.js';
 import { KVM, MEM_LOG_DIRTY_PAGES, MEM_READONLY } from '../sys/kvm-api.js';
 import { encodeDirtyLog, encodeMemoryRegion } from '../sys/kvm-structs.js';
+import { parkFd } from './fds.js';
 import type { Kvm } from './kvm.js';
 import { GuestMemory } from './memory.js';
 import { Vcpu } from './vcpu.js';
@@ -74,7 +75,7 @@ export class Vm {
   }
 
   createVcpu(id = 0): Vcpu {
-    const fd = libc.ioctl(this.fd, KVM.CREATE_VCPU, id, 'KVM_CREATE_VCPU');
+    const fd = parkFd(libc.ioctl(this.fd, KVM.CREATE_VCPU, id, 'KVM_CREATE_VCPU'));
     let vcpu: Vcpu;
     try {
       vcpu = new Vcpu(this, fd, id);

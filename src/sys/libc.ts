@@ -5,11 +5,12 @@ import { SysError, EINTR, EAGAIN } from './errors.js';
 
 const libc = koffi.load('libc.so.6');
 
-// Fixed prototypes: ioctl is variadic in C, but on x86-64 a fixed-argument
+// Fixed prototypes: ioctl and fcntl are variadic in C, but on x86-64 a fixed-argument
 // call is ABI-compatible and avoids koffi's slower variadic path.
 const c = {
   open: libc.func('int open(const char *path, int flags, int mode)'),
   close: libc.func('int close(int fd)'),
+  fcntlValue: libc.func('int fcntl(int fd, int cmd, int arg)'),
   read: libc.func('long read(int fd, void *buf, size_t len)'),
   write: libc.func('long write(int fd, const void *buf, size_t len)'),
   ioctlValue: libc.func('int ioctl(int fd, unsigned long req, unsigned long arg)'),
@@ -63,6 +64,19 @@ export function open(path: string, flags: number, mode = 0): number {
 export function close(fd: number): void {
   // close never retries: on Linux the fd is released even when it reports EINTR.
   if ((c.close(fd) as number) < 0 && koffi.errno() !== EINTR) fail('close', `fd ${fd}`);
+}
+
+const F_DUPFD_CLOEXEC = 1030;
+
+/**
+ * Moves fd to the lowest free number at or above min (close-on-exec) and
+ * closes the old number, which becomes free again. Returns the new fd.
+ */
+export function moveFdUp(fd: number, min: number): number {
+  const moved = c.fcntlValue(fd, F_DUPFD_CLOEXEC, min) as number;
+  if (moved < 0) fail('fcntl F_DUPFD_CLOEXEC', `fd ${fd}`);
+  close(fd);
+  return moved;
 }
 
 /**
