@@ -23,10 +23,10 @@ void describe('KVM debugfs directories', { skip: root ? false : 'needs root and 
   void it('one directory for all the VMs a thread makes', () => {
     const r = count({ LIGHTVM_KVM_DEBUGFS: '' });
     assert.equal(r.vms, 6);
-    assert.equal(r.dirs, 1);
+    assert.equal(r.dirs, 1, JSON.stringify(r));
   });
   void it('one per VM with LIGHTVM_KVM_DEBUGFS=1', () => {
     const r = count({ LIGHTVM_KVM_DEBUGFS: '1' });
-    assert.equal(r.dirs, 6);
+    assert.equal(r.dirs, 6, JSON.stringify(r));
   });
 });
