@@ -5,7 +5,6 @@ import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Client } from '../cli/client.js';
-import { DAEMON_NODE_FLAGS } from '../daemon/node-flags.js';
 import { PACKAGE_ROOT } from '../toolstack/images.js';
 
 export interface BenchDaemon {
@@ -22,7 +21,7 @@ export async function startDaemon(args: string[] = []): Promise<BenchDaemon> {
   const fromSource = import.meta.url.endsWith('.ts');
   const cli = join(PACKAGE_ROOT, fromSource ? 'src/cli/main.ts' : 'dist/cli/main.js');
   // A benchmark's VMs are not worth keeping: they end with the daemon.
-  const child = spawn(process.execPath, [...DAEMON_NODE_FLAGS, ...(fromSource ? ['--import', 'tsx'] : []), cli, 'daemon', '--runtime-dir', runtimeDir,
+  const child = spawn(process.execPath, [...(fromSource ? ['--import', 'tsx'] : []), cli, 'daemon', '--runtime-dir', runtimeDir,
     '--log-level', 'warn', '--destroy-on-stop', ...args], { stdio: ['ignore', 'ignore', 'inherit'], cwd: PACKAGE_ROOT });
   const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
   // Whatever happens to the benchmark, its daemon (and the daemon's executors) go with it.

@@ -1,4 +1,4 @@
-#!/usr/bin/env -S node --max-semi-space-size=1
+#!/usr/bin/env node
 // lightvmd: the daemon, in the foreground (same as `lightvm daemon`).
 import { Command } from 'commander';
 import { daemonCommand } from './commands/daemon.js';

@@ -1,4 +1,4 @@
-#!/usr/bin/env -S node --max-semi-space-size=1
+#!/usr/bin/env node
 // The lightvm command line. Every command works through the library API
 // (or, for daemon commands, through the daemon's REST API).
 import { Command, CommanderError } from 'commander';
