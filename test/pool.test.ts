@@ -4,6 +4,8 @@
 // PUT /v1/pool changes the target, and shells given up free their KVM
 // descriptors in the executor process.
 import assert from 'node:assert/strict';
+import { execFileSync, spawnSync } from 'node:child_process';
+import { readdirSync } from 'node:fs';
 import { after, before, describe, it } from 'node:test';
 import {
   fdTargets, ok, request, startTestDaemon, until,
@@ -117,6 +119,39 @@ void describe('the shell pool', () => {
     await ok(d.socket, 'PUT', '/v1/pool', { memory: 8, count: 0 });
     await until('the 8 MiB pool to empty', async () => (await pool(8))?.depth === 0, 10_000);
     await until('the executors to hold just the 3 shells', async () => kvmVms(await d.host()) === 3, 10_000);
+  });
+
+  void it('shells that cannot be prepared for a while: logged, creates go cold, the pool fills once the cause is gone', {
+    skip: spawnSync('prlimit', ['--version']).status === 0 ? false : 'needs prlimit',
+  }, async () => {
+    // No fd left in the executors (their limit at the lowest free number):
+    // KVM_CREATE_VM fails with EMFILE, as it would on a host out of fds. The
+    // 4 MiB pool full first: its preparer runs, and takes the 8 MiB target.
+    await until('the pool to fill', full(4, 3), 15_000);
+    const pids = (await d.host()).executors.map((e) => e.pid);
+    const lowestFree = (pid: number): number => {
+      const used = new Set(readdirSync(`/proc/${pid}/fd`).map(Number));
+      let fd = 0;
+      while (used.has(fd)) fd++;
+      return fd;
+    };
+    const limits = pids.map((pid) => execFileSync('prlimit', ['--pid', String(pid), '--nofile', '--raw', '--noheadings', '-o', 'SOFT,HARD'], { encoding: 'utf8' }).trim().split(/\s+/));
+    try {
+      for (const pid of pids) execFileSync('prlimit', ['--pid', String(pid), `--nofile=${lowestFree(pid)}:`]);
+      await ok(d.socket, 'PUT', '/v1/pool', { memory: 8, count: 2 });
+      await until('the failure to be logged', async () => d.log().includes('shells could not be prepared'), 10_000);
+      assert.match(d.log(), /"memory":8388608/);
+      assert.equal((await pool(8))?.depth, 0);
+    } finally {
+      pids.forEach((pid, i) => execFileSync('prlimit', ['--pid', String(pid), `--nofile=${limits[i]![0]}:${limits[i]![1]}`]));
+    }
+    // Tried again after a second, then after two, four...
+    await until('the 8 MiB pool to fill once fds are back', full(8, 2), 15_000);
+    const vm = await create({ image: 'sleeper', cmdline: '600000', memory: 8 });
+    assert.equal(vm.warm, true);
+    await ok(d.socket, 'PUT', '/v1/pool', { memory: 8, count: 0 });
+    await destroyAll();
+    await until('the 8 MiB pool to empty', async () => (await pool(8))?.depth === 0, 10_000);
   });
 
   void it('PUT /v1/pool with a bad body: 400 naming the field, the pool unchanged', async () => {

@@ -114,6 +114,8 @@ export interface HostEvents {
   vm: [{ type: 'created' | 'exited'; vm: VirtualMachine }];
   /** An executor died; lists what was lost. */
   'executor-lost': [{ executor: number; reason: string; vms: { id: number; name: string }[] }];
+  /** An executor could not prepare shells of this size (it tries again later; creates meanwhile go cold). */
+  'pool-error': [{ executor: number; memory: number; reason: string }];
 }
 
 interface PendingCreate {
@@ -453,6 +455,7 @@ export class Host extends EventEmitter<HostEvents> {
   }
 
   private onEvent(ex: ExecutorLink, ev: ExecutorEvent): void {
+    if (ev.ev === 'pool-error') this.emit('pool-error', { executor: ex.id, memory: ev.memory, reason: ev.error.message });
     if (!('vmId' in ev)) return;
     const pending = this.creating.get(ev.vmId);
     if (ev.ev === 'create-failed') {

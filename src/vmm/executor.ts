@@ -14,7 +14,7 @@ import { POLL_CONTROL } from './abi.js';
 import { DeadlineHeap, type HeapItem } from './deadline-heap.js';
 import type { VmExit } from './exit.js';
 import { ImageCache } from './image-cache.js';
-import { ShellSupply } from './shell-supply.js';
+import { RETRY_FIRST_NS, RETRY_MAX_NS, ShellSupply } from './shell-supply.js';
 import { NetDevice, type NetCounters } from './net.js';
 import { Rtnetlink } from '../sys/netlink.js';
 import { DEFAULT_BRIDGE } from './device-page.js';
@@ -152,6 +152,9 @@ export class Executor {
   private readonly parked = new DeadlineHeap<Entry>();
   /** Shells from a preparer thread, which runs only while a pool target is set. */
   private supply: ShellSupply | undefined;
+  /** After a preparer died: no new one before this (monotonic ns), and how long that wait was. */
+  private preparerRestartNs = 0;
+  private preparerBackoffNs = 0;
   private readonly poolTargets = new Map<number, number>();
   private readonly epfd: number;
   private readonly events = new Uint8Array(libc.EPOLL_EVENT_SIZE * 16);
@@ -794,7 +797,16 @@ export class Executor {
   private updatePreparer(): void {
     let want = false;
     for (const t of this.poolTargets.values()) if (t > 0) want = true;
-    if (want && !this.supply) this.supply = this.startPreparer();
+    if (want && !this.supply && monotonicNs() >= this.preparerRestartNs) {
+      try {
+        this.supply = this.startPreparer();
+      } catch (err) {
+        // No thread to be had now (no memory, no fd): try again later, as for a dead one.
+        this.preparerBackoffNs = Math.min(RETRY_MAX_NS, Math.max(RETRY_FIRST_NS, this.preparerBackoffNs * 2));
+        this.preparerRestartNs = monotonicNs() + this.preparerBackoffNs;
+        for (const [memory, t] of this.poolTargets) if (t > 0) this.emit({ ev: 'pool-error', memory, error: serializeError(err) });
+      }
+    }
     else if (!want) this.supply?.stop();
     // Wanted again while the old one stops: see settlePreparer().
   }
@@ -816,6 +828,13 @@ export class Executor {
   /** Once a stopped preparer's last shell is in, frees what it left; starts a new one if a pool is wanted again. */
   private settlePreparer(): void {
     if (!this.supply?.stopped) return;
+    if (this.supply.died) {
+      // Not at once: a preparer that dies at start would cost a thread's
+      // start-up (tens of ms of CPU) in a loop. A shell handed over by the
+      // next one resets the wait (see sleep()).
+      this.preparerBackoffNs = Math.min(RETRY_MAX_NS, Math.max(RETRY_FIRST_NS, this.preparerBackoffNs * 2));
+      this.preparerRestartNs = monotonicNs() + this.preparerBackoffNs;
+    }
     this.supply.close();
     this.supply = undefined;
     // Its thread has ended (its V8 heap with it), but glibc keeps that
@@ -859,6 +878,14 @@ export class Executor {
     const now = monotonicNs();
     const cap = this.keepRecords ? MAX_SLEEP_PROCESS_NS : MAX_SLEEP_NS;
     let timeout = Math.min(top ? Math.max(0, top.deadlineNs - now) : cap, cap);
+    // Pool sizes that failed are asked for again, a dead preparer replaced, in time.
+    if (this.supply?.received) this.preparerBackoffNs = 0;
+    const retryAt = this.supply?.retry(now);
+    if (retryAt !== undefined) timeout = Math.min(timeout, retryAt - now);
+    if (!this.supply) {
+      this.updatePreparer();
+      if (!this.supply && this.preparerRestartNs > now) timeout = Math.min(timeout, this.preparerRestartNs - now);
+    }
     // Background work waits for the quiet period to end.
     if (this.hasBackgroundWork()) timeout = Math.min(timeout, Math.max(0, this.lastRequestNs + QUIET_NS - now));
     if (this.timerArmed) {

@@ -23,7 +23,9 @@ export type PreparerRequest =
 export type PreparerMessage =
   | { kind: 'shell'; parts: ShellParts }
   | { kind: 'failed'; memory: number; error: SerializedError }
-  | { kind: 'stopped' };
+  | { kind: 'stopped' }
+  /** Its last word before the thread ends on an error nobody expected. */
+  | { kind: 'died'; error: SerializedError };
 
 interface PreparerData {
   /** The channel with the executor thread: shells out, targets and takes in. */
@@ -101,11 +103,13 @@ executor.on('message', (req: PreparerRequest) => {
 
 // An error nobody expected ends this thread. The executor's thread never
 // runs the event loop that would see this worker's 'error': it hears it
-// here, as a failure of every pool size wanted, and serves those from cold.
+// here, as a failure of every pool size wanted, serves those from cold, and
+// starts a new preparer after a while (Executor.settlePreparer).
 process.on('uncaughtException', (err) => {
   for (const [memory, target] of targets) {
     if (target > 0) executor.postMessage({ kind: 'failed', memory, error: serializeError(err) } satisfies PreparerMessage);
   }
+  executor.postMessage({ kind: 'died', error: serializeError(err) } satisfies PreparerMessage);
   libc.eventfdSignal(wakeFd);
   process.exit(1);
 });

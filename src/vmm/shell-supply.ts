@@ -4,9 +4,20 @@
 import { receiveMessageOnPort, type MessagePort } from 'node:worker_threads';
 import type { Kvm } from '../kvm/kvm.js';
 import type { GuestArenas } from '../kvm/memory.js';
-import { Machine } from './machine.js';
+import { Machine, monotonicNs } from './machine.js';
 import type { PreparerMessage, PreparerRequest } from './preparer.js';
 import type { SerializedError } from './protocol.js';
+
+/** A pool size whose preparation failed is tried again after this, doubling per failure in a row. */
+export const RETRY_FIRST_NS = 1e9;
+export const RETRY_MAX_NS = 60e9;
+
+interface Retry {
+  atNs: number;
+  backoffNs: number;
+  /** The preparer has not been asked again yet. */
+  due: boolean;
+}
 
 export class ShellSupply {
   /** Ready shells per memory size. */
@@ -21,6 +32,15 @@ export class ShellSupply {
   /** Asked to stop / has said it stopped: nothing comes after that. */
   stopping = false;
   stopped = false;
+  /** The preparer's thread ended without being asked to (it said so first). */
+  died = false;
+  /** Shells the preparer has handed over. */
+  received = 0;
+  /**
+   * Sizes whose preparation failed: the preparer gave them up, and is asked
+   * again later (a failure may pass: no memory, no fd left for a while).
+   */
+  private readonly retries = new Map<number, Retry>();
 
   constructor(private readonly kvm: Kvm, private readonly port: MessagePort, private readonly arenas?: GuestArenas) {}
 
@@ -30,16 +50,20 @@ export class ShellSupply {
     for (let m = receiveMessageOnPort(this.port); m; m = receiveMessageOnPort(this.port)) {
       const msg = m.message as PreparerMessage;
       this.dirty = true;
-      if (msg.kind === 'stopped') {
+      if (msg.kind === 'stopped' || msg.kind === 'died') {
         this.stopped = true;
+        this.died = msg.kind === 'died';
         continue;
       }
       if (msg.kind === 'failed') {
         this.failure = { memory: msg.memory, error: msg.error };
-        this.targets.set(msg.memory, 0);
+        const backoffNs = Math.min(RETRY_MAX_NS, (this.retries.get(msg.memory)?.backoffNs ?? RETRY_FIRST_NS / 2) * 2);
+        this.retries.set(msg.memory, { atNs: monotonicNs() + backoffNs, backoffNs, due: true });
         continue;
       }
       const memory = msg.parts.memSize;
+      this.retries.delete(memory);
+      this.received++;
       const machine = new Machine(this.kvm, memory, msg.parts, this.arenas);
       const list = this.shells.get(memory) ?? [];
       if (list.length >= (this.targets.get(memory) ?? 0)) {
@@ -83,6 +107,24 @@ export class ShellSupply {
     const out = new Map<number, number>();
     for (const memory of new Set([...this.targets.keys(), ...this.shells.keys()])) out.set(memory, this.shells.get(memory)?.length ?? 0);
     return out;
+  }
+
+  /**
+   * Asks the preparer again for the sizes whose retry time has come; returns
+   * when the next retry is due (monotonic ns), or undefined if none waits.
+   */
+  retry(nowNs: number): number | undefined {
+    let next: number | undefined;
+    for (const [memory, r] of this.retries) {
+      if (!r.due) continue;
+      if (r.atNs <= nowNs) {
+        r.due = false;
+        this.post({ op: 'target', memory, target: this.targets.get(memory) ?? 0 });
+      } else {
+        next = Math.min(next ?? r.atNs, r.atNs);
+      }
+    }
+    return next;
   }
 
   /** True once after shells came in or were taken, however that happened. */
