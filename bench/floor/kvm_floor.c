@@ -52,6 +52,21 @@ static double now_ms(void)
 /* xor %ax,%ax; inc %ax; hlt (16-bit real mode, at GPA 0). */
 static const uint8_t code[] = {0x31, 0xc0, 0x40, 0xf4};
 
+/*
+ * Moves a new VM or vCPU fd above 1023, as LightVM does (src/kvm/fds.ts):
+ * the next VM then gets the number the last one had, KVM finds that VM's
+ * debugfs directory name taken and makes none (~70 files, ~65 KiB of
+ * kernel memory, ~0.1 ms). It tells only while the last VM lives (--hold).
+ */
+static int park_fd(int fd)
+{
+    int moved = fcntl(fd, F_DUPFD_CLOEXEC, 1024);
+    if (moved < 0)
+        return fd;
+    close(fd);
+    return moved;
+}
+
 /* The fds and mappings of a VM, kept by --hold. */
 struct held {
     int vm, vcpu;
@@ -63,6 +78,7 @@ static struct held make_vm(int kvm, int run_size)
     int vm = ioctl(kvm, KVM_CREATE_VM, 0);
     if (vm < 0)
         die("KVM_CREATE_VM");
+    vm = park_fd(vm);
     size_t size = long_mode ? LONG_MEM : GUEST_MEM;
     void *mem = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     if (mem == MAP_FAILED)
@@ -84,6 +100,7 @@ static struct held make_vm(int kvm, int run_size)
     int vcpu = ioctl(vm, KVM_CREATE_VCPU, 0);
     if (vcpu < 0)
         die("KVM_CREATE_VCPU");
+    vcpu = park_fd(vcpu);
     struct kvm_run *run = mmap(NULL, run_size, PROT_READ | PROT_WRITE, MAP_SHARED, vcpu, 0);
     if (run == MAP_FAILED)
         die("mmap kvm_run");
