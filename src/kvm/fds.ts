@@ -12,7 +12,7 @@ import * as libc from '../sys/libc.js';
  * readable through KVM_GET_STATS_FD. LIGHTVM_KVM_DEBUGFS=1 keeps every
  * VM's directory (for debugging; the fds are then left where they are).
  */
-export const FD_FLOOR = 1024;
+const FD_FLOOR = 1024;
 const keepDebugfs = process.env.LIGHTVM_KVM_DEBUGFS === '1';
 
 /**

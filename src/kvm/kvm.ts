@@ -7,7 +7,6 @@ import { parkFd } from './fds.js';
 import { Vm } from './vm.js';
 
 export const KVM_DEVICE = '/dev/kvm';
-
 const CPUID_PMU_LEAF = 0xa;
 
 /** The KVM subsystem, opened once per thread that creates VMs. */

@@ -5,8 +5,9 @@ import { SysError, EINTR, EAGAIN } from './errors.js';
 
 const libc = koffi.load('libc.so.6');
 
-// Fixed prototypes: ioctl and fcntl are variadic in C, but on x86-64 a fixed-argument
-// call is ABI-compatible and avoids koffi's slower variadic path.
+// Fixed prototypes: ioctl and fcntl are variadic in C, but on x86-64 a
+// fixed-argument call is ABI-compatible and avoids koffi's slower variadic
+// path.
 const c = {
   open: libc.func('int open(const char *path, int flags, int mode)'),
   close: libc.func('int close(int fd)'),

@@ -152,7 +152,7 @@ export class Executor {
   private readonly parked = new DeadlineHeap<Entry>();
   /** Shells from a preparer thread, which runs only while a pool target is set. */
   private supply: ShellSupply | undefined;
-  /** After a preparer died: no new one before this (monotonic ns), and how long that wait was. */
+  /** After a preparer died or could not start: no new one before this (monotonic ns), and how long that wait was. */
   private preparerRestartNs = 0;
   private preparerBackoffNs = 0;
   private readonly poolTargets = new Map<number, number>();
@@ -802,8 +802,7 @@ export class Executor {
         this.supply = this.startPreparer();
       } catch (err) {
         // No thread to be had now (no memory, no fd): try again later, as for a dead one.
-        this.preparerBackoffNs = Math.min(RETRY_MAX_NS, Math.max(RETRY_FIRST_NS, this.preparerBackoffNs * 2));
-        this.preparerRestartNs = monotonicNs() + this.preparerBackoffNs;
+        this.delayPreparer();
         for (const [memory, t] of this.poolTargets) if (t > 0) this.emit({ ev: 'pool-error', memory, error: serializeError(err) });
       }
     }
@@ -825,16 +824,20 @@ export class Executor {
     return supply;
   }
 
+  /**
+   * No new preparer for a while: one that dies at start would cost a
+   * thread's start-up (tens of ms of CPU) in a loop. The wait doubles per
+   * failure in a row; a shell handed over resets it (see sleep()).
+   */
+  private delayPreparer(): void {
+    this.preparerBackoffNs = Math.min(RETRY_MAX_NS, Math.max(RETRY_FIRST_NS, this.preparerBackoffNs * 2));
+    this.preparerRestartNs = monotonicNs() + this.preparerBackoffNs;
+  }
+
   /** Once a stopped preparer's last shell is in, frees what it left; starts a new one if a pool is wanted again. */
   private settlePreparer(): void {
     if (!this.supply?.stopped) return;
-    if (this.supply.died) {
-      // Not at once: a preparer that dies at start would cost a thread's
-      // start-up (tens of ms of CPU) in a loop. A shell handed over by the
-      // next one resets the wait (see sleep()).
-      this.preparerBackoffNs = Math.min(RETRY_MAX_NS, Math.max(RETRY_FIRST_NS, this.preparerBackoffNs * 2));
-      this.preparerRestartNs = monotonicNs() + this.preparerBackoffNs;
-    }
+    if (this.supply.died) this.delayPreparer();
     this.supply.close();
     this.supply = undefined;
     // Its thread has ended (its V8 heap with it), but glibc keeps that
