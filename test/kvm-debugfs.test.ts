@@ -14,7 +14,7 @@ const root = process.getuid?.() === 0 && spawnSync('unshare', ['-m', 'true']).st
 
 function count(env: NodeJS.ProcessEnv): Seen {
   const script = 'mount -t debugfs debugfs /sys/kernel/debug && exec "$@"';
-  const r = spawnSync('unshare', ['-m', '--', 'sh', '-c', script, 'sh', process.execPath, '--import', 'tsx', child, '6'], {
+  const r = spawnSync('unshare', ['-m', '--', 'sh', '-c', script, 'sh', process.execPath, '--import', 'tsx', child, '20'], {
     env: { ...process.env, ...env },
     encoding: 'utf8',
   });
@@ -23,14 +23,14 @@ function count(env: NodeJS.ProcessEnv): Seen {
 }
 
 void describe('KVM debugfs directories', { skip: root ? false : 'needs root and unshare -m' }, () => {
-  void it('one directory for all the VMs a thread makes', () => {
+  void it('one directory for all the VMs a thread makes (or a few: another thread may take the free fd meanwhile)', () => {
     const r = count({ LIGHTVM_KVM_DEBUGFS: '' });
-    assert.equal(r.vms, 6);
-    assert.ok(made(r) <= 1, JSON.stringify(r));
+    assert.equal(r.vms, 20);
+    assert.ok(made(r) <= 3, JSON.stringify(r));
   });
   void it('one per VM with LIGHTVM_KVM_DEBUGFS=1', () => {
     const r = count({ LIGHTVM_KVM_DEBUGFS: '1' });
     // A directory left by an ended process with this pid takes the place of at most one.
-    assert.ok(made(r) >= 6 - r.before.length, JSON.stringify(r));
+    assert.ok(made(r) >= 20 - r.before.length, JSON.stringify(r));
   });
 });
