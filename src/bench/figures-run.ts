@@ -88,13 +88,10 @@ export async function benchFigures(opts: FiguresOptions): Promise<{ data: Figure
   // The kernel goes on freeing the VMs for a while after their processes
   // have exited: read what is left once MemAvailable stops rising (<= 30 s).
   let left = memBase - memAvailableKiB();
-  for (let i = 0; i < 30; i++) {
+  for (let i = 0, freeing = true; i < 30 && freeing; i++) {
     await new Promise((r) => setTimeout(r, 1000));
     const now = memBase - memAvailableKiB();
-    if (left - now < 1024) {
-      left = now;
-      break;
-    }
+    freeing = left - now >= 1024;
     left = now;
   }
   const data: FigureData = {

@@ -14,7 +14,7 @@ import { POLL_CONTROL } from './abi.js';
 import { DeadlineHeap, type HeapItem } from './deadline-heap.js';
 import type { VmExit } from './exit.js';
 import { ImageCache } from './image-cache.js';
-import { RETRY_FIRST_NS, RETRY_MAX_NS, ShellSupply } from './shell-supply.js';
+import { nextBackoffNs, ShellSupply } from './shell-supply.js';
 import { NetDevice, type NetCounters } from './net.js';
 import { Rtnetlink } from '../sys/netlink.js';
 import { DEFAULT_BRIDGE } from './device-page.js';
@@ -830,7 +830,7 @@ export class Executor {
    * failure in a row; a shell handed over resets it (see sleep()).
    */
   private delayPreparer(): void {
-    this.preparerBackoffNs = Math.min(RETRY_MAX_NS, Math.max(RETRY_FIRST_NS, this.preparerBackoffNs * 2));
+    this.preparerBackoffNs = nextBackoffNs(this.preparerBackoffNs);
     this.preparerRestartNs = monotonicNs() + this.preparerBackoffNs;
   }
 

@@ -9,8 +9,13 @@ import type { PreparerMessage, PreparerRequest } from './preparer.js';
 import type { SerializedError } from './protocol.js';
 
 /** A pool size whose preparation failed is tried again after this, doubling per failure in a row. */
-export const RETRY_FIRST_NS = 1e9;
-export const RETRY_MAX_NS = 60e9;
+const RETRY_FIRST_NS = 1e9;
+const RETRY_MAX_NS = 60e9;
+
+/** The wait after one more failure in a row, given the last wait (0: none yet). */
+export function nextBackoffNs(lastNs: number): number {
+  return Math.min(RETRY_MAX_NS, Math.max(RETRY_FIRST_NS, lastNs * 2));
+}
 
 interface Retry {
   atNs: number;
@@ -57,7 +62,7 @@ export class ShellSupply {
       }
       if (msg.kind === 'failed') {
         this.failure = { memory: msg.memory, error: msg.error };
-        const backoffNs = Math.min(RETRY_MAX_NS, (this.retries.get(msg.memory)?.backoffNs ?? RETRY_FIRST_NS / 2) * 2);
+        const backoffNs = nextBackoffNs(this.retries.get(msg.memory)?.backoffNs ?? 0);
         this.retries.set(msg.memory, { atNs: monotonicNs() + backoffNs, backoffNs, due: true });
         continue;
       }
