@@ -3,13 +3,14 @@
 // more for each VM that process already holds (KVM_CREATE_VM locks every VMA
 // of the process; every munmap visits every VM's MMU notifier), while VMs
 // held by other processes cost nothing. But each executor process costs too:
-// ~100 ms of CPU to start and ~50 MiB. Measured with `bench scale --vms
-// 10000`, a bound of 500 beat 250 on every count (645-653 vs 501-529 VMs/s,
-// last/first 1.26-1.30 vs 1.50-1.55, 40 KiB less anonymous memory per VM);
-// against 1,000 the runs did not separate (this machine's run-to-run
-// spread, ±25 %, is wider than the difference). So VMs fill one executor up
-// to the bound, a spare executor is started ahead of need, and executors
-// left empty are stopped after a while.
+// ~160 ms of CPU to start (its thread and its preparer's) and ~11 MiB of its
+// own memory. Measured with `bench scale --vms 10000`, a bound of 500 beat
+// 250 on every count (645-653 vs 501-529 VMs/s, last/first 1.26-1.30 vs
+// 1.50-1.55, 40 KiB less anonymous memory per VM); against 1,000 the rate
+// did not separate (1,114 vs 1,049-1,109 VMs/s) and 1,000 saved 11 KiB per
+// VM, but its last 500 VMs went to executors already holding 500 (last/first
+// 2.1-2.5). So VMs fill one executor up to the bound, a spare executor is
+// started ahead of need, and executors left empty are stopped after a while.
 import { mkdirSync, readdirSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import type { AdoptedVm } from '../vmm/protocol.js';

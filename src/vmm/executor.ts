@@ -805,9 +805,10 @@ export class Executor {
         this.delayPreparer();
         for (const [memory, t] of this.poolTargets) if (t > 0) this.emit({ ev: 'pool-error', memory, error: serializeError(err) });
       }
+    } else if (!want) {
+      this.supply?.stop();
     }
-    else if (!want) this.supply?.stop();
-    // Wanted again while the old one stops: see settlePreparer().
+    // Wanted again while the old one stops: the next sleep() starts a new one once it is settled.
   }
 
   private startPreparer(): ShellSupply {
@@ -834,7 +835,7 @@ export class Executor {
     this.preparerRestartNs = monotonicNs() + this.preparerBackoffNs;
   }
 
-  /** Once a stopped preparer's last shell is in, frees what it left; starts a new one if a pool is wanted again. */
+  /** Once a stopped preparer's last shell is in, frees what it left (sleep() then starts a new one if a pool is wanted). */
   private settlePreparer(): void {
     if (!this.supply?.stopped) return;
     if (this.supply.died) this.delayPreparer();
@@ -844,7 +845,6 @@ export class Executor {
     // thread's malloc arena: ~MiBs per executor, held until trimmed.
     libc.mallocTrim();
     this.poolChanged = true;
-    this.updatePreparer();
   }
 
   private hasBackgroundWork(): boolean {

@@ -63,10 +63,10 @@ export function monotonicNs(): number {
   return Number(process.hrtime.bigint());
 }
 
-/** Per-thread state shared by every machine: entry registers, TSC. */
 /** MSRs a snapshot keeps: the TSC (so guest time goes on from where it was) and the 64-bit syscall set. */
 const SNAPSHOT_MSRS = [0x10, 0x174, 0x175, 0x176, 0x277, 0xc0000081, 0xc0000082, 0xc0000083, 0xc0000084, 0xc0000102];
 
+/** Per-thread state shared by every machine: entry registers, TSC. */
 class CpuTemplate {
   sregs: Uint8Array | undefined;
   tscHz = 0;
