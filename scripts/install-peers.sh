@@ -1,7 +1,10 @@
 #!/bin/sh
-# Install the peers LightVM is measured against: QEMU (x86_64 system
-# emulator), crun (OCI runtime) and a static BusyBox (container rootfs),
-# and the network clients its tests talk to guests with (ip, ping, nc, curl).
+# Install the peers LightVM is measured against and the real clients its
+# front ends are tested with: QEMU (x86_64 system emulator), the OCI runtimes
+# crun and runc, podman (with conmon), containerd (and ctr), Docker's engine,
+# a static BusyBox (container rootfs), fio (disk floor), Xen's xenstore-utils
+# (clients for the XenStore-compatible store), and the network clients the
+# tests talk to guests with (ip, ping, nc, curl).
 # Idempotent: a package already installed is left alone. Debian/Ubuntu only.
 # Changes nothing on the host but the packages it installs.
 set -eu
@@ -17,7 +20,7 @@ give_up() {
 }
 
 if ! command -v apt-get >/dev/null 2>&1 || ! command -v dpkg-query >/dev/null 2>&1; then
-    give_up "not a Debian-like system (no apt-get/dpkg-query); install qemu-system-x86_64, crun and busybox-static yourself"
+    give_up "not a Debian-like system (no apt-get/dpkg-query); install the packages named in this script yourself"
 fi
 
 SUDO=
@@ -34,7 +37,7 @@ installed() {
 # qemu-system-x86 is the smallest Debian package providing qemu-system-x86_64
 # (it pulls qemu-system-common and qemu-system-data, no GUI).
 # --no-install-recommends keeps out the recommended GUI/firmware extras.
-PACKAGES="qemu-system-x86 crun busybox-static iproute2 iputils-ping netcat-openbsd curl"
+PACKAGES="qemu-system-x86 crun runc podman conmon containerd docker.io busybox-static fio xenstore-utils iproute2 iputils-ping netcat-openbsd curl"
 missing=
 for p in $PACKAGES; do
     if installed "$p"; then
@@ -65,6 +68,6 @@ for p in $missing; do
     if installed "$p"; then echo "install-peers: installed $p"; else
         echo "install-peers: failed to install $p" >&2; exit 1; fi
 done
-for t in qemu-system-x86_64 crun busybox; do
+for t in qemu-system-x86_64 crun runc podman containerd ctr dockerd busybox fio xenstore-read; do
     printf 'install-peers: %s -> %s\n' "$t" "$(command -v "$t" || echo missing)"
 done
