@@ -4,6 +4,7 @@
 import { Command, CommanderError } from 'commander';
 import { registerRun } from './commands/run.js';
 import { registerBench } from './commands/bench.js';
+import { registerBuild } from './commands/build.js';
 import { registerDaemon } from './commands/daemon.js';
 import { registerTop } from './commands/top.js';
 import { registerVmCommands } from './commands/vm.js';
@@ -20,6 +21,7 @@ registerVmCommands(program);
 registerTop(program);
 registerDaemon(program);
 registerBench(program);
+registerBuild(program);
 
 try {
   await program.parseAsync(process.argv);
