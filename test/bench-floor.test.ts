@@ -2,14 +2,14 @@
 // are computed against must itself be right.
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
-import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import { promisify } from 'node:util';
 import { memoryPerVm, type MemoryKinds } from '../src/bench/host-stats.js';
-import { FLOOR_DIR, kvmFloorHold } from '../src/bench/peers.js';
+import { floorProgram } from '../src/bench/floor.js';
+import { kvmFloorHold } from '../src/bench/peers.js';
 
 const run = promisify(execFile);
-const KVM_FLOOR = join(FLOOR_DIR, 'kvm_floor');
+const KVM_FLOOR = floorProgram('kvm_floor');
 
 void describe('kvm_floor', () => {
   void it('--long: a VM entered in 64-bit mode runs to HLT, one sample per iteration', async () => {

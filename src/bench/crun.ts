@@ -12,12 +12,13 @@
 // in the bundle's temp dir (--root), never in /run/crun.
 import { execFile } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { closeSync, existsSync, openSync, readSync } from 'node:fs';
+import { closeSync, openSync, readSync } from 'node:fs';
 import { copyFile, mkdir, mkdtemp, readdir, readFile, rm, symlink, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
-import { FLOOR_DIR, which } from './peers.js';
+import { floorProgram } from './floor.js';
+import { which } from './peers.js';
 
 const run = promisify(execFile);
 
@@ -75,8 +76,12 @@ function tools(): Tools | string {
   if (problem) return `${busybox} ${problem}`;
   const unshare = which('unshare');
   if (!unshare) return 'unshare (util-linux) not installed';
-  const forkExec = join(FLOOR_DIR, 'fork_exec');
-  if (!existsSync(forkExec)) return `${forkExec} not built (make -C bench/floor)`;
+  let forkExec: string;
+  try {
+    forkExec = floorProgram('fork_exec');
+  } catch (err) {
+    return (err as Error).message;
+  }
   return { crun, busybox, unshare, forkExec };
 }
 

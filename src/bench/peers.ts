@@ -4,13 +4,12 @@ import { execFile, spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
-import { PACKAGE_ROOT } from '../toolstack/images.js';
+import { floorProgram, type FloorProgram } from './floor.js';
 
 const run = promisify(execFile);
-export const FLOOR_DIR = join(PACKAGE_ROOT, 'bench', 'floor', 'build');
 
-async function samples(program: string, args: string[]): Promise<number[]> {
-  const { stdout } = await run(join(FLOOR_DIR, program), args, { maxBuffer: 16 << 20 });
+async function samples(program: FloorProgram, args: string[]): Promise<number[]> {
+  const { stdout } = await run(floorProgram(program), args, { maxBuffer: 16 << 20 });
   return (JSON.parse(stdout) as { samples_ms: number[] }).samples_ms;
 }
 
@@ -30,13 +29,13 @@ export async function kvmFloorMemory(n: number): Promise<number> {
 
 /** Both figures of `kvm_floor --long --hold n`: MemAvailable's, and the kernel's own lines'. */
 export async function kvmFloorHold(n: number): Promise<{ mem_per_vm_kib: number; kernel_per_vm_kib: number }> {
-  const { stdout } = await run(join(FLOOR_DIR, 'kvm_floor'), ['--long', '--hold', String(n)]);
+  const { stdout } = await run(floorProgram('kvm_floor'), ['--long', '--hold', String(n)]);
   return JSON.parse(stdout) as { mem_per_vm_kib: number; kernel_per_vm_kib: number };
 }
 
 /** fork + exec + wait of a static binary, in C. */
 export function forkExec(iterations: number): Promise<number[]> {
-  return samples('fork_exec', [String(iterations), join(FLOOR_DIR, 'true')]);
+  return samples('fork_exec', [String(iterations), floorProgram('true')]);
 }
 
 export function which(cmd: string): string | undefined {
