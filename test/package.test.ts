@@ -187,7 +187,7 @@ void describe('the npm package, installed as a user installs it', { timeout: 600
     assert.match(mine.stdout, new RegExp(`^${EXAMPLE_LINE}$`, 'm'));
   });
 
-  void it('from the installed package: the daemon, create, and the TCP example answering on its vif', async () => {
+  void it('from the installed package: the daemon, create, the TCP example answering on its vif, and doctor --json all passed', async () => {
     assert.ok(app, 'installed by the test before');
     const bin = join(app, 'node_modules', '.bin', 'lightvm');
     await run(['npx', 'lightvm', 'build', '--net', 'examples/upcase.c', '-o', 'upcase.elf'], app);
@@ -201,6 +201,14 @@ void describe('the npm package, installed as a user installs it', { timeout: 600
       assert.match(reply, /HELLO, UNIKERNEL\n/);
       const vms = await ok<{ vms: { name: string; state: string }[] }>(d.socket, 'GET', '/v1/vms');
       assert.deepEqual(vms.vms.map((v) => [v.name, v.state]), [['upcase', 'running']]);
+
+      // The host as the installed package sees it, its daemon included.
+      const doctor = JSON.parse((await run(['npx', 'lightvm', 'doctor', '--json', '--socket', d.socket], app)).stdout) as
+        { ok: boolean; checks: { id: string; status: string; verdict: string }[] };
+      assert.deepEqual(doctor.checks.filter((c) => c.status !== 'pass'), [], 'every check passes');
+      assert.ok(doctor.ok && doctor.checks.length >= 10);
+      assert.match(doctor.checks.find((c) => c.id === 'daemon')!.verdict, /the daemon answers at .*: pid \d+, API \S+, 1 VMs/);
+      assert.match(doctor.checks.find((c) => c.id === 'gcc')!.verdict, /node_modules\/lightvm\/guest\/build\/sdk/);
     } finally {
       await d.stop();
     }

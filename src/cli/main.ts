@@ -5,6 +5,7 @@ import { Command, CommanderError } from 'commander';
 import { registerRun } from './commands/run.js';
 import { registerBench } from './commands/bench.js';
 import { registerBuild } from './commands/build.js';
+import { registerDoctor } from './commands/doctor.js';
 import { registerDaemon } from './commands/daemon.js';
 import { registerTop } from './commands/top.js';
 import { registerVmCommands } from './commands/vm.js';
@@ -22,6 +23,7 @@ registerTop(program);
 registerDaemon(program);
 registerBench(program);
 registerBuild(program);
+registerDoctor(program);
 
 try {
   await program.parseAsync(process.argv);

@@ -33,6 +33,7 @@ const c = {
   schedSetscheduler: libc.func('int sched_setscheduler(int pid, int policy, void *param)'),
   prctlName: libc.func('int prctl(int option, const char *name, unsigned long a3, unsigned long a4, unsigned long a5)'),
   getpid: libc.func('int getpid()'),
+  unshare: libc.func('int unshare(int flags)'),
   mallocTrim: libc.func('int malloc_trim(size_t pad)'),
   tgkill: libc.func('int tgkill(int tgid, int tid, int sig)'),
   pthreadSigmask: libc.func('int pthread_sigmask(int how, void *set, void *oldset)'),
@@ -289,6 +290,17 @@ export function setThreadNice(nice: number): void {
 export function setThreadIdle(): void {
   const param = new Int32Array(1);
   if ((c.schedSetscheduler(0, 5 /* SCHED_IDLE */, new Uint8Array(param.buffer)) as number) < 0) fail('sched_setscheduler');
+}
+
+const CLONE_NEWNET = 0x40000000;
+
+/**
+ * Moves the calling thread (only it: a network namespace belongs to a
+ * task) into a new, empty network namespace, which ends with the thread.
+ * Needs CAP_SYS_ADMIN.
+ */
+export function unshareNetwork(): void {
+  if ((c.unshare(CLONE_NEWNET) as number) < 0) fail('unshare(CLONE_NEWNET)');
 }
 
 /** Names the calling thread (PR_SET_NAME; at most 15 bytes), as top -H and /proc show it. */
