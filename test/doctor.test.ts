@@ -4,8 +4,8 @@
 // daemons that answer, have died, or are not sockets at all.
 import assert from 'node:assert/strict';
 import { execFile, execFileSync, spawn } from 'node:child_process';
-import { existsSync, writeFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { chmodSync, existsSync, statSync, writeFileSync } from 'node:fs';
+import { dirname, join } from 'node:path';
 import { after, describe, it } from 'node:test';
 import { promisify } from 'node:util';
 import { linkIndex } from '../src/sys/netlink.js';
@@ -124,7 +124,24 @@ void describe('lightvm doctor', () => {
         return false;
       }
     };
-    const { code, report } = await doctor(['--socket', join(tmp.dir, 'none.sock')], asNobody);
+    // nobody must reach the package the way any user reaches an installed one:
+    // a checkout under a 0700 directory (CI clones into one) gets search
+    // permission for others on those directories for this test only.
+    const opened: { dir: string; mode: number }[] = [];
+    for (let dir = dirname(CLI); dir !== dirname(dir); dir = dirname(dir)) {
+      const mode = statSync(dir).mode & 0o7777;
+      if (!(mode & 0o001)) {
+        chmodSync(dir, mode | 0o001);
+        opened.push({ dir, mode });
+      }
+    }
+    let result;
+    try {
+      result = await doctor(['--socket', join(tmp.dir, 'none.sock')], asNobody);
+    } finally {
+      for (const { dir, mode } of opened) chmodSync(dir, mode);
+    }
+    const { code, report } = result;
     const kvm = byId(report, 'kvm');
     if (canOpen('/dev/kvm')) {
       assert.equal(kvm.status, 'pass');
