@@ -152,9 +152,9 @@ void describe('booting images on KVM', () => {
     assert.equal(vm.instructions, undefined);
   });
 
-  // Fails today: Host.create (src/toolstack/host.ts) awaits placement.pick()
-  // before it counts the VM in the executor's load, so concurrent creates all
-  // pick the same (then least loaded) executor.
+  // Concurrent creates spread over the executors: a pick counts the VM in
+  // its executor's load at once (ThreadPlacement.pick), so creates made
+  // before any has started do not all land on the least loaded one.
   void it('runs 24 VMs at once on two executors, each with its own console', async () => {
     const vms = await Promise.all(Array.from({ length: 24 }, (_, i) => host.create({ image: 'echo-cmdline', cmdline: `vm-${i}` })));
     const exits = await Promise.all(vms.map((vm) => vm.exited));
