@@ -5,6 +5,7 @@ import { Command, CommanderError } from 'commander';
 import { registerRun } from './commands/run.js';
 import { registerBench } from './commands/bench.js';
 import { registerBuild } from './commands/build.js';
+import { registerCompletion } from './commands/completion.js';
 import { registerDoctor } from './commands/doctor.js';
 import { registerDaemon } from './commands/daemon.js';
 import { registerTop } from './commands/top.js';
@@ -24,6 +25,7 @@ registerDaemon(program);
 registerBench(program);
 registerBuild(program);
 registerDoctor(program);
+registerCompletion(program);
 
 try {
   await program.parseAsync(process.argv);
