@@ -160,6 +160,11 @@ export class GuestArena {
   }
 }
 
+/** Bytes of a bitmap with one bit per page of size bytes (KVM's dirty log: whole 64-bit words). */
+export function bitmapBytes(size: number): number {
+  return Math.ceil(size / PAGE_SIZE / 64) * 8;
+}
+
 /** What another thread needs to use an executor's arenas. */
 export interface ArenasShare {
   ram: ArenaShare;
@@ -203,15 +208,22 @@ export class GuestArenas {
  * guest or the host touches cost anything. Every access is bounds-checked.
  * It comes from an arena when one is given and has room, else from a
  * mapping of its own.
+ *
+ * The host writes guest memory only through write, fill, setUint32,
+ * setBigUint64 and writable, which mark the pages written in a bitmap of
+ * its own (takeHostWritten). KVM's dirty log sees the guest's writes only;
+ * a snapshot or a migration round that copies what was written needs both.
  */
 export class GuestMemory {
   readonly size: number;
   readonly hostAddress: bigint;
-  /** Zero-copy view of the whole region; invalid after close(). */
+  /** Zero-copy view of the whole region, for reading (writes go through write & co.); invalid after close(). */
   readonly bytes: Uint8Array;
   readonly view: DataView;
   private readonly ptr: libc.Pointer | bigint;
   private closed = false;
+  /** Pages the host wrote since the last takeHostWritten(): bit p % 8 of byte p / 8, as in KVM's dirty log. */
+  private hostWritten: Uint8Array;
 
   private readonly arena: GuestArena | undefined;
 
@@ -224,6 +236,7 @@ export class GuestMemory {
       throw new RangeError(`guest memory size must be a positive multiple of ${PAGE_SIZE}, got ${size}`);
     }
     this.size = size;
+    this.hostWritten = new Uint8Array(bitmapBytes(size));
     const address = hostAddress ?? arena?.allocate(size);
     if (address !== undefined && arena?.contains(address, size)) {
       this.arena = arena;
@@ -254,16 +267,65 @@ export class GuestMemory {
     return this.bytes.subarray(offset, offset + len);
   }
 
+  /** Copies data in at offset. */
+  write(offset: number, data: Uint8Array): void {
+    this.writable(offset, data.length).set(data);
+  }
+
+  fill(value: number, offset: number, len: number): void {
+    this.writable(offset, len).fill(value);
+  }
+
+  setUint32(offset: number, value: number): void {
+    this.markWritten(offset, 4);
+    this.view.setUint32(offset, value, true);
+  }
+
+  setBigUint64(offset: number, value: bigint): void {
+    this.markWritten(offset, 8);
+    this.view.setBigUint64(offset, value, true);
+  }
+
+  /**
+   * A window on [offset, offset+len) that the caller fills now (a read(2)
+   * into it, a hypercall's results): its pages are marked written.
+   */
+  writable(offset: number, len: number): Uint8Array {
+    this.markWritten(offset, len);
+    return this.bytes.subarray(offset, offset + len);
+  }
+
+  /** The same as a DataView. */
+  writableView(offset: number, len: number): DataView {
+    this.markWritten(offset, len);
+    return new DataView(this.bytes.buffer, this.bytes.byteOffset + offset, len);
+  }
+
+  /** The pages the host wrote since the last call (a bitmap as KVM's dirty log has it); starts a new one. */
+  takeHostWritten(): Uint8Array {
+    const taken = this.hostWritten;
+    this.hostWritten = new Uint8Array(taken.length);
+    return taken;
+  }
+
+  /** Adds pages written elsewhere (another thread wrote this memory before it was handed over). */
+  addHostWritten(bitmap: Uint8Array): void {
+    if (bitmap.length !== this.hostWritten.length) throw new RangeError(`a written-page bitmap of ${bitmap.length} bytes for ${this.size} bytes of memory`);
+    for (let i = 0; i < bitmap.length; i++) this.hostWritten[i]! |= bitmap[i]!;
+  }
+
+  private markWritten(offset: number, len: number): void {
+    this.check(offset, len);
+    if (len === 0) return;
+    const last = Math.floor((offset + len - 1) / PAGE_SIZE);
+    for (let p = Math.floor(offset / PAGE_SIZE); p <= last; p++) this.hostWritten[p >>> 3]! |= 1 << (p & 7);
+  }
+
   /** Gives pages back to the kernel: they read as zero afterwards. */
   discard(offset = 0, len = this.size): void {
     this.check(offset, len);
     if (len === 0) return;
     libc.madvise(this.hostAddress + BigInt(offset), len, libc.MADV_DONTNEED);
-  }
-
-  /** Which pages the host has backed (touched at least once), one flag per page. */
-  residentMap(): Uint8Array {
-    return libc.residentMap(this.hostAddress, this.size);
   }
 
   /** Bytes of this memory the host has actually backed with pages. */

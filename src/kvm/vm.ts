@@ -3,7 +3,7 @@ import { KVM, MEM_LOG_DIRTY_PAGES, MEM_READONLY } from '../sys/kvm-api.js';
 import { encodeDirtyLog, encodeMemoryRegion } from '../sys/kvm-structs.js';
 import { parkFd } from './fds.js';
 import type { Kvm } from './kvm.js';
-import { GuestMemory } from './memory.js';
+import { bitmapBytes, GuestMemory, PAGE_SIZE } from './memory.js';
 import { Vcpu } from './vcpu.js';
 
 export interface MemorySlot {
@@ -11,6 +11,8 @@ export interface MemorySlot {
   gpa: number;
   memory: GuestMemory;
   readonly: boolean;
+  /** KVM logs the pages the guest writes (KVM_GET_DIRTY_LOG). */
+  logDirty: boolean;
 }
 
 /** One KVM virtual machine: its fd, memory slots and vCPUs. */
@@ -26,18 +28,22 @@ export class Vm {
     this.fd = fd;
   }
 
-  /** Maps memory into the guest at gpa; a read-only slot turns guest writes into MMIO exits. */
-  mapMemory(slot: number, gpa: number, memory: GuestMemory, readonly = false): MemorySlot {
-    const region = encodeMemoryRegion(slot, readonly ? MEM_READONLY : 0, gpa, memory.size, memory.hostAddress);
+  /**
+   * Maps memory into the guest at gpa; a read-only slot turns guest writes
+   * into MMIO exits; with logDirty KVM logs the pages the guest writes.
+   */
+  mapMemory(slot: number, gpa: number, memory: GuestMemory, readonly = false, logDirty = false): MemorySlot {
+    const flags = (readonly ? MEM_READONLY : 0) | (logDirty ? MEM_LOG_DIRTY_PAGES : 0);
+    const region = encodeMemoryRegion(slot, flags, gpa, memory.size, memory.hostAddress);
     libc.ioctlStruct(this.fd, KVM.SET_USER_MEMORY_REGION, region, 'KVM_SET_USER_MEMORY_REGION');
-    const s = { slot, gpa, memory, readonly };
+    const s = { slot, gpa, memory, readonly, logDirty };
     this.slots.push(s);
     return s;
   }
 
   /** Records a slot another thread of this process set up (no ioctl). */
-  recordSlot(slot: number, gpa: number, memory: GuestMemory, readonly: boolean): void {
-    this.slots.push({ slot, gpa, memory, readonly });
+  recordSlot(slot: number, gpa: number, memory: GuestMemory, readonly: boolean, logDirty = false): void {
+    this.slots.push({ slot, gpa, memory, readonly, logDirty });
   }
 
   /** Wraps a vCPU that another thread of this process created. */
@@ -47,24 +53,18 @@ export class Vm {
     return vcpu;
   }
 
-  /** Turns dirty-page logging on or off for a slot (live migration). */
-  setDirtyLogging(slot: MemorySlot, on: boolean): void {
-    const region = encodeMemoryRegion(slot.slot, (slot.readonly ? MEM_READONLY : 0) | (on ? MEM_LOG_DIRTY_PAGES : 0),
-      slot.gpa, slot.memory.size, slot.memory.hostAddress);
-    libc.ioctlStruct(this.fd, KVM.SET_USER_MEMORY_REGION, region, 'KVM_SET_USER_MEMORY_REGION');
-  }
-
   /**
    * The pages of a slot written since the last call (one bit per page), and
    * the log is cleared: KVM_GET_DIRTY_LOG.
    */
   dirtyPages(slot: MemorySlot): Uint8Array {
-    const pages = slot.memory.size / 4096;
+    if (!slot.logDirty) throw new Error(`memory slot ${slot.slot} does not log the pages the guest writes`);
+    const bytes = bitmapBytes(slot.memory.size);
     // KVM writes the bitmap through a pointer: it must live outside the JS heap.
-    const bitmap = new GuestMemory(Math.ceil(pages / 8 / 4096) * 4096);
+    const bitmap = new GuestMemory(Math.ceil(bytes / PAGE_SIZE) * PAGE_SIZE);
     try {
       libc.ioctlStruct(this.fd, KVM.GET_DIRTY_LOG, encodeDirtyLog(slot.slot, bitmap.hostAddress), 'KVM_GET_DIRTY_LOG');
-      return bitmap.bytes.slice(0, Math.ceil(pages / 8));
+      return bitmap.bytes.slice(0, bytes);
     } finally {
       bitmap.close();
     }

@@ -117,6 +117,8 @@ export const MAP_PRIVATE = 0x02;
 export const MAP_ANONYMOUS = 0x20;
 export const MAP_NORESERVE = 0x4000;
 export const MADV_DONTNEED = 4;
+/** Reclaim these pages now (anonymous ones go to swap). */
+export const MADV_PAGEOUT = 21;
 
 export function mmap(len: number, prot: number, flags: number, fd = -1, offset = 0): Pointer {
   const p = c.mmap(null, len, prot, flags, fd, offset) as Pointer;

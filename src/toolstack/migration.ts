@@ -1,6 +1,7 @@
 // Live migration between two hosts over TCP. Pre-copy: the source copies
 // every written page while the VM runs, then, for a few rounds, the pages
-// KVM's dirty log says were written since; then it pauses the VM and sends
+// written since (by the guest: KVM's dirty log; by the host: GuestMemory's
+// marks); then it pauses the VM and sends
 // the last dirty pages with the vCPU state (stop-and-copy). The destination
 // starts the VM and says so; only then does the source end its copy. If
 // anything fails before that, the source calls the migration off and the

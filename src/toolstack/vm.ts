@@ -13,6 +13,8 @@ export interface SaveResult {
   pages: number;
   /** Time the executor took, capture to file written. */
   ms: number;
+  /** The SHA-256 (hex) of every page of RAM as it was captured, when asked for. */
+  sha256?: string;
 }
 
 /** Console bytes kept per VM for consoleText(); older output is dropped. */
@@ -141,13 +143,25 @@ export class VirtualMachine extends EventEmitter<VirtualMachineEvents> {
     });
   }
 
+  private readonly digests = new Map<number, { resolve: (sha256: string) => void; reject: (e: Error) => void }>();
+
+  /** The SHA-256 (hex) of every page of the VM's RAM as it is now: paused, it says what the guest would run on. */
+  memoryDigest(): Promise<string> {
+    if (this.state === 'exited') return Promise.reject(new Error(`VM ${this.name} has ended`));
+    return new Promise((resolve, reject) => {
+      const requestId = ++this.saveRequests;
+      this.digests.set(requestId, { resolve, reject });
+      this.executor.send({ op: 'digest', requestId, vmId: this.id });
+    });
+  }
+
   /** Live migration's last step: pauses the VM and snapshots it with the pages dirtied since the last copy. */
-  saveFinal(): Promise<SaveResult> {
+  saveFinal(options: { digest?: boolean } = {}): Promise<SaveResult> {
     if (this.state === 'exited') return Promise.reject(new Error(`VM ${this.name} has ended`));
     return new Promise((resolve, reject) => {
       const requestId = ++this.saveRequests;
       this.saves.set(requestId, { resolve, reject });
-      this.executor.send({ op: 'save', requestId, vmId: this.id, keep: true, final: true });
+      this.executor.send({ op: 'save', requestId, vmId: this.id, keep: true, final: true, digest: options.digest });
     });
   }
 
@@ -232,6 +246,13 @@ export class VirtualMachine extends EventEmitter<VirtualMachineEvents> {
         this.resolveBooted(ev.bootNs);
         this.emit('booted', ev.bootNs);
         break;
+      case 'digest': {
+        const d = this.digests.get(ev.requestId);
+        this.digests.delete(ev.requestId);
+        if (ev.sha256) d?.resolve(ev.sha256);
+        else d?.reject(Object.assign(new Error(ev.error?.message ?? 'no digest'), { name: ev.error?.name ?? 'Error' }));
+        break;
+      }
       case 'pages': {
         this.copies.get(ev.requestId)?.resolve({ data: ev.data, count: ev.count });
         this.copies.delete(ev.requestId);
@@ -248,7 +269,7 @@ export class VirtualMachine extends EventEmitter<VirtualMachineEvents> {
         const waiter = this.saves.get(ev.requestId);
         this.saves.delete(ev.requestId);
         if (ev.ev === 'saved') {
-          waiter?.resolve({ file: ev.file, data: ev.data, bytes: ev.bytes, pages: ev.pages, ms: ev.ns / 1e6 });
+          waiter?.resolve({ file: ev.file, data: ev.data, bytes: ev.bytes, pages: ev.pages, ms: ev.ns / 1e6, sha256: ev.sha256 });
         } else {
           waiter?.reject(Object.assign(new Error(ev.error.message), { name: ev.error.name }));
         }
@@ -284,6 +305,8 @@ export class VirtualMachine extends EventEmitter<VirtualMachineEvents> {
         }
         for (const w of this.copies.values()) w.reject(new Error(`VM ${this.name} ended during a migration`));
         this.copies.clear();
+        for (const w of this.digests.values()) w.reject(new Error(`VM ${this.name} ended before its memory was read`));
+        this.digests.clear();
         this.exitInfo = ev.exit;
         this.resolveExited(ev.exit);
         this.emit('exit', ev.exit);

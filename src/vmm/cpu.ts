@@ -43,18 +43,17 @@ const pt0 = (() => {
 
 /** Writes the page tables and GDT for memSize bytes of RAM into guest memory. */
 export function writePageTables(mem: GuestMemory, memSize: number): void {
-  const v = mem.view;
-  mem.bytes.set(pt0, PT0_GPA);
-  v.setBigUint64(PML4_GPA, BigInt(PDPT_GPA) | PTE_P | PTE_W, true);
+  mem.write(PT0_GPA, pt0);
+  mem.setBigUint64(PML4_GPA, BigInt(PDPT_GPA) | PTE_P | PTE_W);
   const gibs = Math.ceil(memSize / GIB);
   for (let g = 0; g < gibs; g++) {
     const pd = PD_RAM_GPA + g * 4096;
-    v.setBigUint64(PDPT_GPA + g * 8, BigInt(pd) | PTE_P | PTE_W, true);
+    mem.setBigUint64(PDPT_GPA + g * 8, BigInt(pd) | PTE_P | PTE_W);
     const first = g * 512;
     const last = Math.min(first + 512, Math.ceil(memSize / MIB2));
     for (let i = first; i < last; i++) {
       const entry = i === 0 ? BigInt(PT0_GPA) | PTE_P | PTE_W : BigInt(i * MIB2) | PTE_P | PTE_W | PTE_PS;
-      v.setBigUint64(pd + (i - first) * 8, entry, true);
+      mem.setBigUint64(pd + (i - first) * 8, entry);
     }
   }
   // The device page: writable in the guest's page tables on purpose, so that
@@ -63,9 +62,9 @@ export function writePageTables(mem: GuestMemory, memSize: number): void {
   // VM); the rest of that 2 MiB has no memory slot, and an access there is
   // an MMIO exit that ends the VM.
   const dev = DEVICE_PAGE_GPA;
-  v.setBigUint64(PDPT_GPA + Math.floor(dev / GIB) * 8, BigInt(PD_DEVICE_GPA) | PTE_P | PTE_W, true);
-  v.setBigUint64(PD_DEVICE_GPA + Math.floor((dev % GIB) / MIB2) * 8, BigInt(dev - (dev % MIB2)) | PTE_P | PTE_W | PTE_PS, true);
-  GDT.forEach((d, i) => v.setBigUint64(GDT_GPA + i * 8, d, true));
+  mem.setBigUint64(PDPT_GPA + Math.floor(dev / GIB) * 8, BigInt(PD_DEVICE_GPA) | PTE_P | PTE_W);
+  mem.setBigUint64(PD_DEVICE_GPA + Math.floor((dev % GIB) / MIB2) * 8, BigInt(dev - (dev % MIB2)) | PTE_P | PTE_W | PTE_PS);
+  GDT.forEach((d, i) => mem.setBigUint64(GDT_GPA + i * 8, d));
 }
 
 function segment(selector: number, type: number, l: number, db: number): Segment {

@@ -4,6 +4,7 @@
 // until the earliest deadline or a message from its host. A VM that runs
 // past its slice while others wait is interrupted by a thread-directed
 // timer signal; the host interrupts the thread the same way (a "kick").
+import { createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { release } from 'node:os';
 import { MessageChannel } from 'node:worker_threads';
@@ -66,6 +67,11 @@ function isFor(svc: Service, dev: NetDevice, f: Uint8Array): boolean {
 
 function netCounters(m: Machine): (NetCounters & { id: number; tap: string })[] {
   return m.nets.flatMap((d) => (d ? [{ id: d.id, tap: d.tap.name, ...d.counters }] : []));
+}
+
+/** The SHA-256 (hex) of every page of a VM's RAM. */
+function memoryDigest(m: Machine): string {
+  return createHash('sha256').update(m.ram.bytes).digest('hex');
 }
 
 function lastTraffic(m: Machine): number {
@@ -294,6 +300,12 @@ export class Executor {
       case 'copy-pages':
         this.copyPages(req);
         break;
+      case 'digest': {
+        const e = this.vms.get(req.vmId);
+        if (e) this.emit({ ev: 'digest', requestId: req.requestId, vmId: req.vmId, sha256: memoryDigest(e.machine) });
+        else this.emit({ ev: 'digest', requestId: req.requestId, vmId: req.vmId, error: { name: 'Error', message: `no VM ${req.vmId} on this executor` } });
+        break;
+      }
       case 'arm':
         this.arm(req);
         break;
@@ -303,7 +315,7 @@ export class Executor {
       case 'migration-abort': {
         const e = this.vms.get(req.vmId);
         if (!e) break;
-        e.machine.setDirtyLogging(false);
+        e.machine.endRounds();
         if (e.migrationPaused) {
           e.migrationPaused = false;
           this.handle({ op: 'unpause', vmId: req.vmId });
@@ -603,8 +615,8 @@ export class Executor {
       const m = e.machine;
       let pages: number[];
       if (req.round === 0) {
-        // Log first, then copy: a page written meanwhile shows up in the next round.
-        m.setDirtyLogging(true);
+        // Rounds first, then copy: a page written meanwhile shows up in the next round.
+        m.beginRounds();
         pages = m.capture().pages;
       } else {
         pages = m.dirtyPageList();
@@ -640,6 +652,7 @@ export class Executor {
         e.migrationPaused = true;
       }
       const c = m.capture(req.final ? m.dirtyPageList() : undefined);
+      const sha256 = req.digest ? memoryDigest(m) : undefined;
       const parts = encodeSnapshotParts({
         header: {
           vm: { id: e.vmId, name: e.config.name, memory: m.memSize, cmdline: e.config.cmdline, devices: e.config.devices },
@@ -658,7 +671,7 @@ export class Executor {
       if (!req.keep) this.end(e, { kind: 'saved', file: req.file ?? null });
       this.emit({
         ev: 'saved', requestId: req.requestId, vmId: req.vmId, file: req.file, data: req.file ? undefined : new Uint8Array(Buffer.concat(parts)),
-        bytes, pages: c.pages.length, ns: monotonicNs() - t0,
+        bytes, pages: c.pages.length, ns: monotonicNs() - t0, sha256,
       });
     } catch (err) {
       this.emit({ ev: 'save-failed', requestId: req.requestId, vmId: req.vmId, error: serializeError(err) });

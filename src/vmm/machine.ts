@@ -2,7 +2,7 @@
 // as a shell), the image loaded into it, and the vCPU loop that turns exits
 // into hypercalls, parking, or an end with a stated reason.
 import { Kvm } from '../kvm/kvm.js';
-import { GuestMemory, PAGE_SIZE, type GuestArenas } from '../kvm/memory.js';
+import { bitmapBytes, GuestMemory, PAGE_SIZE, type GuestArenas } from '../kvm/memory.js';
 import type { Vcpu } from '../kvm/vcpu.js';
 import type { VcpuState } from '../kvm/vcpu.js';
 import { Vm } from '../kvm/vm.js';
@@ -36,6 +36,8 @@ export interface ShellParts {
   ramAddress: bigint;
   devicePageAddress: bigint;
   tscHz: number;
+  /** The pages of RAM written so far (page tables, warm-up), a bitmap as KVM's dirty log has it. */
+  written: Uint8Array;
 }
 
 export interface MachineConfig {
@@ -58,6 +60,17 @@ export type Outcome = (typeof Outcome)[keyof typeof Outcome];
 
 const RAM_SLOT = 0;
 const DEVICE_SLOT = 1;
+
+/** The page numbers whose bits are set in a bitmap as KVM's dirty log has it. */
+function pagesOf(bitmap: Uint8Array): number[] {
+  const out: number[] = [];
+  for (let i = 0; i < bitmap.length; i++) {
+    const byte = bitmap[i]!;
+    if (byte === 0) continue;
+    for (let b = 0; b < 8; b++) if (byte & (1 << b)) out.push(i * 8 + b);
+  }
+  return out;
+}
 
 export function monotonicNs(): number {
   return Number(process.hrtime.bigint());
@@ -108,6 +121,14 @@ export class Machine {
   private pollArg = 0;
   private readonly tscHz: number;
   private closed = false;
+  /**
+   * Pages of RAM written since the shell was made, by the guest (KVM's dirty
+   * log, on from the start) or the host (GuestMemory's marks): what a
+   * snapshot saves, resident or not.
+   */
+  private readonly written: Uint8Array;
+  /** The same since the last migration round, while a live migration is under way. */
+  private round: Uint8Array | undefined;
 
   /**
    * Prepares a shell: VM, memory, slots, vCPU and 64-bit entry state. With
@@ -119,11 +140,13 @@ export class Machine {
       throw new RangeError(`memory must be a whole number of MiB from ${MIN_MEMORY / 1048576} to ${MAX_MEMORY / 1048576}, got ${memSize / 1048576} MiB`);
     }
     this.memSize = memSize;
+    this.written = new Uint8Array(bitmapBytes(memSize));
     if (parts) {
       this.vm = new Vm(kvm, parts.vmFd);
       this.ram = new GuestMemory(memSize, parts.ramAddress, arenas?.ram);
+      this.ram.addHostWritten(parts.written);
       this.devicePage = new DevicePage(new GuestMemory(NOXS_PAGE_SIZE, parts.devicePageAddress, arenas?.pages));
-      this.vm.recordSlot(RAM_SLOT, 0, this.ram, false);
+      this.vm.recordSlot(RAM_SLOT, 0, this.ram, false, true);
       this.vm.recordSlot(DEVICE_SLOT, DEVICE_PAGE_GPA, this.devicePage.memory, true);
       this.vcpu = this.vm.adoptVcpu(parts.vcpuFd, 0, parts.runAddress);
       this.tscHz = parts.tscHz;
@@ -136,7 +159,8 @@ export class Machine {
     try {
       ram = new GuestMemory(memSize, undefined, arenas?.ram);
       devicePage = new DevicePage(new GuestMemory(NOXS_PAGE_SIZE, undefined, arenas?.pages));
-      vm.mapMemory(RAM_SLOT, 0, ram);
+      // KVM logs the guest's writes from the start: a snapshot saves the pages written, not the pages resident.
+      vm.mapMemory(RAM_SLOT, 0, ram, false, true);
       vm.mapMemory(DEVICE_SLOT, DEVICE_PAGE_GPA, devicePage.memory, true);
       const vcpu = vm.createVcpu(0);
       // No KVM_SET_CPUID2: our guests never execute CPUID, and KVM takes the
@@ -171,9 +195,12 @@ export class Machine {
    */
   detach(): ShellParts {
     this.closed = true;
+    // What KVM logged stays with the VM; what the host wrote goes with the parts.
+    const written = this.ram.takeHostWritten();
+    for (let i = 0; i < written.length; i++) written[i]! |= this.written[i]!;
     return {
       memSize: this.memSize, vmFd: this.vm.fd, vcpuFd: this.vcpu.fd, runAddress: this.vcpu.runAddress,
-      ramAddress: this.ram.hostAddress, devicePageAddress: this.devicePage.memory.hostAddress, tscHz: this.tscHz,
+      ramAddress: this.ram.hostAddress, devicePageAddress: this.devicePage.memory.hostAddress, tscHz: this.tscHz, written,
     };
   }
 
@@ -186,7 +213,7 @@ export class Machine {
    */
   warmUp(): boolean {
     const code = WARMUP_CODE;
-    this.ram.bytes.set(code, WARMUP_GPA);
+    this.ram.write(WARMUP_GPA, code);
     this.vcpu.setRegs({ rip: BigInt(WARMUP_GPA), rsp: BigInt(this.memSize), rflags: 2n });
     const r = this.vcpu.enter();
     if (r === -EINTR) return false;
@@ -195,8 +222,8 @@ export class Machine {
       throw new Error(`shell warm-up ended with exit ${r} (${EXIT_NAMES[r] ?? 'unknown'}), not the warm-up port`);
     }
     this.vcpu.completePendingIo();
-    this.ram.bytes.fill(0, WARMUP_GPA, WARMUP_GPA + code.length);
-    this.ram.bytes.fill(0, this.memSize - 8, this.memSize);
+    this.ram.fill(0, WARMUP_GPA, code.length);
+    this.ram.fill(0, this.memSize - 8, 8);
     return true;
   }
 
@@ -212,24 +239,23 @@ export class Machine {
       throw new ImageError(image.file, 'cmdline', `${cmdline.length} bytes is longer than the ${CMDLINE_MAX} allowed`);
     }
     this.devicePage.write({ vmId: config.vmId, name: config.name, devices: config.devices });
-    const bytes = this.ram.bytes;
+    const ram = this.ram;
     for (const s of image.segments) {
-      bytes.set(s.data, s.gpa);
+      ram.write(s.gpa, s.data);
       // Fresh memory is zero; only zero bss explicitly if the pages were used.
     }
-    bytes.set(cmdline, CMDLINE_GPA);
-    bytes[CMDLINE_GPA + cmdline.length] = 0;
-    const v = this.ram.view;
+    ram.write(CMDLINE_GPA, cmdline);
+    ram.fill(0, CMDLINE_GPA + cmdline.length, 1);
     const b = BOOT_INFO_GPA;
-    v.setUint32(b + BOOT_INFO.magic, BOOT_MAGIC, true);
-    v.setUint32(b + BOOT_INFO.abiVersion, ABI_VERSION, true);
-    v.setBigUint64(b + BOOT_INFO.memSize, BigInt(this.memSize), true);
-    v.setBigUint64(b + BOOT_INFO.kernelEnd, BigInt(image.end), true);
-    v.setBigUint64(b + BOOT_INFO.cmdline, BigInt(CMDLINE_GPA), true);
-    v.setBigUint64(b + BOOT_INFO.cmdlineLen, BigInt(cmdline.length), true);
-    v.setBigUint64(b + BOOT_INFO.devicePage, BigInt(DEVICE_PAGE_GPA), true);
-    v.setBigUint64(b + BOOT_INFO.tscHz, BigInt(this.tscHz), true);
-    v.setBigUint64(b + BOOT_INFO.platform, BigInt(PLATFORM_LIGHTVM), true);
+    ram.setUint32(b + BOOT_INFO.magic, BOOT_MAGIC);
+    ram.setUint32(b + BOOT_INFO.abiVersion, ABI_VERSION);
+    ram.setBigUint64(b + BOOT_INFO.memSize, BigInt(this.memSize));
+    ram.setBigUint64(b + BOOT_INFO.kernelEnd, BigInt(image.end));
+    ram.setBigUint64(b + BOOT_INFO.cmdline, BigInt(CMDLINE_GPA));
+    ram.setBigUint64(b + BOOT_INFO.cmdlineLen, BigInt(cmdline.length));
+    ram.setBigUint64(b + BOOT_INFO.devicePage, BigInt(DEVICE_PAGE_GPA));
+    ram.setBigUint64(b + BOOT_INFO.tscHz, BigInt(this.tscHz));
+    ram.setBigUint64(b + BOOT_INFO.platform, BigInt(PLATFORM_LIGHTVM));
     this.vcpu.setRegs({
       rip: BigInt(image.entry),
       rsp: BigInt(this.memSize),
@@ -332,23 +358,26 @@ export class Machine {
 
   // ---- used by hypercalls ----
 
-  /** The argument struct of a hypercall, after checking it lies in RAM. */
+  /**
+   * The argument struct of a hypercall, after checking it lies in RAM. Its
+   * page is marked written: the call writes its results into it.
+   */
   argStruct(gpa: number, size: number, call: string): DataView {
     if (gpa < PAGE_SIZE || gpa + size > this.memSize) {
       throw new GuestFault('bad-hypercall',
         `${call} argument at 0x${gpa.toString(16)} (${size} bytes) lies outside guest memory (${this.memSize >> 20} MiB)`);
     }
-    return new DataView(this.ram.bytes.buffer, this.ram.bytes.byteOffset + gpa, size);
+    return this.ram.writableView(gpa, size);
   }
 
-  /** len bytes of guest RAM at gpa that the host may write, bounds-checked. */
+  /** len bytes of guest RAM at gpa that the host writes now (marked written), bounds-checked. */
   writableGuestBytes(gpa: bigint, len: number, what: string): Uint8Array {
     const end = gpa + BigInt(len);
-    if (gpa >= BigInt(PAGE_SIZE) && end <= BigInt(this.memSize)) return this.ram.bytes.subarray(Number(gpa), Number(end));
+    if (gpa >= BigInt(PAGE_SIZE) && end <= BigInt(this.memSize)) return this.ram.writable(Number(gpa), len);
     throw new GuestFault('bad-hypercall', `${what} 0x${gpa.toString(16)}+${len} lies outside guest RAM`);
   }
 
-  /** len bytes of guest memory at gpa (RAM or the device page), bounds-checked. */
+  /** len bytes of guest memory at gpa (RAM or the device page) for the host to read, bounds-checked. */
   guestBytes(gpa: bigint, len: number, what: string): Uint8Array {
     const end = gpa + BigInt(len);
     if (gpa >= BigInt(PAGE_SIZE) && end <= BigInt(this.memSize)) return this.ram.bytes.subarray(Number(gpa), Number(end));
@@ -377,7 +406,7 @@ export class Machine {
 
   /** Ends a POLL: writes which devices are ready into the guest's struct. */
   wake(readySet: bigint): void {
-    this.ram.view.setBigUint64(this.pollArg + HC_STRUCT.poll.readySet, readySet, true);
+    this.ram.setBigUint64(this.pollArg + HC_STRUCT.poll.readySet, readySet);
     this.deadlineNs = 0;
   }
 
@@ -401,33 +430,52 @@ export class Machine {
     this.vcpu.completePendingIo();
     const t = template(this.vm.kvm);
     t.msrs ??= this.vcpu.supportedMsrs(SNAPSHOT_MSRS);
-    const resident = pages ? undefined : this.ram.residentMap();
+    let written: Uint8Array | undefined;
+    if (!pages) {
+      this.collectWritten();
+      written = new Uint8Array(this.memSize / PAGE_SIZE);
+      for (const p of pagesOf(this.written)) written[p] = 1;
+    }
     return {
       vcpu: this.vcpu.saveState(t.msrs),
       devicePage: this.devicePage.snapshot(),
       memory: this.ram.bytes,
-      pages: pages ?? nonZeroPages(this.ram.bytes, resident),
+      pages: pages ?? nonZeroPages(this.ram.bytes, written),
       pollArg: this.pollArg,
     };
   }
 
-  /** Dirty-page logging of guest RAM (live migration). */
-  setDirtyLogging(on: boolean): void {
-    const slot = this.vm.slotList.find((s) => s.slot === RAM_SLOT);
-    if (slot) this.vm.setDirtyLogging(slot, on);
+  /** A live migration begins: from here dirtyPageList() gives the pages written since its last call. */
+  beginRounds(): void {
+    this.collectWritten();
+    this.round = new Uint8Array(this.written.length);
   }
 
-  /** Pages of RAM written since the last call (or since logging began), zero or not. */
+  /** The live migration is over (called off): no more rounds. */
+  endRounds(): void {
+    this.round = undefined;
+  }
+
+  /** Pages of RAM written, by the guest or the host, since the last call or beginRounds(); zero or not. */
   dirtyPageList(): number[] {
-    const slot = this.vm.slotList.find((s) => s.slot === RAM_SLOT)!;
-    const bitmap = this.vm.dirtyPages(slot);
-    const out: number[] = [];
-    for (let i = 0; i < bitmap.length; i++) {
-      const byte = bitmap[i]!;
-      if (byte === 0) continue;
-      for (let b = 0; b < 8; b++) if (byte & (1 << b)) out.push(i * 8 + b);
-    }
+    if (!this.round) throw new Error('no live migration is under way: its round 0 comes first');
+    this.collectWritten();
+    const out = pagesOf(this.round);
+    this.round.fill(0);
     return out;
+  }
+
+  /** Takes in what KVM logged of the guest's writes and what the host marked of its own. */
+  private collectWritten(): void {
+    const guest = this.vm.dirtyPages(this.vm.slotList.find((s) => s.slot === RAM_SLOT)!);
+    const host = this.ram.takeHostWritten();
+    const round = this.round;
+    for (let i = 0; i < this.written.length; i++) {
+      const b = guest[i]! | host[i]!;
+      if (b === 0) continue;
+      this.written[i]! |= b;
+      if (round) round[i]! |= b;
+    }
   }
 
   /** Puts a snapshot's memory, device page and vCPU state into this shell. */
@@ -435,11 +483,10 @@ export class Machine {
     if (s.header.vm.memory !== this.memSize) {
       throw new Error(`snapshot of ${s.header.vm.memory / 1048576} MiB restored into a shell of ${this.memSize / 1048576} MiB`);
     }
-    // A shell is not blank (page tables, warm-up): clear what it touched that the snapshot does not have.
-    const resident = this.ram.residentMap();
-    const bytes = this.ram.bytes;
-    for (let p = 0; p < resident.length; p++) if ((resident[p]! & 1) && !s.pages.has(p)) bytes.fill(0, p * PAGE_SIZE, (p + 1) * PAGE_SIZE);
-    for (const [p, data] of s.pages) bytes.set(data, p * PAGE_SIZE);
+    // A shell is not blank (page tables, warm-up): clear what was written in it that the snapshot does not have.
+    this.collectWritten();
+    for (const p of pagesOf(this.written)) if (!s.pages.has(p)) this.ram.fill(0, p * PAGE_SIZE, PAGE_SIZE);
+    for (const [p, data] of s.pages) this.ram.write(p * PAGE_SIZE, data);
     this.devicePage.restore(s.devicePage, { vmId: config.vmId, name: config.name });
     this.vcpu.restoreState(s.vcpu);
     this.config = config;

@@ -43,9 +43,13 @@ export type ExecutorRequest =
     op: 'save'; requestId: number; vmId: number; file?: string; keep: boolean;
     /** Live migration's last step: pause the VM and take only the pages written since the last copy. */
     final?: boolean;
+    /** Answer with the SHA-256 of every page of RAM as captured, too. */
+    digest?: boolean;
   }
-  /** Live migration: turn on dirty-page logging and copy the VM's pages (round 0: every written page; then: pages dirtied since). */
+  /** Live migration: copy the VM's pages (round 0: every written page; then: the pages the guest or the host wrote since). */
   | { op: 'copy-pages'; requestId: number; vmId: number; round: number }
+  /** The SHA-256 of every page of the VM's RAM as it is now, answered with 'digest'. */
+  | { op: 'digest'; requestId: number; vmId: number }
   /**
    * Just-in-time service: keep its taps on the bridge and boot VM vmId from
    * a prepared shell when the first frame for it arrives; stop that VM after
@@ -53,7 +57,7 @@ export type ExecutorRequest =
    */
   | { op: 'arm'; serviceId: number; vmId: number; config: CreateRequest; idleMs: number }
   | { op: 'disarm'; serviceId: number }
-  /** Live migration gave up: logging off, and the VM runs on (unpaused) here. */
+  /** Live migration gave up: no more rounds, and the VM runs on (unpaused) here. */
   | { op: 'migration-abort'; vmId: number }
   | { op: 'destroy'; vmId: number; exit?: VmExit }
   | { op: 'pause'; vmId: number }
@@ -118,10 +122,11 @@ export type ExecutorEvent =
   /** Preparing shells of this size failed; the pool for it is off. */
   | { ev: 'pool-error'; memory: number; error: SerializedError }
   | { ev: 'stats'; requestId: number; vms: VmStats[] }
-  | { ev: 'saved'; requestId: number; vmId: number; file?: string; data?: Uint8Array; bytes: number; pages: number; ns: number }
+  | { ev: 'saved'; requestId: number; vmId: number; file?: string; data?: Uint8Array; bytes: number; pages: number; ns: number; sha256?: string }
   | { ev: 'save-failed'; requestId: number; vmId: number; error: SerializedError }
   /** Page records (u32 page number, then 4096 bytes) for live migration. */
   | { ev: 'pages'; requestId: number; vmId: number; data: Uint8Array; count: number }
+  | { ev: 'digest'; requestId: number; vmId: number; sha256?: string; error?: SerializedError }
   | { ev: 'stopped' }
   | { ev: 'fatal'; error: SerializedError };
 

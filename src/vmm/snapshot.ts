@@ -52,17 +52,17 @@ export class SnapshotError extends Error {
 }
 
 /**
- * Pages of memory worth saving: the non-zero ones among those the host backs
- * (resident[page] & 1, as mincore says; every page if no map is given).
+ * Pages of memory worth saving: the non-zero ones among those of the map
+ * (only[page] & 1: the pages written; every page if no map is given).
  * Read as 32-bit words: 64-bit ones would make a BigInt of each.
  */
-export function nonZeroPages(bytes: Uint8Array, resident?: Uint8Array): number[] {
+export function nonZeroPages(bytes: Uint8Array, only?: Uint8Array): number[] {
   const out: number[] = [];
   const words = new Uint32Array(bytes.buffer, bytes.byteOffset, bytes.byteLength >>> 2);
   const perPage = PAGE >>> 2;
   const n = bytes.byteLength / PAGE;
   for (let p = 0; p < n; p++) {
-    if (resident && (resident[p]! & 1) === 0) continue;
+    if (only && (only[p]! & 1) === 0) continue;
     for (let i = p * perPage, end = i + perPage; i < end; i++) {
       if (words[i] !== 0) {
         out.push(p);
