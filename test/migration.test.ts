@@ -99,7 +99,7 @@ void describe('live migration between two daemons', () => {
     const r = await request(src.socket, 'POST', '/v1/vms/wt/migrate', { body: { to, token: 'not-the-token-at-all-0000' } });
     assert.equal(r.status, 502, r.text);
     assert.equal(errorOf(r)?.code, 'migration-failed');
-    assert.match(errorOf(r)?.message ?? '', /refused: wrong token \(the VM runs on here\)/);
+    assert.match(errorOf(r)?.message ?? '', /could not prove it holds this token \(a wrong token, or not the destination it claims to be\) \(the VM runs on here\)/);
     const vm = await vmOf(src.socket, 'wt');
     assert.equal(vm.state, 'running');
     assert.equal(vm.exit, null);
@@ -205,9 +205,10 @@ void describe('a side dies during a migration', () => {
   });
 
   // A copy left paused by a stop-and-copy whose daemon died is in doubt: the
-  // next daemon re-adopts it on hold, and a plain unpause must not start it,
-  // so the VM runs on exactly one side.
-  void it('the source daemon is killed after the stop-and-copy: the VM runs at the destination, and only there', async () => {
+  // next daemon re-adopts it on hold, and a plain unpause must not start it.
+  // The destination never got the commit, so it drops its copy: the VM runs
+  // nowhere until the source is told (force) to run it: on one side at most.
+  void it('the source daemon is killed after the stop-and-copy: the destination drops its uncommitted copy, the source holds its own until forced', async () => {
     const { src, dst, to } = await pair('sk2');
     let src2: TestDaemon | undefined;
     try {
@@ -223,18 +224,25 @@ void describe('a side dies during a migration', () => {
       await killDaemon(src, { executors: false });
       assert.ok(await migrating instanceof Error, 'the migrate request answered after its daemon was killed');
       for (const pid of dstExecutors) process.kill(pid, 'SIGCONT');
-      // The destination starts it: it runs there, counting on.
-      const k = lastCount(left);
-      const text = await untilCount(dst.socket, 'd', k + 20);
-      assert.ok(text.startsWith(left));
-      assertCounting(text, 'the counter at the destination');
+      // The destination restores it paused, hears no commit, and drops it.
+      await until('the destination to drop its copy', async () => {
+        const r = await request(dst.socket, 'GET', '/v1/vms/d');
+        return r.status === 404 || (r.json as { vm: TimedVmView }).vm.state === 'exited';
+      }, 10_000);
 
-      // A new source daemon re-adopts the source executor and its paused copy.
+      // A new source daemon re-adopts the source executor and its paused copy, on hold.
       src2 = await startTestDaemon({ runtimeDir: src.runtimeDir, args: ['--pool', '4:0'] });
-      await assertStill(src2.socket, 'd', 200, 'the source\'s copy after the destination took the VM');
-      // Whatever the source answers, its copy must not run too.
-      await request(src2.socket, 'POST', '/v1/vms/d/unpause');
-      await assertStill(src2.socket, 'd', 300, 'the source\'s copy, asked to unpause, while the VM runs at the destination');
+      await assertStill(src2.socket, 'd', 200, 'the source\'s copy after the migration was interrupted');
+      const plain = await request(src2.socket, 'POST', '/v1/vms/d/unpause');
+      assert.equal(plain.status, 409, plain.text);
+      assert.equal(errorOf(plain)?.code, 'migration-hold');
+      await assertStill(src2.socket, 'd', 300, 'the source\'s copy, asked to unpause without force');
+      // Forced, it runs on here, from the line after the last.
+      await ok(src2.socket, 'POST', '/v1/vms/d/unpause?force=true');
+      const k = lastCount(left);
+      const text = await untilCount(src2.socket, 'd', k + 20);
+      assert.ok(text.startsWith(left));
+      assertCounting(text, 'the counter at the source, forced on');
     } finally {
       await src2?.stop();
       await Promise.all([src.stop(), dst.stop()]);

@@ -68,7 +68,7 @@ export const vm = {
     image: { type: 'string' },
     memory_mib: { type: 'integer' },
     cmdline: { type: 'string' },
-    state: { type: 'string', enum: ['armed', 'running', 'paused', 'exited'] },
+    state: { type: 'string', enum: ['armed', 'running', 'paused', 'migrating', 'exited'], description: 'migrating: a live migration moves it (in or out)' },
     executor: { type: 'integer' },
     warm: { type: 'boolean', description: 'started from a prepared shell' },
     created_at: { type: 'string', format: 'date-time' },
@@ -258,7 +258,11 @@ export const migrateVm = {
   params: idParams,
   body: {
     type: 'object', required: ['to', 'token'], additionalProperties: false,
-    properties: { to: { type: 'string', minLength: 3, maxLength: 300, description: 'host:port' }, token: { type: 'string', minLength: 16, maxLength: 256 } },
+    properties: {
+      to: { type: 'string', minLength: 3, maxLength: 300, description: 'host:port' },
+      token: { type: 'string', minLength: 16, maxLength: 256, description: 'shared with the destination; never sent: each side proves it holds it' },
+      timeout_ms: { type: 'integer', minimum: 100, maximum: 600000, default: 10000, description: 'bound on every wait for the destination' },
+    },
   },
   response: {
     200: {

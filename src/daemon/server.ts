@@ -5,7 +5,7 @@ import { isAbsolute } from 'node:path';
 import swagger from '@fastify/swagger';
 import { Ajv } from 'ajv';
 import Fastify, { type FastifyBaseLogger, type FastifyError, type FastifyInstance, type FastifyReply } from 'fastify';
-import { migrateOut, parseAddress } from '../toolstack/migration.js';
+import { MigrationFailure, migrateOut, parseAddress } from '../toolstack/migration.js';
 import { VmCreateError } from '../toolstack/vm.js';
 import type { JitService } from '../toolstack/host.js';
 import type { VirtualMachine } from '../toolstack/vm.js';
@@ -21,6 +21,11 @@ class ApiError extends Error {
   constructor(readonly statusCode: number, readonly code: string, message: string, readonly field?: string) {
     super(message);
   }
+}
+
+/** A VM a live migration moves takes no other state change but destroy. */
+function notMigrating(vm: VirtualMachine): void {
+  if (vm.migrating) throw new ApiError(409, 'conflict', `VM ${vm.name} is migrating`, 'state');
 }
 
 function notFound(id: string): ApiError {
@@ -130,10 +135,11 @@ export async function buildServer(daemon: Daemon): Promise<FastifyInstance> {
   for (const op of ['pause', 'unpause'] as const) {
     app.post<{ Params: S.IdParams; Querystring: { force?: boolean } }>(`/v1/vms/:id/${op}`, { schema: S.withErrors(S.vmAction(op)) }, async (req) => {
       const vm = find(req.params.id);
+      notMigrating(vm);
       const want = op === 'pause' ? 'running' : 'paused';
       if (vm.state !== want) throw new ApiError(409, 'conflict', `VM ${vm.name} is ${vm.state}, not ${want}`, 'state');
       if (op === 'unpause' && vm.migrationHold && !req.query.force) {
-        throw new ApiError(409, 'migration-hold', `VM ${vm.name} was paused by a live migration whose end this daemon did not see: it may run at the destination (unpause?force=true runs it here anyway)`, 'state');
+        throw new ApiError(409, 'migration-hold', `VM ${vm.name} was paused by a live migration whose outcome this daemon does not know: it may run at the destination (unpause?force=true runs it here anyway)`, 'state');
       }
       await (op === 'pause' ? vm.pause() : vm.unpause({ force: true }));
       return { vm: vmView(vm) };
@@ -149,6 +155,7 @@ export async function buildServer(daemon: Daemon): Promise<FastifyInstance> {
   app.post<{ Params: S.IdParams; Body: { file: string; checkpoint?: boolean } }>('/v1/vms/:id/save', { schema: S.withErrors(S.saveVm) }, async (req) => {
     const vm = find(req.params.id);
     if (vm.state === 'exited') throw new ApiError(409, 'conflict', `VM ${vm.name} has ended: nothing to save`, 'state');
+    notMigrating(vm);
     if (!isAbsolute(req.body.file)) throw new ApiError(400, 'invalid', `file: "${req.body.file}" is not an absolute path`, 'file');
     try {
       const r = await vm.save(req.body.file, { checkpoint: req.body.checkpoint });
@@ -173,20 +180,22 @@ export async function buildServer(daemon: Daemon): Promise<FastifyInstance> {
     return reply.code(201).send({ vm: vmView(vm) });
   });
 
-  app.post<{ Params: S.IdParams; Body: { to: string; token: string } }>('/v1/vms/:id/migrate', { schema: S.withErrors(S.migrateVm) }, async (req) => {
+  app.post<{ Params: S.IdParams; Body: { to: string; token: string; timeout_ms?: number } }>('/v1/vms/:id/migrate', { schema: S.withErrors(S.migrateVm) }, async (req) => {
     const vm = find(req.params.id);
     if (vm.state === 'exited') throw new ApiError(409, 'conflict', `VM ${vm.name} has ended: nothing to migrate`, 'state');
+    notMigrating(vm);
     try {
       parseAddress(req.body.to);
     } catch (err) {
       throw new ApiError(400, 'invalid', `to: ${(err as Error).message}`, 'to');
     }
     try {
-      const stats = await migrateOut(vm, req.body.to, req.body.token);
+      const stats = await migrateOut(vm, req.body.to, req.body.token, { timeoutMs: req.body.timeout_ms });
       daemon.options.logger.info({ vm: vm.id, name: vm.name, to: req.body.to, ...stats }, 'vm migrated');
       return { vm: vmView(vm), migration: stats };
     } catch (err) {
-      throw new ApiError(502, 'migration-failed', `${(err as Error).message} (the VM runs on here)`, 'to');
+      const held = err instanceof MigrationFailure && err.held;
+      throw new ApiError(502, 'migration-failed', held ? (err as Error).message : `${(err as Error).message} (the VM runs on here)`, 'to');
     }
   });
 

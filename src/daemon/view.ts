@@ -25,7 +25,7 @@ export function vmView(vm: VirtualMachine): VmView {
     image: vm.image,
     memory_mib: vm.memoryMiB,
     cmdline: vm.config.cmdline,
-    state: vm.state,
+    state: vm.migrating && vm.state !== 'exited' ? 'migrating' : vm.state,
     executor: vm.executor.id,
     warm: vm.warm,
     created_at: vm.createdAt.toISOString(),

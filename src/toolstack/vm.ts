@@ -60,6 +60,8 @@ export class VirtualMachine extends EventEmitter<VirtualMachineEvents> {
    * destination, so it is not unpaused unless asked to with force.
    */
   migrationHold = false;
+  /** A live migration moves it (the API shows it as migrating). */
+  migrating = false;
   /** Whether it started from a prepared shell. */
   warm = false;
   timings: Timings | undefined;
@@ -170,6 +172,17 @@ export class VirtualMachine extends EventEmitter<VirtualMachineEvents> {
     if (this.state !== 'exited') this.executor.send({ op: 'migration-abort', vmId: this.id });
   }
 
+  /**
+   * Live migration committed but unconfirmed: the VM may run at the
+   * destination, so it stays paused here (its executor holds it so) until
+   * unpaused with force.
+   */
+  holdAfterMigration(): void {
+    if (this.state === 'exited') return;
+    this.state = 'paused';
+    this.migrationHold = true;
+  }
+
   /** Ends the VM here because it now runs elsewhere. */
   async migrated(to: string): Promise<void> {
     if (this.state !== 'exited') this.executor.send({ op: 'destroy', vmId: this.id, exit: { kind: 'migrated', to } });
@@ -200,6 +213,8 @@ export class VirtualMachine extends EventEmitter<VirtualMachineEvents> {
     if (this.migrationHold && !options.force) {
       throw new Error(`VM ${this.name} was paused by a live migration that may have completed: it may run at the destination (unpause with force to run it here anyway)`);
     }
+    // Held by a migration: its executor turns the dirty log off (and unpauses it if the migration paused it).
+    if (this.migrationHold) this.executor.send({ op: 'migration-abort', vmId: this.id });
     this.migrationHold = false;
     await this.request('unpause');
     if (this.state === 'paused') this.state = 'running';

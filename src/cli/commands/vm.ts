@@ -107,11 +107,12 @@ export function registerVmCommands(program: Command): void {
     .description('live-migrate a VM to the daemon listening at host:port (see: migration listen)')
     .argument('<vm>', 'VM name or id')
     .argument('<to>', 'host:port of the receiving daemon')
-    .requiredOption('--token <token>', 'the token the receiving daemon was given')
+    .requiredOption('--token <token>', 'the token the receiving daemon was given (never sent: both sides prove they hold it)')
+    .option('--timeout <ms>', 'bound on every wait for the destination (default 10000)', (v) => Number(v))
     .option(...socket)
-    .action((vm: string, to: string, opts: Common & { token: string }) => api(opts, async (c) => {
+    .action((vm: string, to: string, opts: Common & { token: string; timeout?: number }) => api(opts, async (c) => {
       const r = await c.request<{ vm: VmView; migration: { ms: number; downtime_ms: number; rounds: number; pages: number; destination_id: number } }>(
-        'POST', `/v1/vms/${encodeURIComponent(vm)}/migrate`, { to, token: opts.token });
+        'POST', `/v1/vms/${encodeURIComponent(vm)}/migrate`, { to, token: opts.token, ...(opts.timeout !== undefined ? { timeout_ms: opts.timeout } : {}) });
       const m = r.migration;
       process.stdout.write(`${r.vm.name}: migrated to ${to} (id ${m.destination_id} there) in ${m.ms.toFixed(1)} ms, ${m.downtime_ms.toFixed(1)} ms down, ${m.rounds} rounds, ${m.pages} pages\n`);
     }));
