@@ -156,6 +156,7 @@ export class Daemon {
     });
     host.on('executor-lost', (e) => log.error(e, 'executor lost: its VMs are gone'));
     host.on('pool-error', (e) => log.warn(e, 'shells could not be prepared: creates go cold until a retry succeeds'));
+    host.on('bridge-error', (e) => log.warn(e, 'a bridge LightVM made could not be removed'));
     // Shells an adopted executor still holds go; the pool is set anew below.
     for (const { link } of adopted) for (const memory of link.pools.keys()) link.send({ op: 'pool', memory, target: 0 });
     for (const [mib, count] of Object.entries(options.pool ?? {})) fleet.setPool(Number(mib) * 1048576, count);

@@ -21,11 +21,14 @@ const SOCK_CLOEXEC = 0o2000000;
 const NETLINK_ROUTE = 0;
 
 const NLMSG_ERROR = 2;
+const NLMSG_DONE = 3;
 const RTM_NEWLINK = 16;
 const RTM_DELLINK = 17;
+const RTM_GETLINK = 18;
 const RTM_NEWADDR = 20;
 const NLM_F_REQUEST = 0x1;
 const NLM_F_ACK = 0x4;
+const NLM_F_DUMP = 0x300;
 const NLM_F_EXCL = 0x200;
 const NLM_F_CREATE = 0x400;
 
@@ -33,6 +36,7 @@ const IFLA_IFNAME = 3;
 const IFLA_MTU = 4;
 const IFLA_MASTER = 10;
 const IFLA_LINKINFO = 18;
+const IFLA_IFALIAS = 20;
 const IFLA_AF_SPEC = 26;
 const AF_INET6 = 10;
 const IFLA_INET6_ADDR_GEN_MODE = 8;
@@ -85,6 +89,52 @@ export function ipv4Bytes(ip: string): Uint8Array {
   return new Uint8Array(parts);
 }
 
+/** What rtnetlink says of one link. */
+export interface LinkInfo {
+  index: number;
+  name: string;
+  /** Its kind (IFLA_INFO_KIND: "bridge", "veth", "tun", ...); "" for a device without one (a NIC, lo). */
+  kind: string;
+  /** Index of the bridge it is a port of, 0 if none. */
+  master: number;
+  up: boolean;
+  alias: string;
+}
+
+const text = (b: Uint8Array): string => {
+  const end = b.indexOf(0);
+  return new TextDecoder().decode(end < 0 ? b : b.subarray(0, end));
+};
+
+/** Parses the attributes of [start, end) of v: type -> bytes (the first of each type). */
+function attrsOf(v: DataView, start: number, end: number): Map<number, Uint8Array> {
+  const out = new Map<number, Uint8Array>();
+  for (let o = start; o + 4 <= end;) {
+    const len = v.getUint16(o, true);
+    if (len < 4 || o + len > end) break;
+    const type = v.getUint16(o + 2, true) & 0x3fff;
+    if (!out.has(type)) out.set(type, new Uint8Array(v.buffer, v.byteOffset + o + 4, len - 4));
+    o += align4(len);
+  }
+  return out;
+}
+
+/** One RTM_NEWLINK message (at offset o of v, len bytes) as a LinkInfo. */
+function linkOf(v: DataView, o: number, len: number): LinkInfo {
+  const a = attrsOf(v, o + NLMSGHDR + IFINFOMSG, o + len);
+  const info = a.get(IFLA_LINKINFO);
+  const kind = info ? attrsOf(new DataView(info.buffer, info.byteOffset, info.length), 0, info.length).get(IFLA_INFO_KIND) : undefined;
+  const master = a.get(IFLA_MASTER);
+  return {
+    index: v.getInt32(o + NLMSGHDR + 4, true),
+    name: text(a.get(IFLA_IFNAME) ?? new Uint8Array(0)),
+    kind: kind ? text(kind) : '',
+    master: master && master.length >= 4 ? new DataView(master.buffer, master.byteOffset, 4).getUint32(0, true) : 0,
+    up: (v.getUint32(o + NLMSGHDR + 8, true) & IFF_UP) !== 0,
+    alias: text(a.get(IFLA_IFALIAS) ?? new Uint8Array(0)),
+  };
+}
+
 /** Index of a network interface by name, 0 if there is none. */
 export function linkIndex(name: string): number {
   return c.ifNametoindex(name) as number;
@@ -94,25 +144,30 @@ export function linkIndex(name: string): number {
 export class Rtnetlink {
   private readonly fd: number;
   private seq = 1;
-  private readonly buf = new Uint8Array(16384);
+  private readonly buf = new Uint8Array(65536);
 
   constructor() {
     this.fd = c.socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_ROUTE) as number;
     if (this.fd < 0) throw new SysError('socket(AF_NETLINK)', koffi.errno());
   }
 
-  private request(type: number, flags: number, body: Uint8Array, what: string): void {
+  /**
+   * Sends one request and reads until its ACK (or, for a dump, its DONE);
+   * returns the RTM_NEWLINK messages that came with it.
+   */
+  private request(type: number, flags: number, body: Uint8Array, what: string): LinkInfo[] {
     const seq = this.seq++;
     const msg = new Uint8Array(NLMSGHDR + body.length);
     const v = new DataView(msg.buffer);
     v.setUint32(0, msg.length, true);
     v.setUint16(4, type, true);
-    v.setUint16(6, flags | NLM_F_REQUEST | NLM_F_ACK, true);
+    v.setUint16(6, flags | NLM_F_REQUEST | ((flags & NLM_F_DUMP) === NLM_F_DUMP ? 0 : NLM_F_ACK), true);
     v.setUint32(8, seq, true);
     msg.set(body, NLMSGHDR);
     const sa = new Uint8Array(12);
     new DataView(sa.buffer).setUint16(0, AF_NETLINK, true);
     if ((c.sendto(this.fd, msg, msg.length, 0, sa, 12) as number) < 0) throw new SysError(`rtnetlink ${what}`, koffi.errno());
+    const links: LinkInfo[] = [];
     for (;;) {
       const n = c.recv(this.fd, this.buf, this.buf.length, 0) as number;
       if (n < 0) throw new SysError(`rtnetlink ${what}`, koffi.errno());
@@ -121,11 +176,15 @@ export class Rtnetlink {
         const len = rv.getUint32(o, true);
         const mtype = rv.getUint16(o + 4, true);
         const mseq = rv.getUint32(o + 8, true);
-        if (len < NLMSGHDR) throw new Error(`rtnetlink ${what}: malformed reply`);
-        if (mseq === seq && mtype === NLMSG_ERROR) {
-          const err = -rv.getInt32(o + NLMSGHDR, true);
-          if (err !== 0) throw new SysError(`rtnetlink ${what}`, err);
-          return;
+        if (len < NLMSGHDR || o + len > n) throw new Error(`rtnetlink ${what}: malformed reply`);
+        if (mseq === seq) {
+          if (mtype === NLMSG_ERROR) {
+            const err = -rv.getInt32(o + NLMSGHDR, true);
+            if (err !== 0) throw new SysError(`rtnetlink ${what}`, err);
+            return links;
+          }
+          if (mtype === NLMSG_DONE) return links;
+          if (mtype === RTM_NEWLINK && len >= NLMSGHDR + IFINFOMSG) links.push(linkOf(rv, o, len));
         }
         o += align4(len);
       }
@@ -194,6 +253,28 @@ export class Rtnetlink {
     v.setUint32(4, index, true);
     const a = ipv4Bytes(ip);
     this.request(RTM_NEWADDR, NLM_F_CREATE | NLM_F_EXCL, concat([m, attr(IFA_LOCAL, a), attr(IFA_ADDRESS, a)]), `add ${ip}/${prefix} to link ${index}`);
+  }
+
+  /** The link of this name, undefined if there is none. */
+  link(name: string): LinkInfo | undefined {
+    const index = linkIndex(name);
+    if (!index) return undefined;
+    try {
+      return this.request(RTM_GETLINK, 0, this.ifinfo(index), `get link ${name}`).find((l) => l.index === index);
+    } catch (err) {
+      if ((err as SysError).code === 'ENODEV') return undefined;
+      throw err;
+    }
+  }
+
+  /** Every link of this network namespace. */
+  links(): LinkInfo[] {
+    return this.request(RTM_GETLINK, NLM_F_DUMP, this.ifinfo(0), 'list links');
+  }
+
+  /** Sets a link's alias (ifalias: free text the kernel keeps with the link). */
+  setAlias(index: number, alias: string): void {
+    this.request(RTM_NEWLINK, 0, concat([this.ifinfo(index), attr(IFLA_IFALIAS, cstr(alias))]), `set alias of link ${index}`);
   }
 
   deleteLink(index: number): void {

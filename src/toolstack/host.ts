@@ -15,7 +15,7 @@ import type { CreateRequest, ExecutorEvent, ExecutorRequest, SerializedError, Vm
 import type { ExecutorLink } from './executor-link.js';
 import { decodeSnapshot, readSnapshotHeader, type Snapshot, type SnapshotHeader } from '../vmm/snapshot.js';
 import { resolveImage } from './images.js';
-import { completeDevices, DEFAULT_BRIDGE_CONFIG, ensureBridge, type BridgeConfig } from './network.js';
+import { bridgesOf, BridgeError, completeDevices, DEFAULT_BRIDGE_CONFIG, ensureBridge, removeIdleBridges, type BridgeConfig } from './network.js';
 import { VirtualMachine, VmCreateError } from './vm.js';
 
 export { VirtualMachine, VmCreateError, CONSOLE_KEEP } from './vm.js';
@@ -116,6 +116,8 @@ export interface HostEvents {
   'executor-lost': [{ executor: number; reason: string; vms: { id: number; name: string }[] }];
   /** An executor could not prepare shells of this size (it tries again later; creates meanwhile go cold). */
   'pool-error': [{ executor: number; memory: number; reason: string }];
+  /** A bridge LightVM made could not be removed. */
+  'bridge-error': [{ reason: string }];
 }
 
 interface PendingCreate {
@@ -208,15 +210,14 @@ export class Host extends EventEmitter<HostEvents> {
     const devices = completeDevices(id, options.devices ?? [], this.bridge.name);
     let image: string;
     try {
-      for (const b of new Set(devices.filter((d) => d.type === 'net').map((d) => d.bridge ?? this.bridge.name))) {
-        ensureBridge(b === this.bridge.name ? this.bridge : { name: b });
-      }
       const same = this.byName.get(name);
       if (same && same.state !== 'exited') throw Object.assign(new Error(`name: a VM named "${name}" already exists`), { field: 'name' });
-      // An ended VM gives its name up to a new one.
-      if (same) this.drop(same);
       validateDevicePage({ vmId: id, name, devices });
       image = resolveImage(options.image);
+      // Checked whole before anything is made: a refused create leaves no bridge.
+      this.ensureBridges(devices);
+      // An ended VM gives its name up to a new one.
+      if (same) this.drop(same);
     } catch (err) {
       const e = err as Error & { field?: string };
       throw new VmCreateError({ name: e.name, message: e.message, field: e.field });
@@ -238,6 +239,7 @@ export class Host extends EventEmitter<HostEvents> {
   private async launch(config: CreateRequest, request: ExecutorRequest): Promise<VirtualMachine> {
     const executor = await this.reserve(config.name, () => this.placement.pick(config.memory));
     const vm = new VirtualMachine(executor, config);
+    this.holdBridges(vm);
     return new Promise((resolve, reject) => {
       this.creating.set(config.vmId, { vm, resolve, reject });
       this.vms.set(config.vmId, vm);
@@ -277,6 +279,13 @@ export class Host extends EventEmitter<HostEvents> {
     const same = this.byName.get(name);
     if (same && same.state !== 'exited') {
       throw new VmCreateError({ name: 'Error', field: 'name', message: `name: a VM named "${name}" already exists (restore with another name)` });
+    }
+    try {
+      // Its taps join the bridges they were on (a stopping daemon removed those it had made).
+      this.ensureBridges(h.devices);
+    } catch (err) {
+      const e = err as Error & { field?: string };
+      throw new VmCreateError({ name: e.name, message: e.message, field: e.field ?? 'file', file: label });
     }
     if (same) this.drop(same);
     const config: CreateRequest = {
@@ -331,19 +340,28 @@ export class Host extends EventEmitter<HostEvents> {
   /** @internal Registers a service's next VM, armed; resolves once the executor holds its taps. */
   armVm(executor: ExecutorLink, svc: JitService, options: CreateOptions & { name: string }, first: boolean): Promise<VirtualMachine> {
     const id = this.newId();
+    let config: CreateRequest;
+    try {
+      config = {
+        op: 'create', vmId: id, name: options.name, image: resolveImage(options.image),
+        memory: (options.memoryMiB ?? DEFAULT_MEMORY_MIB) * 1048576, cmdline: options.cmdline ?? '',
+        devices: completeDevices(svc.id, options.devices ?? [], this.bridge.name), warm: true,
+      };
+      validateDevicePage({ vmId: id, name: config.name, devices: config.devices });
+      this.ensureBridges(config.devices);
+    } catch (err) {
+      const e = err as Error & { field?: string };
+      // The place serve() took for the first one is given back.
+      if (first) this.place(executor, -1);
+      return Promise.reject(new VmCreateError({ name: e.name, message: e.message, field: e.field }));
+    }
     // The first VM's place was taken by serve(); each next one takes its own.
     if (!first) this.place(executor, +1);
-    const config: CreateRequest = {
-      op: 'create', vmId: id, name: options.name, image: resolveImage(options.image),
-      memory: (options.memoryMiB ?? DEFAULT_MEMORY_MIB) * 1048576, cmdline: options.cmdline ?? '',
-      devices: completeDevices(svc.id, options.devices ?? [], this.bridge.name), warm: true,
-    };
-    for (const d of config.devices) if (d.type === 'net') ensureBridge(d.bridge === this.bridge.name ? this.bridge : { name: d.bridge! });
-    validateDevicePage({ vmId: id, name: config.name, devices: config.devices });
     const old = this.byName.get(config.name);
     if (old && old.state === 'exited') this.drop(old);
     const vm = new VirtualMachine(executor, config);
     vm.state = 'armed';
+    this.holdBridges(vm);
     return new Promise((resolve, reject) => {
       this.creating.set(id, { vm, resolve, reject });
       this.vms.set(id, vm);
@@ -355,6 +373,54 @@ export class Host extends EventEmitter<HostEvents> {
   /** @internal */
   endService(svc: JitService): void {
     this.services.delete(svc.name);
+  }
+
+  /** VMs (live, starting or armed) per bridge their taps join: a bridge LightVM made goes with its last. */
+  private readonly bridgeUsers = new Map<string, number>();
+  /** The VMs counted in bridgeUsers, with their bridges. */
+  private readonly bridgesHeld = new Map<number, Set<string>>();
+
+  /** Makes the bridges these devices join (a link of that name that is no bridge is refused, by its field). */
+  private ensureBridges(devices: readonly DeviceEntry[]): void {
+    for (const b of bridgesOf(devices, this.bridge.name)) {
+      try {
+        ensureBridge(b === this.bridge.name ? this.bridge : { name: b });
+      } catch (err) {
+        if (!(err instanceof BridgeError)) throw err;
+        const i = devices.findIndex((d) => d.type === 'net' && (d.bridge ?? this.bridge.name) === b);
+        throw Object.assign(err, { field: `devices.${i}.bridge` });
+      }
+    }
+  }
+
+  private holdBridges(vm: VirtualMachine): void {
+    const names = bridgesOf(vm.config.devices, this.bridge.name);
+    if (names.size === 0 || this.bridgesHeld.has(vm.id)) return;
+    this.bridgesHeld.set(vm.id, names);
+    for (const b of names) this.bridgeUsers.set(b, (this.bridgeUsers.get(b) ?? 0) + 1);
+  }
+
+  /** A VM gave its taps back: a bridge LightVM made (not the default one, kept until close) goes with its last port. */
+  private releaseBridges(vmId: number): void {
+    const names = this.bridgesHeld.get(vmId);
+    if (!names) return;
+    this.bridgesHeld.delete(vmId);
+    const idle: string[] = [];
+    for (const b of names) {
+      const n = (this.bridgeUsers.get(b) ?? 1) - 1;
+      if (n > 0) {
+        this.bridgeUsers.set(b, n);
+        continue;
+      }
+      this.bridgeUsers.delete(b);
+      if (b !== this.bridge.name) idle.push(b);
+    }
+    if (idle.length === 0) return;
+    try {
+      removeIdleBridges(idle, (b) => this.bridgeUsers.has(b));
+    } catch (err) {
+      this.emit('bridge-error', { reason: (err as Error).message });
+    }
   }
 
   private readonly reserved = new Set<string>();
@@ -379,6 +445,7 @@ export class Host extends EventEmitter<HostEvents> {
       return;
     }
     this.vms.set(vm.id, vm);
+    this.holdBridges(vm);
     this.place(executor, +1);
   }
 
@@ -434,6 +501,12 @@ export class Host extends EventEmitter<HostEvents> {
     if (this.closed) return;
     this.closed = true;
     await this.placement.close();
+    // The taps are gone: so go the bridges LightVM made that nobody else's port is on.
+    try {
+      removeIdleBridges(undefined, () => false);
+    } catch (err) {
+      this.emit('bridge-error', { reason: (err as Error).message });
+    }
   }
 
   private place(ex: ExecutorLink, delta: number): void {
@@ -466,6 +539,7 @@ export class Host extends EventEmitter<HostEvents> {
         if (this.byName.get(vm.name) === vm) this.byName.delete(vm.name);
       }
       this.place(ex, -1);
+      this.releaseBridges(ev.vmId);
       pending?.reject(new VmCreateError(ev.error));
       return;
     }
@@ -492,7 +566,10 @@ export class Host extends EventEmitter<HostEvents> {
       this.emit('vm', { type: 'exited', vm });
     }
     // An ended VM counts on its executor until its resources are freed.
-    if (ev.ev === 'freed') this.place(ex, -1);
+    if (ev.ev === 'freed') {
+      this.place(ex, -1);
+      this.releaseBridges(ev.vmId);
+    }
   }
 
   private onLost(ex: ExecutorLink, err: SerializedError): void {
@@ -506,6 +583,7 @@ export class Host extends EventEmitter<HostEvents> {
         pending.reject(new VmCreateError({ name: 'ExecutorError', message: `executor lost: ${err.message}` }));
       }
       vm.lost(`executor ${ex.id} lost: ${err.message}`);
+      this.releaseBridges(vm.id);
       this.forget(vm);
       this.emit('vm', { type: 'exited', vm });
     }

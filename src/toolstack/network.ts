@@ -13,28 +13,60 @@ export const DEFAULT_BRIDGE_CONFIG: BridgeConfig = { name: DEFAULT_BRIDGE, addre
 
 const ready = new Set<string>();
 
-/** Creates the bridge if it is missing, gives it its address and brings it up. Idempotent. */
+/**
+ * The alias LightVM gives a bridge it makes: the kernel keeps it with the
+ * link, so whoever comes next (a daemon after a crash) knows the bridge is
+ * ours to remove. A bridge someone else made is never removed.
+ */
+export const MADE_ALIAS = 'made on demand by lightvm';
+
+/** A bridge that cannot be used (a link of that name that is not a bridge). */
+export class BridgeError extends Error {
+  readonly field = 'bridge';
+  constructor(message: string) {
+    super(message);
+    this.name = 'BridgeError';
+  }
+}
+
+/**
+ * Creates the bridge if it is missing, gives it its address and brings it
+ * up. Idempotent. A link of that name that is not a bridge is refused
+ * before anything is done to it.
+ */
 export function ensureBridge(config: BridgeConfig): void {
   if (ready.has(config.name) && linkIndex(config.name)) return;
+  let m: RegExpExecArray | null = null;
+  if (config.address) {
+    m = /^(\d+\.\d+\.\d+\.\d+)\/(\d+)$/.exec(config.address);
+    if (!m) throw new RangeError(`bridge address "${config.address}" is not a.b.c.d/len`);
+  }
   const nl = new Rtnetlink();
   try {
     let created = false;
-    if (!linkIndex(config.name)) {
+    const found = nl.link(config.name);
+    if (found && found.kind !== 'bridge') {
+      throw new BridgeError(`bridge: "${config.name}" is a ${found.kind || 'network device'} link, not a bridge (left as it is)`);
+    }
+    if (!found) {
       try {
         nl.createBridge(config.name);
         created = true;
       } catch (err) {
         if ((err as { code?: string }).code !== 'EEXIST') throw err;
+        const now = nl.link(config.name);
+        if (now?.kind !== 'bridge') throw new BridgeError(`bridge: "${config.name}" is a ${now?.kind || 'network device'} link, not a bridge (left as it is)`);
       }
     }
     const index = linkIndex(config.name);
     // A bridge of our own stays quiet in IPv6 (one found is left as it is).
     // The kernel forgets this if a port with an MTU below 1280 shrinks the
     // bridge's MTU for a while: the bridge may then make a link-local address.
-    if (created) nl.noIpv6Address(index);
-    if (config.address) {
-      const m = /^(\d+\.\d+\.\d+\.\d+)\/(\d+)$/.exec(config.address);
-      if (!m) throw new RangeError(`bridge address "${config.address}" is not a.b.c.d/len`);
+    if (created) {
+      nl.setAlias(index, MADE_ALIAS);
+      nl.noIpv6Address(index);
+    }
+    if (m) {
       try {
         nl.addAddress(index, m[1]!, Number(m[2]));
       } catch (err) {
@@ -46,6 +78,42 @@ export function ensureBridge(config: BridgeConfig): void {
   } finally {
     nl.close();
   }
+}
+
+/**
+ * Removes the bridges LightVM made (MADE_ALIAS) that have no port left and
+ * that inUse does not claim: those named, or, without names, every one in
+ * this network namespace. Returns the names removed.
+ */
+export function removeIdleBridges(names: Iterable<string> | undefined, inUse: (name: string) => boolean): string[] {
+  const wanted = names ? new Set(names) : undefined;
+  if (wanted?.size === 0) return [];
+  const nl = new Rtnetlink();
+  const removed: string[] = [];
+  try {
+    const links = nl.links();
+    const withPorts = new Set(links.map((l) => l.master).filter(Boolean));
+    for (const l of links) {
+      if (l.kind !== 'bridge' || l.alias !== MADE_ALIAS || withPorts.has(l.index)) continue;
+      if ((wanted && !wanted.has(l.name)) || inUse(l.name)) continue;
+      try {
+        nl.deleteLink(l.index);
+        removed.push(l.name);
+      } catch (err) {
+        // Gone meanwhile: what was wanted.
+        if ((err as { code?: string }).code !== 'ENODEV') throw err;
+      }
+      ready.delete(l.name);
+    }
+  } finally {
+    nl.close();
+  }
+  return removed;
+}
+
+/** The bridges a VM's net devices join. */
+export function bridgesOf(devices: readonly DeviceEntry[], fallback: string): Set<string> {
+  return new Set(devices.filter((d) => d.type === 'net').map((d) => d.bridge ?? fallback));
 }
 
 /** A locally administered MAC for a VM's device: 02:4c:<vm id, 3 bytes>:<device id>. */
