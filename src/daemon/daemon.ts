@@ -7,7 +7,7 @@ import { dirname, join } from 'node:path';
 import type { FastifyInstance } from 'fastify';
 import type { Logger } from 'pino';
 import { ExecutorFleet, type FleetOptions } from '../toolstack/fleet.js';
-import { Host } from '../toolstack/host.js';
+import { Host, type CreateOptions } from '../toolstack/host.js';
 import { MigrationListener } from '../toolstack/migration.js';
 import type { BridgeConfig } from '../toolstack/network.js';
 import { VirtualMachine } from '../toolstack/vm.js';
@@ -76,7 +76,9 @@ export function savedDir(runtimeDir: string): string {
 async function saveAll(host: Host, runtimeDir: string, log: Logger): Promise<void> {
   const dir = savedDir(runtimeDir);
   mkdirSync(dir, { recursive: true, mode: 0o700 });
-  const live = host.list().filter((vm) => vm.state !== 'exited' && vm.state !== 'armed');
+  // A service's VM is not saved: the service is (saveServices), and boots another at its next packet.
+  const ofServices = new Set(host.listServices().map((s) => s.vm));
+  const live = host.list().filter((vm) => vm.state !== 'exited' && vm.state !== 'armed' && !ofServices.has(vm));
   // A save that never answers (an executor stuck in the kernel) must not keep the daemon from stopping.
   const results = await Promise.allSettled(live.map((vm) => Promise.race([
     vm.save(join(dir, `${vm.id}.snap`)),
@@ -110,6 +112,42 @@ async function restoreSaved(host: Host, runtimeDir: string, log: Logger): Promis
   }
 }
 
+const SERVICES_FILE = 'services.json';
+
+/** A stopping daemon's services, for the next one to serve again. */
+function saveServices(host: Host, runtimeDir: string, log: Logger): void {
+  const defs = host.listServices().filter((s) => s.isActive).map((s) => s.definition);
+  if (defs.length === 0) return;
+  const dir = savedDir(runtimeDir);
+  mkdirSync(dir, { recursive: true, mode: 0o700 });
+  writeFileSync(join(dir, SERVICES_FILE), `${JSON.stringify(defs)}\n`, { mode: 0o600 });
+  log.info({ services: defs.map((d) => d.name) }, 'services saved for the next daemon');
+}
+
+async function serveSaved(host: Host, runtimeDir: string, log: Logger): Promise<void> {
+  const file = join(savedDir(runtimeDir), SERVICES_FILE);
+  let defs: (CreateOptions & { name: string; idleMs: number })[];
+  try {
+    defs = JSON.parse(readFileSync(file, 'utf8')) as typeof defs;
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return;
+    renameSync(file, `${file}.failed`);
+    log.error({ file, err: (err as Error).message }, 'saved services could not be read; kept as .failed');
+    return;
+  }
+  rmSync(file);
+  for (const def of Array.isArray(defs) ? defs : []) {
+    // One a re-adopted executor still serves is there already.
+    if (host.getService(def.name)) continue;
+    try {
+      await host.serve(def);
+      log.info({ service: def.name }, 'service served again from the last daemon');
+    } catch (err) {
+      log.error({ service: def.name, err: (err as Error).message }, 'saved service could not be served again');
+    }
+  }
+}
+
 export class Daemon {
   readonly host: Host;
   readonly fleet: ExecutorFleet;
@@ -137,7 +175,7 @@ export class Daemon {
     const { fleet, adopted } = await ExecutorFleet.start(fleetOptions);
     const host = new Host(fleet, new IdBlocks(join(options.runtimeDir, 'next-id')));
     if (options.bridge) host.bridge = options.bridge;
-    for (const { link, vms } of adopted) {
+    for (const { link, vms, services } of adopted) {
       for (const a of vms) {
         const vm = new VirtualMachine(link, a.config);
         vm.adoptState(a);
@@ -145,8 +183,10 @@ export class Daemon {
         if (a.state === 'exited') link.forget(a.config.vmId);
         host.adopt(link, vm);
       }
+      // Its services, with their taps and their armed or running VMs: visible, and stoppable, again.
+      for (const s of services) host.adoptService(link, s);
       link.release();
-      log.info({ executor: link.id, pid: link.pid, vms: vms.length }, 're-adopted executor');
+      log.info({ executor: link.id, pid: link.pid, vms: vms.length, services: services.length }, 're-adopted executor');
     }
     host.on('vm', ({ type, vm }) => {
       if (type === 'exited') {
@@ -161,6 +201,7 @@ export class Daemon {
     for (const { link } of adopted) for (const memory of link.pools.keys()) link.send({ op: 'pool', memory, target: 0 });
     for (const [mib, count] of Object.entries(options.pool ?? {})) fleet.setPool(Number(mib) * 1048576, count);
     await restoreSaved(host, options.runtimeDir, log);
+    await serveSaved(host, options.runtimeDir, log);
 
     const daemon = new Daemon(options, host, fleet, undefined as unknown as FastifyInstance);
     try {
@@ -220,7 +261,10 @@ export class Daemon {
   async stop(options: { destroy?: boolean } = {}): Promise<void> {
     await this.stopListening();
     await this.server.close();
-    if (!options.destroy) await saveAll(this.host, this.options.runtimeDir, this.options.logger);
+    if (!options.destroy) {
+      saveServices(this.host, this.options.runtimeDir, this.options.logger);
+      await saveAll(this.host, this.options.runtimeDir, this.options.logger);
+    }
     await this.host.close();
     rmSync(this.options.socketPath, { force: true });
   }

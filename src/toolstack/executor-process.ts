@@ -8,7 +8,7 @@ import { connect, type Socket } from 'node:net';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import * as libc from '../sys/libc.js';
-import { KICK_SIGNAL, type AdoptedVm, type ExecutorRequest, type ProcessEvent, type ProcessRequest, type SerializedError } from '../vmm/protocol.js';
+import { KICK_SIGNAL, type AdoptedService, type AdoptedVm, type ExecutorRequest, type ProcessEvent, type ProcessRequest, type SerializedError } from '../vmm/protocol.js';
 import { encodeFrame, FrameDecoder } from '../vmm/wire.js';
 import type { ExecutorLink, ExecutorLinkEvents } from './executor-link.js';
 import { PACKAGE_ROOT } from './images.js';
@@ -22,6 +22,8 @@ export interface Hello {
   /** The executor thread, which a kick signal interrupts. */
   tid: number;
   vms: AdoptedVm[];
+  /** Its just-in-time services. */
+  services?: AdoptedService[];
   pools: Record<number, number>;
 }
 

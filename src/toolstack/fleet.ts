@@ -13,7 +13,7 @@
 // started ahead of need, and executors left empty are stopped after a while.
 import { mkdirSync, readdirSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
-import type { AdoptedVm } from '../vmm/protocol.js';
+import type { AdoptedService, AdoptedVm } from '../vmm/protocol.js';
 import type { ExecutorLink } from './executor-link.js';
 import { ExecutorProcess } from './executor-process.js';
 import type { Placement } from './host.js';
@@ -34,6 +34,7 @@ export interface FleetOptions {
 export interface AdoptedExecutor {
   link: ExecutorProcess;
   vms: AdoptedVm[];
+  services: AdoptedService[];
 }
 
 export class ExecutorFleet implements Placement {
@@ -77,7 +78,7 @@ export class ExecutorFleet implements Placement {
       try {
         const { link, hello } = await ExecutorProcess.connect(id, join(fleet.dir, f));
         fleet.add(link);
-        adopted.push({ link, vms: hello.vms });
+        adopted.push({ link, vms: hello.vms, services: hello.services ?? [] });
       } catch {
         // A socket nobody serves: its executor died with the old daemon.
         rmSync(join(fleet.dir, f), { force: true });

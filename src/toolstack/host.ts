@@ -11,7 +11,7 @@ import type { DeviceEntry } from '../vmm/device-page.js';
 import { validateDevicePage } from '../vmm/device-page.js';
 import { ExecutorThread } from '../vmm/executor-thread.js';
 import { MAX_MEMORY, MIN_MEMORY } from '../vmm/layout.js';
-import type { CreateRequest, ExecutorEvent, ExecutorRequest, SerializedError, VmStats } from '../vmm/protocol.js';
+import type { AdoptedService, CreateRequest, ExecutorEvent, ExecutorRequest, SerializedError, VmStats } from '../vmm/protocol.js';
 import type { ExecutorLink } from './executor-link.js';
 import { decodeSnapshot, readSnapshotHeader, type Snapshot, type SnapshotHeader } from '../vmm/snapshot.js';
 import { resolveImage } from './images.js';
@@ -144,9 +144,14 @@ export class JitService {
 
   /** @internal Arms the next VM; when it ends, arms another. */
   async arm(): Promise<void> {
-    const vm = await this.host.armVm(this.executor, this, this.options, this.vm === undefined);
+    this.follow(await this.host.armVm(this.executor, this, this.options, this.vm === undefined));
+  }
+
+  /** @internal Takes vm (armed, or already running) as its current VM; when it ends, arms the next. */
+  follow(vm: VirtualMachine): void {
     this.vm = vm;
-    vm.once('booted', () => this.boots++);
+    if (vm.state === 'armed') vm.once('booted', () => this.boots++);
+    else this.boots++;
     void vm.exited.then(() => {
       if (this.active && this.executor.isAlive) void this.arm().catch(() => (this.active = false));
     });
@@ -154,6 +159,11 @@ export class JitService {
 
   get isActive(): boolean {
     return this.active;
+  }
+
+  /** What it was made with: serve() with this makes the same service again. */
+  get definition(): CreateOptions & { name: string; idleMs: number } {
+    return { ...this.options };
   }
 
   /** Stops serving: the running VM (if any) ends and the taps go. */
@@ -325,6 +335,34 @@ export class Host extends EventEmitter<HostEvents> {
       this.services.delete(options.name);
       executor.send({ op: 'disarm', serviceId: svc.id });
       throw err;
+    }
+    return svc;
+  }
+
+  /**
+   * Takes in a service an executor kept while no toolstack was there (a
+   * daemon restart after a crash): its taps, its armed VM or its running
+   * one (adopted already), and the VMs it arms from now on.
+   */
+  adoptService(executor: ExecutorLink, a: AdoptedService): JitService {
+    const c = a.config;
+    const svc = new JitService(this, executor, a.serviceId, {
+      name: c.name, idleMs: a.idleMs, image: c.image, memoryMiB: c.memory / 1048576, cmdline: c.cmdline, devices: c.devices,
+    });
+    this.services.set(c.name, svc);
+    this.nextServiceId = Math.max(this.nextServiceId, a.serviceId + 1);
+    let vm = a.vmId !== undefined ? this.vms.get(a.vmId) : undefined;
+    if (!vm && a.armedVmId !== undefined) {
+      vm = new VirtualMachine(executor, { ...c, vmId: a.armedVmId });
+      vm.state = 'armed';
+      this.adopt(executor, vm);
+    }
+    if (vm) {
+      svc.follow(vm);
+    } else {
+      // Between two VMs when its toolstack went: the next one is armed now, in a place of its own.
+      this.place(executor, +1);
+      void svc.arm().catch(() => void svc.stop());
     }
     return svc;
   }

@@ -274,6 +274,9 @@ export class Executor {
         this.emit({
           ev: 'hello', id: this.id, pid: libc.getpid(), tid: libc.gettid(),
           vms: [...[...this.vms.values()].map((e) => this.record(e)), ...this.ended.values()],
+          services: [...this.services.values()].map((svc) => ({
+            serviceId: svc.id, config: svc.config, idleMs: svc.idleNs / 1e6, armedVmId: svc.armedVmId, vmId: svc.vmId,
+          })),
           pools: Object.fromEntries(this.supply?.depths() ?? []),
         });
         break;

@@ -159,6 +159,18 @@ export interface AdoptedVm {
   console: Uint8Array;
 }
 
+/** A just-in-time service an executor keeps (its taps, and its next VM armed or its VM running). */
+export interface AdoptedService {
+  serviceId: number;
+  /** Its configuration: that of its armed VM, or of the one armed last. */
+  config: CreateRequest;
+  idleMs: number;
+  /** The VM that boots at its next packet. */
+  armedVmId?: number;
+  /** Its VM while one runs (among the hello's VMs). */
+  vmId?: number;
+}
+
 /** Requests only an executor process understands. */
 export type ProcessRequest =
   | ExecutorRequest
@@ -171,6 +183,6 @@ export type ProcessRequest =
 
 export type ProcessEvent =
   | ExecutorEvent
-  | { ev: 'hello'; id: number; pid: number; tid: number; vms: AdoptedVm[]; pools: Record<number, number> }
+  | { ev: 'hello'; id: number; pid: number; tid: number; vms: AdoptedVm[]; services?: AdoptedService[]; pools: Record<number, number> }
   | { ev: 'executor-lost'; error: SerializedError };
 
