@@ -12,7 +12,7 @@ import { readFileSync } from 'node:fs';
 import { connect, createServer, type AddressInfo, type Server, type Socket } from 'node:net';
 import { after, before, describe, it } from 'node:test';
 import { Channel, newNonce, nonceOf, proofOf, PROTOCOL } from '../src/toolstack/migration-channel.js';
-import { ok, request, startTestDaemon, type ApiErrorBody, type TestDaemon } from './daemon-helpers.js';
+import { ok, request, startTestDaemon, until, type ApiErrorBody, type TestDaemon } from './daemon-helpers.js';
 import { sleep } from './helpers.js';
 import { assertCounting, assertStill, consoleOf, lastCount, untilCount, vmOf } from './vm-helpers.js';
 
@@ -116,6 +116,44 @@ void describe('migration to a peer that is not what it claims', () => {
       assertCounting(await untilCount(src.socket, 'fk', k + 10), 'the counter after a fake destination');
     } finally {
       await fake.close();
+    }
+  });
+
+  void it('a byte changed on the way, after the handshake: the real destination refuses the record, and the VM runs on at the source', async () => {
+    const dst = await startTestDaemon({ args: ['--pool', '4:0'], prefix: 'mauthd' });
+    const upstreams: Socket[] = [];
+    try {
+      const port = (await ok<{ listening: { port: number } }>(dst.socket, 'PUT', '/v1/migration/listen', { port: 0, token: TOKEN })).listening.port;
+      // Forwards both ways; flips one bit of what the source sends past its first 4 KiB (its pages, sealed).
+      const proxy = await peer((s) => {
+        const up = connect(port, '127.0.0.1');
+        upstreams.push(up);
+        up.on('error', () => {});
+        let seen = 0;
+        s.on('data', (b: Buffer) => {
+          const at = 4096 - seen;
+          seen += b.length;
+          if (at >= 0 && at < b.length) b[at]! ^= 0x01;
+          up.write(b);
+        });
+        up.on('data', (b: Buffer) => s.write(b));
+        s.on('close', () => up.destroy());
+        up.on('close', () => s.destroy());
+      });
+      await ok(src.socket, 'POST', '/v1/vms', { image: 'counter', name: 'mitm' }, 201);
+      await untilCount(src.socket, 'mitm', 5);
+      const r = await request(src.socket, 'POST', '/v1/vms/mitm/migrate', { body: { to: proxy.to, token: TOKEN, timeout_ms: 2000 } });
+      assert.equal(r.status, 502, r.text);
+      assert.match(errorOf(r)?.message ?? '', /closed the connection|ECONNRESET|no answer within/);
+      await until('the destination to log the refused record', () => Promise.resolve(/does not open with the session's key/.test(dst.log())), 5000);
+      assert.equal((await request(dst.socket, 'GET', '/v1/vms/mitm')).status, 404);
+      assert.equal((await vmOf(src.socket, 'mitm')).state, 'running');
+      const k = lastCount(await consoleOf(src.socket, 'mitm'));
+      assertCounting(await untilCount(src.socket, 'mitm', k + 10), 'the counter after a tampered migration');
+      await proxy.close();
+    } finally {
+      for (const u of upstreams) u.destroy();
+      await dst.stop();
     }
   });
 

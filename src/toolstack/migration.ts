@@ -234,8 +234,12 @@ export class MigrationListener {
   }
 }
 
-/** The source's hello and proof; throws (after telling the peer why, in the clear) if it is not one that holds the token. */
-async function handshake(ch: Channel, token: string): Promise<{ name: string; memory: number; timeoutMs: number }> {
+/**
+ * The source's hello and proof; throws (after telling the peer why, in the
+ * clear) if it is not one that holds the token. Returns its auth message,
+ * the channel sealed from here on.
+ */
+async function handshake(ch: Channel, token: string): Promise<Record<string, unknown>> {
   const refuse = (message: string): never => {
     ch.sendClear({ type: 'error', message });
     ch.close();
@@ -250,13 +254,18 @@ async function handshake(ch: Channel, token: string): Promise<{ name: string; me
   const auth = await ch.nextClear(HANDSHAKE_MS, 'the source\'s proof');
   if (auth.type !== 'auth') return refuse('expected auth');
   if (!sameProof(auth.proof, proofOf(token, 'source', ns, nd))) return refuse('wrong token');
-  const { name, memory, timeout_ms: timeoutMs } = auth;
-  if (typeof name !== 'string' || name.length === 0 || name.length > 63) return refuse('auth.name: not a VM name');
-  if (typeof memory !== 'number' || !Number.isInteger(memory) || memory < MIN_MEMORY || memory > MAX_MEMORY || memory % PAGE) {
-    return refuse(`auth.memory: ${String(memory)} is not a whole number of pages from ${MIN_MEMORY} to ${MAX_MEMORY}`);
-  }
-  if (typeof timeoutMs !== 'number' || !(timeoutMs >= 100 && timeoutMs <= 600_000)) return refuse('auth.timeout_ms: not 100..600000');
   ch.seal(token, 'destination', ns, nd);
+  return auth;
+}
+
+/** What an authenticated source says it sends, or why that cannot be taken. */
+function offerOf(auth: Record<string, unknown>): { name: string; memory: number; timeoutMs: number } | string {
+  const { name, memory, timeout_ms: timeoutMs } = auth;
+  if (typeof name !== 'string' || name.length === 0 || name.length > 63) return 'auth.name: not a VM name';
+  if (typeof memory !== 'number' || !Number.isInteger(memory) || memory < MIN_MEMORY || memory > MAX_MEMORY || memory % PAGE) {
+    return `auth.memory: ${String(memory)} is not a whole number of pages from ${MIN_MEMORY} to ${MAX_MEMORY}`;
+  }
+  if (typeof timeoutMs !== 'number' || !(timeoutMs >= 100 && timeoutMs <= 600_000)) return 'auth.timeout_ms: not 100..600000';
   return { name, memory, timeoutMs };
 }
 
@@ -270,8 +279,10 @@ async function receive(host: Host, ch: Channel, opts: ListenOptions, authenticat
     throw new MigrationError(message);
   };
   try {
-    const { name, memory, timeoutMs } = await handshake(ch, opts.token);
+    const offer = offerOf(await handshake(ch, opts.token));
     authenticated();
+    if (typeof offer === 'string') return await refuse(offer);
+    const { name, memory, timeoutMs } = offer;
     const same = host.get(name);
     if (same && same.state !== 'exited') return await refuse(`a VM named "${name}" already runs here`);
     ch.sendJson('ready', {});
