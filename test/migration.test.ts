@@ -26,7 +26,7 @@ const TOKEN = 'migration-test-token-0123456789';
 
 interface MigrateReply {
   vm: TimedVmView;
-  migration: { ms: number; downtime_ms: number; rounds: number; pages: number; bytes: number; destination_id: number };
+  migration: { ms: number; downtime_ms: number; rounds: number; pages: number; bytes: number; destination_id: number; crypto_ms: number };
 }
 
 const errorOf = (r: { json: unknown }): ApiErrorBody['error'] | undefined => (r.json as ApiErrorBody | undefined)?.error;
@@ -72,6 +72,8 @@ void describe('live migration between two daemons', () => {
     assert.ok(m.rounds >= 2, `${m.rounds} pre-copy rounds: round 0 and at least one of dirty pages`);
     assert.ok(m.pages > 0 && m.bytes > m.pages * 4096, JSON.stringify(m));
     assert.ok(m.downtime_ms >= 0 && m.downtime_ms <= m.ms, JSON.stringify(m));
+    // Sealed and opened: some time, well under the whole.
+    assert.ok(m.crypto_ms > 0 && m.crypto_ms < m.ms, JSON.stringify(m));
 
     // The source: ended as migrated, its console frozen.
     assert.equal(r.vm.state, 'exited');

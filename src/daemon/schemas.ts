@@ -270,10 +270,11 @@ export const migrateVm = {
       properties: {
         vm,
         migration: {
-          type: 'object', required: ['ms', 'downtime_ms', 'rounds', 'pages', 'bytes', 'destination_id'],
+          type: 'object', required: ['ms', 'downtime_ms', 'rounds', 'pages', 'bytes', 'destination_id', 'crypto_ms'],
           properties: {
             ms: { type: 'number' }, downtime_ms: { type: 'number' }, rounds: { type: 'integer' },
             pages: { type: 'integer' }, bytes: { type: 'integer' }, destination_id: { type: 'integer' },
+            crypto_ms: { type: 'number', description: 'time the source spent sealing and opening records (AES-256-GCM)' },
           },
         },
       },
