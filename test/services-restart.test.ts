@@ -66,7 +66,7 @@ void describe('just-in-time services across daemon restarts', { skip: inOwnNetns
       await until('the next VM to be armed', async () => {
         const s = await service(d2!, 'web');
         return s?.vm?.state === 'armed' && s.vm.id !== before.vm!.id;
-      }, 10_000);
+      }, 20_000);
       assert.match(await daytime('10.0.0.50'), /-UTC\r?\n$/);
 
       // A new service's taps do not collide with the adopted one's.
