@@ -1,5 +1,5 @@
 import { KvmUnavailableError } from '../kvm/errors.js';
-import { VmCreateError } from '../toolstack/host.js';
+import { VmCreateError } from '../toolstack/vm.js';
 
 /** Prints one clear line for an error and exits. */
 export function fail(err: unknown, code = 1): never {

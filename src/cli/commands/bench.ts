@@ -1,14 +1,8 @@
 // `lightvm bench ...`: each benchmark prints one JSON object, with ratios
 // against peers measured in the same run.
+// Each benchmark's modules are loaded when it runs, not by every command.
 import { spawnSync } from 'node:child_process';
-import { Bar, Presets } from 'cli-progress';
 import type { Command } from 'commander';
-import { benchBoot, warmSampler } from '../../bench/boot.js';
-import { benchFigures } from '../../bench/figures-run.js';
-import { benchNet } from '../../bench/net.js';
-import { benchScale } from '../../bench/scale.js';
-import { benchSnapshot } from '../../bench/snapshot.js';
-import { Rtnetlink } from '../../sys/netlink.js';
 import { fail, intOption } from '../output.js';
 
 type Progress = (done: number, total: number, phase?: string) => void;
@@ -18,6 +12,7 @@ type Progress = (done: number, total: number, phase?: string) => void;
  * when stderr is not one), then prints its result.
  */
 async function report(json: boolean | undefined, label: string, work: (progress: Progress) => Promise<unknown>): Promise<void> {
+  const { Bar, Presets } = await import('cli-progress');
   const bar = !json && process.stderr.isTTY
     ? new Bar({ format: `{phase} [{bar}] {value}/{total} {eta_formatted}` }, Presets.shades_classic)
     : undefined;
@@ -50,6 +45,7 @@ export function registerBench(program: Command): void {
     .option('--runs <n>', 'samples per measurement', intOption('--runs', 10, 100000), 200)
     .option('--json', 'print one JSON object')
     .action((opts: { runs: number; json?: boolean }) => report(opts.json, 'booting', async (progress) => {
+      const { benchBoot, warmSampler } = await import('../../bench/boot.js');
       const warm = await warmSampler();
       try {
         return await benchBoot({ runs: opts.runs, onProgress: progress }, { lightvm_warm: warm.sampler });
@@ -64,8 +60,8 @@ export function registerBench(program: Command): void {
     .option('--runs <n>', 'samples per measurement', intOption('--runs', 3, 10000), 20)
     .option('--loaded-vms <n>', 'VMs running for the loaded measurements (0: skip)', intOption('--loaded-vms', 0, 20000), 1000)
     .option('--json', 'print one JSON object')
-    .action((opts: { runs: number; loadedVms: number; json?: boolean }) => report(opts.json, 'snapshot', (progress) =>
-      benchSnapshot({ runs: opts.runs, loadedVms: opts.loadedVms, onProgress: (phase, done, total) => progress(done, total, phase) })));
+    .action((opts: { runs: number; loadedVms: number; json?: boolean }) => report(opts.json, 'snapshot', async (progress) =>
+      (await import('../../bench/snapshot.js')).benchSnapshot({ runs: opts.runs, loadedVms: opts.loadedVms, onProgress: (phase, done, total) => progress(done, total, phase) })));
 
   bench
     .command('scale')
@@ -80,6 +76,7 @@ export function registerBench(program: Command): void {
     .option('--json', 'print one JSON object')
     .action((opts: { vms: number; pool: number; concurrency: number; vmsPerExecutor?: number; idleSeconds: number; warmupVms: number; samples?: boolean; json?: boolean }) =>
       report(opts.json, 'starting VMs', async (progress) => {
+        const { benchScale } = await import('../../bench/scale.js');
         const result: Record<string, unknown> = await benchScale({
           vms: opts.vms, pool: opts.pool, concurrency: opts.concurrency, vmsPerExecutor: opts.vmsPerExecutor, idleSeconds: opts.idleSeconds,
           warmupVms: opts.warmupVms, onProgress: (done, total) => progress(done, total),
@@ -96,6 +93,7 @@ export function registerBench(program: Command): void {
     .option('--samples <n>', 'creations per series per step', intOption('--samples', 3, 1000), 20)
     .option('--out <dir>', 'output directory (default bench/results)')
     .action((opts: { vms: number; step: number; samples: number; out?: string }) => report(true, 'running VMs', async (progress) => {
+      const { benchFigures } = await import('../../bench/figures-run.js');
       const r = await benchFigures({
         vms: opts.vms, step: opts.step, samples: opts.samples, outDir: opts.out,
         onProgress: (running, total) => {
@@ -121,6 +119,7 @@ export function registerBench(program: Command): void {
         process.exit(r.status ?? 1);
       }
       return report(opts.json, 'net', async (progress) => {
+        const [{ Rtnetlink }, { benchNet }] = await Promise.all([import('../../sys/netlink.js'), import('../../bench/net.js')]);
         const nl = new Rtnetlink();
         nl.setUp(1); // lo
         nl.close();

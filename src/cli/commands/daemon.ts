@@ -1,7 +1,5 @@
 import { readFileSync } from 'node:fs';
 import type { Command } from 'commander';
-import { runDaemon } from '../../daemon/main.js';
-import { defaultRuntimeDir, defaultSocketPath } from '../../daemon/paths.js';
 import { fail, intOption } from '../output.js';
 
 /** "4:16,8:2" → { 4: 16, 8: 2 }: prepared shells per memory size in MiB. */
@@ -40,6 +38,9 @@ export function daemonCommand(cmd: Command): Command {
     .option('--bridge-address <cidr>', 'host address on the bridge, or none', '10.0.0.1/24')
     .action(async (opts: DaemonOpts) => {
       try {
+        // Loaded here: the daemon's modules (fastify, pino) cost ~0.2 s to
+        // load, which no other command should pay.
+        const { runDaemon } = await import('../../daemon/main.js');
         await runDaemon({
           socket: opts.socket, runtimeDir: opts.runtimeDir, vmsPerExecutor: opts.vmsPerExecutor,
           spare: opts.spare, pool: parsePool(opts.pool ?? ''), logLevel: opts.logLevel, destroyOnStop: opts.destroyOnStop,
@@ -63,7 +64,7 @@ export function registerDaemon(program: Command): void {
       // The options may have been given after "daemon" or after "stop".
       const opts = cmd.optsWithGlobals<{ runtimeDir?: string; socket?: string; destroy?: boolean }>();
       try {
-        const { Client } = await import('../client.js');
+        const [{ Client }, { defaultRuntimeDir, defaultSocketPath }] = await Promise.all([import('../client.js'), import('../../daemon/paths.js')]);
         const client = new Client(opts.socket ?? defaultSocketPath(opts.runtimeDir ?? defaultRuntimeDir()));
         const info = await client.request<{ pid: number }>('GET', '/v1/host');
         await client.request('POST', '/v1/daemon/stop', { destroy: opts.destroy === true });

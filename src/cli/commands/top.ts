@@ -2,7 +2,7 @@
 // and a line per executor.
 import type { Command } from 'commander';
 import type { VmView } from '../../daemon/view.js';
-import { Client } from '../client.js';
+import type { Client } from '../client.js';
 import { fail, intOption } from '../output.js';
 import { table } from './vm.js';
 
@@ -58,6 +58,7 @@ export function registerTop(program: Command): void {
     .option('-b, --batch', 'print frames one after another instead of redrawing')
     .option('-n, --iterations <n>', 'stop after n frames', intOption('--iterations', 1, 1e9))
     .action(async (opts: { socket?: string; delay: number; batch?: boolean; iterations?: number }) => {
+      const { Client } = await import('../client.js');
       const c = new Client(opts.socket);
       const prev = new Map<number, Stat>();
       try {

@@ -5,7 +5,7 @@ import type { Command } from 'commander';
 import type { VmView } from '../../daemon/view.js';
 import { describeExit } from '../../vmm/exit.js';
 import { parseCfg } from '../cfg.js';
-import { Client } from '../client.js';
+import type { Client } from '../client.js';
 import { fail } from '../output.js';
 import { readCfgFile } from './daemon.js';
 
@@ -13,19 +13,22 @@ interface Common {
   socket?: string;
 }
 
-function client(opts: Common): Client {
+/** The API client, loaded on use: node:http stays off the paths that do not talk to the daemon. */
+async function client(opts: Common): Promise<Client> {
+  const { Client } = await import('../client.js');
   return new Client(opts.socket);
 }
 
 /** Runs an API command, printing one clear line on failure. */
 async function api(opts: Common, work: (c: Client) => Promise<void>): Promise<void> {
-  const c = client(opts);
+  let c: Client | undefined;
   try {
+    c = await client(opts);
     await work(c);
   } catch (err) {
     fail(err);
   } finally {
-    c.close();
+    c?.close();
   }
 }
 

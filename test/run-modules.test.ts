@@ -1,0 +1,96 @@
+// `lightvm run` pays only for what it runs: the daemon (fastify, pino,
+// ajv), the HTTP stack, the benchmarks and the charts stay unloaded. A
+// resolve hook records every module the main thread resolves, and
+// process.moduleLoadList every built-in loaded by the end.
+import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { pathToFileURL } from 'node:url';
+import { after, describe, it } from 'node:test';
+import { ROOT, tempDir } from './helpers.js';
+
+const CLI = join(ROOT, 'dist', 'cli', 'main.js');
+
+const HOOKS = `let port;
+export function initialize(data) { port = data.port; }
+export async function resolve(specifier, context, next) {
+  const r = await next(specifier, context);
+  port.postMessage(r.url);
+  return r;
+}
+`;
+
+const PRELOAD = (hooks: string, out: string): string => `import { register } from 'node:module';
+import { writeFileSync } from 'node:fs';
+import { MessageChannel, receiveMessageOnPort } from 'node:worker_threads';
+const { port1, port2 } = new MessageChannel();
+register(${JSON.stringify(hooks)}, { data: { port: port2 }, transferList: [port2] });
+port1.unref();
+const urls = new Set();
+process.on('exit', () => {
+  for (let m = receiveMessageOnPort(port1); m; m = receiveMessageOnPort(port1)) urls.add(m.message);
+  const builtins = process.moduleLoadList.filter((x) => x.startsWith('NativeModule ')).map((x) => x.slice(13));
+  writeFileSync(${JSON.stringify(out)}, JSON.stringify({ urls: [...urls], builtins }));
+});
+`;
+
+interface Loaded {
+  urls: string[];
+  builtins: string[];
+}
+
+let traces = 0;
+
+function traced(dir: string, args: string[]): Promise<{ code: number | null; loaded: Loaded; stderr: string }> {
+  const hooks = join(dir, 'hooks.mjs');
+  const preload = join(dir, 'preload.mjs');
+  const out = join(dir, `loaded-${++traces}.json`);
+  writeFileSync(hooks, HOOKS);
+  writeFileSync(preload, PRELOAD(pathToFileURL(hooks).href, out));
+  return new Promise((resolve, reject) => {
+    execFile(process.execPath, ['--import', pathToFileURL(preload).href, CLI, ...args], { timeout: 30_000 }, (err, _stdout, stderr) => {
+      if (!existsSync(out)) {
+        reject(new Error(`lightvm ${args.join(' ')} wrote no module list: ${stderr}`));
+        return;
+      }
+      const code = err ? (typeof err.code === 'number' ? err.code : null) : 0;
+      resolve({ code, loaded: JSON.parse(readFileSync(out, 'utf8')) as Loaded, stderr });
+    });
+  });
+}
+
+/** Modules the run path must not load, and why they are not allowed there. */
+const FORBIDDEN_URLS: [RegExp, string][] = [
+  [/\/dist\/daemon\//, "the daemon's own modules"],
+  [/\/dist\/bench\//, 'the benchmarks'],
+  [/\/dist\/doctor\//, 'doctor'],
+  [/\/node_modules\/(fastify|@fastify|pino|ajv|vega|vega-lite|cli-progress)\//, 'the daemon, chart or progress bar packages'],
+];
+const FORBIDDEN_BUILTINS = ['http', 'https', '_http_server', '_http_client', 'http2'];
+
+void describe('lightvm run loads only what it runs', () => {
+  const { dir, cleanup } = tempDir('run-modules');
+  after(cleanup);
+
+  void it('run noop: no daemon, HTTP, benchmark or chart module is loaded, and the hook saw the run path', async () => {
+    assert.ok(existsSync(CLI), `${CLI} is missing: run npm run build first`);
+    const { code, loaded, stderr } = await traced(dir, ['run', 'noop']);
+    assert.equal(code, 0, stderr);
+    // The hook works: it saw the modules that run a VM.
+    for (const m of ['/dist/cli/commands/run.js', '/dist/toolstack/host.js', '/dist/sys/libc.js']) {
+      assert.ok(loaded.urls.some((u) => u.endsWith(m)), `the resolve hook did not see ${m}: ${loaded.urls.join(' ')}`);
+    }
+    for (const [re, what] of FORBIDDEN_URLS) {
+      const bad = loaded.urls.filter((u) => re.test(u));
+      assert.deepEqual(bad, [], `lightvm run loaded ${what}`);
+    }
+    assert.deepEqual(loaded.builtins.filter((b) => FORBIDDEN_BUILTINS.includes(b)), [], 'lightvm run loaded the HTTP stack');
+  });
+
+  void it('the same hook does see the daemon and HTTP modules on a command that uses them', async () => {
+    // list with no daemon fails, but only after loading the API client.
+    const { loaded } = await traced(dir, ['list', '--socket', join(dir, 'none.sock')]);
+    assert.ok(loaded.builtins.includes('http'), `list did not load node:http: ${loaded.builtins.join(' ')}`);
+  });
+});
