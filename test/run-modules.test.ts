@@ -65,6 +65,8 @@ const FORBIDDEN_URLS: [RegExp, string][] = [
   [/\/dist\/daemon\//, "the daemon's own modules"],
   [/\/dist\/bench\//, 'the benchmarks'],
   [/\/dist\/doctor\//, 'doctor'],
+  // The VM runs on the main thread: no executor thread (a second V8 isolate) is started.
+  [/\/dist\/vmm\/(executor-worker|preparer)\.js$/, 'an executor or preparer thread'],
   [/\/node_modules\/(fastify|@fastify|pino|ajv|vega|vega-lite|cli-progress)\//, 'the daemon, chart or progress bar packages'],
 ];
 const FORBIDDEN_BUILTINS = ['http', 'https', '_http_server', '_http_client', 'http2'];
@@ -73,12 +75,12 @@ void describe('lightvm run loads only what it runs', () => {
   const { dir, cleanup } = tempDir('run-modules');
   after(cleanup);
 
-  void it('run noop: no daemon, HTTP, benchmark or chart module is loaded, and the hook saw the run path', async () => {
+  void it('run noop: no daemon, HTTP, benchmark, chart or worker module is loaded, and the hook saw the VM run on the main thread', async () => {
     assert.ok(existsSync(CLI), `${CLI} is missing: run npm run build first`);
     const { code, loaded, stderr } = await traced(dir, ['run', 'noop']);
     assert.equal(code, 0, stderr);
     // The hook works: it saw the modules that run a VM.
-    for (const m of ['/dist/cli/commands/run.js', '/dist/toolstack/host.js', '/dist/sys/libc.js']) {
+    for (const m of ['/dist/cli/commands/run.js', '/dist/toolstack/host.js', '/dist/vmm/machine.js']) {
       assert.ok(loaded.urls.some((u) => u.endsWith(m)), `the resolve hook did not see ${m}: ${loaded.urls.join(' ')}`);
     }
     for (const [re, what] of FORBIDDEN_URLS) {

@@ -9,6 +9,7 @@ import { EventEmitter } from 'node:events';
 import { availableParallelism } from 'node:os';
 import type { DeviceEntry } from '../vmm/device-page.js';
 import { validateDevicePage } from '../vmm/device-page.js';
+import { InlineExecutor } from '../vmm/executor-inline.js';
 import { ExecutorThread } from '../vmm/executor-thread.js';
 import { MAX_MEMORY, MIN_MEMORY } from '../vmm/layout.js';
 import type { AdoptedService, CreateRequest, ExecutorEvent, ExecutorRequest, SerializedError, VmStats } from '../vmm/protocol.js';
@@ -28,6 +29,13 @@ export const KEEP_EXITED = 1024;
 export interface HostOptions {
   /** Executor threads (default: one per core). */
   executors?: number;
+  /**
+   * One executor on this thread instead, run between turns of the event
+   * loop (which then waits for it up to 10 ms at a time): no thread and no
+   * second V8 isolate to start. For a process that only runs its VMs, as
+   * `lightvm run` does.
+   */
+  inline?: boolean;
 }
 
 export interface RestoreOptions {
@@ -70,9 +78,13 @@ export interface Placement {
   close(): Promise<void>;
 }
 
-/** A fixed set of executor threads in this process, least-loaded first. */
+/** A fixed set of executor threads in this process (or one inline executor), least-loaded first. */
 export class ThreadPlacement implements Placement {
-  private constructor(private readonly threads: ExecutorThread[]) {}
+  private constructor(private readonly threads: (ExecutorThread | InlineExecutor)[]) {}
+
+  static inline(): ThreadPlacement {
+    return new ThreadPlacement([new InlineExecutor()]);
+  }
 
   static async start(n: number): Promise<ThreadPlacement> {
     if (!Number.isInteger(n) || n < 1 || n > 64) throw new RangeError(`executors must be 1..64, got ${n}`);
@@ -92,7 +104,7 @@ export class ThreadPlacement implements Placement {
   }
 
   pick(): Promise<ExecutorLink> {
-    let best: ExecutorThread | undefined;
+    let best: ExecutorThread | InlineExecutor | undefined;
     for (const t of this.threads) if (t.isAlive && (!best || t.load < best.load)) best = t;
     if (!best) return Promise.reject(new Error('no executor is running'));
     best.load++;
@@ -202,6 +214,7 @@ export class Host extends EventEmitter<HostEvents> {
 
   /** Starts executor threads in this process. Fails at once if /dev/kvm cannot be used. */
   static async start(options: HostOptions = {}): Promise<Host> {
+    if (options.inline) return new Host(ThreadPlacement.inline());
     return new Host(await ThreadPlacement.start(options.executors ?? availableParallelism()));
   }
 

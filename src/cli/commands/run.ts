@@ -38,7 +38,8 @@ export function registerRun(program: Command): void {
 
 async function run(image: string, opts: RunOptions): Promise<number> {
   const t0 = process.hrtime.bigint();
-  const host = await Host.start({ executors: 1 });
+  // The VM runs on this thread: a process that runs one VM needs no other.
+  const host = await Host.start({ inline: true });
   let vm: VirtualMachine | undefined;
   const onSignal = (): void => {
     void vm?.destroy();
