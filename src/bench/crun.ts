@@ -42,7 +42,7 @@ interface Tools {
 const IN_NAMESPACE = 'umount /sys/fs/cgroup/unified 2>/dev/null; exec "$@"';
 
 /** PT_INTERP in a 64-bit little-endian ELF: dynamically linked. */
-function staticElfProblem(path: string): string | undefined {
+export function staticElfProblem(path: string): string | undefined {
   let fd: number | undefined;
   try {
     fd = openSync(path, 'r');

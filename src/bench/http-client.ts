@@ -1,8 +1,8 @@
 // A minimal HTTP/1.1 client for benchmarks: one kept-alive unix socket,
 // requests written as one prepared buffer, so that a sample starts when
 // the request's bytes leave, not when a general-purpose client starts
-// building them. Only what lightvmd answers is understood: JSON bodies
-// with Content-Length.
+// building them. Only bodies with Content-Length (or none) are understood:
+// what lightvmd answers, and podman's create and start.
 import { connect, type Socket } from 'node:net';
 
 export class RawHttpClient {
@@ -52,8 +52,15 @@ export class RawHttpClient {
     return Buffer.from(head + data);
   }
 
-  /** Sends a prepared request; onSent is called with the time its bytes went out. */
+  /** Sends a prepared request and parses its JSON reply; onSent is called with the time its bytes went out. */
   async send<T>(request: Buffer, onSent?: (ns: bigint) => void): Promise<T> {
+    const { status, body } = await this.request(request, onSent);
+    if (status >= 400) throw new Error(`HTTP ${status}: ${body}`);
+    return JSON.parse(body) as T;
+  }
+
+  /** Sends a prepared request; the reply's status and body, whatever they are. */
+  async request(request: Buffer, onSent?: (ns: bigint) => void): Promise<{ status: number; body: string }> {
     const s = await this.open();
     const reply = new Promise<{ status: number; body: string }>((resolve, reject) => {
       this.waiter = resolve;
@@ -61,9 +68,7 @@ export class RawHttpClient {
     });
     onSent?.(process.hrtime.bigint());
     s.write(request);
-    const { status, body } = await reply;
-    if (status >= 400) throw new Error(`HTTP ${status}: ${body}`);
-    return JSON.parse(body) as T;
+    return reply;
   }
 
   close(): void {

@@ -33,9 +33,27 @@ export async function kvmFloorHold(n: number): Promise<{ mem_per_vm_kib: number;
   return JSON.parse(stdout) as { mem_per_vm_kib: number; kernel_per_vm_kib: number };
 }
 
+/**
+ * What LightVM's monitor must do for a cold boot, in C: a RAM slot and a
+ * read-only device-page slot, 64-bit entry state, run to the first
+ * hypercall, destroy (see bench/floor/kvm_floor_monitor.c).
+ */
+export function kvmFloorMonitor(iterations: number): Promise<number[]> {
+  return samples('kvm_floor_monitor', [String(iterations)]);
+}
+
 /** fork + exec + wait of a static binary, in C. */
 export function forkExec(iterations: number): Promise<number[]> {
   return samples('fork_exec', [String(iterations), floorProgram('true')]);
+}
+
+/**
+ * A whole process per sample, timed by the same C loop as fork_exec: fork,
+ * exec of program (an absolute path, empty environment), wait for its exit
+ * with status 0.
+ */
+export function processRuns(iterations: number, program: string, args: string[]): Promise<number[]> {
+  return samples('fork_exec', [String(iterations), program, ...args]);
 }
 
 export function which(cmd: string): string | undefined {

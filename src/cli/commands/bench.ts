@@ -42,16 +42,11 @@ export function registerBench(program: Command): void {
   bench
     .command('boot')
     .description('boot time of the noop guest against the KVM floor, fork+exec and QEMU')
-    .option('--runs <n>', 'samples per measurement', intOption('--runs', 10, 100000), 200)
+    .option('--runs <n>', 'samples per measurement', intOption('--runs', 2, 100000), 200)
     .option('--json', 'print one JSON object')
     .action((opts: { runs: number; json?: boolean }) => report(opts.json, 'booting', async (progress) => {
-      const { benchBoot, warmSampler } = await import('../../bench/boot.js');
-      const warm = await warmSampler();
-      try {
-        return await benchBoot({ runs: opts.runs, onProgress: progress }, { lightvm_warm: warm.sampler });
-      } finally {
-        await warm.stop();
-      }
+      const { benchBoot, daemonMeasure } = await import('../../bench/boot.js');
+      return benchBoot({ runs: opts.runs, onProgress: progress }, [await daemonMeasure()]);
     }));
 
   bench

@@ -38,6 +38,8 @@ export function registerRun(program: Command): void {
 
 async function run(image: string, opts: RunOptions): Promise<number> {
   const t0 = process.hrtime.bigint();
+  // Where this process's time went before the command ran (ms since it started).
+  const actionMs = performance.now();
   // The VM runs on this thread: a process that runs one VM needs no other.
   const host = await Host.start({ inline: true });
   let vm: VirtualMachine | undefined;
@@ -67,9 +69,17 @@ async function run(image: string, opts: RunOptions): Promise<number> {
       total_ms: ms(t.destroyedNs - Number(requested)),
     };
     if (opts.json) {
+      const closing = process.hrtime.bigint();
+      await host.close();
+      const processMs = {
+        node_bootstrap_ms: ms(performance.nodeTiming.bootstrapComplete * 1e6),
+        modules_ms: ms((actionMs - performance.nodeTiming.bootstrapComplete) * 1e6),
+        vm_ms: ms(Number(closing - t0)),
+        close_ms: ms(Number(process.hrtime.bigint() - closing)),
+      };
       process.stdout.write(`${JSON.stringify({
         image: vm.image, name: vm.name, memory_mib: vm.memoryMiB, exit, console: vm.consoleText(),
-        timings: phases, exits: vm.exitCount, instructions: vm.instructions ?? null,
+        timings: phases, process: processMs, exits: vm.exitCount, instructions: vm.instructions ?? null,
         max_rss_kib: process.resourceUsage().maxRSS,
       })}\n`);
     } else {
