@@ -68,6 +68,8 @@ const FORBIDDEN_URLS: [RegExp, string][] = [
   // The VM runs on the main thread: no executor thread (a second V8 isolate) is started.
   [/\/dist\/vmm\/(executor-worker|preparer)\.js$/, 'an executor or preparer thread'],
   [/\/node_modules\/(fastify|@fastify|pino|ajv|vega|vega-lite|cli-progress)\//, 'the daemon, chart or progress bar packages'],
+  // Plain arguments are parsed without commander (run-args.ts).
+  [/\/node_modules\/commander\//, 'commander'],
 ];
 const FORBIDDEN_BUILTINS = ['http', 'https', '_http_server', '_http_client', 'http2'];
 
@@ -88,6 +90,18 @@ void describe('lightvm run loads only what it runs', () => {
       assert.deepEqual(bad, [], `lightvm run loaded ${what}`);
     }
     assert.deepEqual(loaded.builtins.filter((b) => FORBIDDEN_BUILTINS.includes(b)), [], 'lightvm run loaded the HTTP stack');
+  });
+
+  void it('run with --help, or an argument it does not take, goes to commander: its usual help and messages', async () => {
+    const help = await traced(dir, ['run', '--help']);
+    assert.equal(help.code, 0);
+    assert.ok(help.loaded.urls.some((u) => u.includes('/node_modules/commander/')), 'run --help did not use commander');
+    const bad = await traced(dir, ['run', 'noop', '--nosuch']);
+    assert.equal(bad.code, 1);
+    assert.match(bad.stderr, /unknown option '--nosuch'/);
+    const memory = await traced(dir, ['run', 'noop', '-m', '1']);
+    assert.equal(memory.code, 1);
+    assert.match(memory.stderr, /^lightvm: --memory: "1" is not a whole number from 2 to/m);
   });
 
   void it('the same hook does see the daemon and HTTP modules on a command that uses them', async () => {

@@ -1,35 +1,47 @@
 #!/usr/bin/env node
 // The lightvm command line. Every command works through the library API
 // (or, for daemon commands, through the daemon's REST API).
-import { Command, CommanderError } from 'commander';
-import { registerRun } from './commands/run.js';
-import { registerBench } from './commands/bench.js';
-import { registerBuild } from './commands/build.js';
-import { registerCompletion } from './commands/completion.js';
-import { registerDoctor } from './commands/doctor.js';
-import { registerDaemon } from './commands/daemon.js';
-import { registerTop } from './commands/top.js';
-import { registerVmCommands } from './commands/vm.js';
-import { fail } from './output.js';
+//
+// `lightvm run` with plain arguments goes straight to its command, without
+// commander (see run-args.ts): a process that runs one VM loads only what
+// runs it. Everything else, and any `run` it does not take, goes through
+// commander.
+import { parseRunArgs } from './commands/run-args.js';
 
-const program = new Command('lightvm')
-  .description('Lightweight virtual machines on Linux KVM')
-  .version('0.1.0')
-  .showHelpAfterError()
-  .exitOverride();
+const direct = process.argv[2] === 'run' ? parseRunArgs(process.argv.slice(3)) : undefined;
+if (direct) {
+  const { runCommand } = await import('./commands/run.js');
+  await runCommand(direct.image, direct.opts);
+} else {
+  await commandLine();
+}
 
-registerRun(program);
-registerVmCommands(program);
-registerTop(program);
-registerDaemon(program);
-registerBench(program);
-registerBuild(program);
-registerDoctor(program);
-registerCompletion(program);
+async function commandLine(): Promise<void> {
+  const [{ Command, CommanderError }, { registerRun }, { registerBench }, { registerBuild }, { registerCompletion }, { registerDoctor },
+    { registerDaemon }, { registerTop }, { registerVmCommands }, { fail }] = await Promise.all([
+    import('commander'), import('./commands/run.js'), import('./commands/bench.js'), import('./commands/build.js'),
+    import('./commands/completion.js'), import('./commands/doctor.js'), import('./commands/daemon.js'), import('./commands/top.js'),
+    import('./commands/vm.js'), import('./output.js'),
+  ]);
+  const program = new Command('lightvm')
+    .description('Lightweight virtual machines on Linux KVM')
+    .version('0.1.0')
+    .showHelpAfterError()
+    .exitOverride();
 
-try {
-  await program.parseAsync(process.argv);
-} catch (err) {
-  if (err instanceof CommanderError) process.exit(err.exitCode);
-  fail(err);
+  registerRun(program);
+  registerVmCommands(program);
+  registerTop(program);
+  registerDaemon(program);
+  registerBench(program);
+  registerBuild(program);
+  registerDoctor(program);
+  registerCompletion(program);
+
+  try {
+    await program.parseAsync(process.argv);
+  } catch (err) {
+    if (err instanceof CommanderError) process.exit(err.exitCode);
+    fail(err);
+  }
 }

@@ -1,39 +1,31 @@
 import type { Command } from 'commander';
 import { Host, type VirtualMachine } from '../../toolstack/host.js';
 import { describeExit, type VmExit } from '../../vmm/exit.js';
-import { MAX_MEMORY, MIN_MEMORY } from '../../vmm/layout.js';
-import { fail, intOption, ms } from '../output.js';
+import { fail, ms } from '../output.js';
+import { RUN_OPTIONS, type RunOptions } from './run-args.js';
 
 /** Exit code of `lightvm run` when the VM ended without an exit status. */
 export const EXIT_CRASHED = 125;
 
-interface RunOptions {
-  memory?: number;
-  cmdline?: string;
-  name?: string;
-  timing?: boolean;
-  json?: boolean;
-  countInstructions?: boolean;
-}
-
 export function registerRun(program: Command): void {
-  program
+  const cmd = program
     .command('run')
     .description('boot an image, stream its console, exit with its exit status')
-    .argument('<image>', 'path to an ELF image, or a built-in: noop, hello, daytime')
-    .option('-m, --memory <MiB>', 'guest memory in MiB', intOption('--memory', MIN_MEMORY / 1048576, MAX_MEMORY / 1048576))
-    .option('-c, --cmdline <string>', 'guest command line')
-    .option('-n, --name <name>', 'VM name')
-    .option('--timing', 'print the phases (create, load, boot, run, destroy) on stderr')
-    .option('--json', 'print one JSON object (exit, console, timings, rss) instead of streaming')
-    .option('--count-instructions', 'single-step from entry to the first hypercall and count guest instructions')
-    .action(async (image: string, opts: RunOptions) => {
-      try {
-        process.exitCode = await run(image, opts);
-      } catch (err) {
-        fail(err);
-      }
-    });
+    .argument('<image>', 'path to an ELF image, or a built-in: noop, hello, daytime');
+  for (const o of RUN_OPTIONS) {
+    if (o.parse) cmd.option(o.flags, o.description, o.parse);
+    else cmd.option(o.flags, o.description);
+  }
+  cmd.action((image: string, opts: RunOptions) => runCommand(image, opts));
+}
+
+/** `lightvm run` itself: sets the exit code, or prints one line and exits on an error. */
+export async function runCommand(image: string, opts: RunOptions): Promise<void> {
+  try {
+    process.exitCode = await run(image, opts);
+  } catch (err) {
+    fail(err);
+  }
 }
 
 async function run(image: string, opts: RunOptions): Promise<number> {
