@@ -6,7 +6,7 @@ import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
-import { checkSamples } from '../src/bench/boot.js';
+import { checkSamples } from '../src/bench/stats.js';
 import { ROOT } from './helpers.js';
 
 const CLI = join(ROOT, 'dist', 'cli', 'main.js');

@@ -21,7 +21,7 @@ import { RawHttpClient } from './http-client.js';
 import { forkExec, kvmFloor, kvmFloorMonitor, processRuns, qemuBoot, which } from './peers.js';
 import { PodmanService, podmanAvailable } from './podman.js';
 import { runcAvailable, runcRun } from './runc.js';
-import { ratio, summarize, type Percentiles } from './stats.js';
+import { checkSamples, ratio, summarize, type Result } from './stats.js';
 
 const execFileP = promisify(execFile);
 
@@ -44,10 +44,6 @@ export interface Measure {
   limit?: number;
   sample(n: number): Promise<Record<string, number[]>>;
   stop?(): Promise<void>;
-}
-
-export interface Result extends Percentiles {
-  interval: string;
 }
 
 /** The CLI the way a user runs it: dist/cli/main.js with this Node. */
@@ -226,16 +222,6 @@ function baseMeasures(host: Host, noop: string, opts: BootBenchOptions): Measure
   ];
 }
 
-/** Samples must be numbers of milliseconds, as many as asked for: anything else is the sampler's error. */
-export function checkSamples(name: string, samples: unknown, n: number): number[] {
-  if (!Array.isArray(samples)) throw new Error(`${name}: the sampler returned no samples`);
-  if (samples.length !== n) throw new Error(`${name}: the sampler returned ${samples.length} samples, not ${n}`);
-  samples.forEach((v, i) => {
-    if (typeof v !== 'number' || !Number.isFinite(v) || v < 0) throw new Error(`${name}: sample ${i} is ${String(v)}, not a time`);
-  });
-  return samples as number[];
-}
-
 /** Where lightvm_run_process's time goes: the phases `lightvm run noop --json` reports of itself (medians). */
 async function runBreakdown(runs: number): Promise<Record<string, number> | null> {
   const all: Record<string, number[]> = {};
@@ -270,6 +256,7 @@ export async function benchBoot(opts: BootBenchOptions, extra: Measure[] = []): 
   const measures: Measure[] = [...extra];
   const cleanups: (() => Promise<void>)[] = [];
   let host: Host | undefined;
+  let outcome: { ok: Record<string, unknown> } | { error: unknown };
   try {
     host = await Host.start({ executors: 1 });
     measures.push(...baseMeasures(host, noop, opts), ...(await peerMeasures(opts, skipped, cleanups)));
@@ -333,7 +320,7 @@ export async function benchBoot(opts: BootBenchOptions, extra: Measure[] = []): 
       bootInstructions[image] = vm.instructions ?? null;
     }
     const imageBytes = Object.fromEntries(['noop', 'hello', 'daytime'].map((i) => [i, statSync(resolveImage(i)).size]));
-    return {
+    outcome = { ok: {
       bench: 'boot',
       runs,
       results,
@@ -346,12 +333,17 @@ export async function benchBoot(opts: BootBenchOptions, extra: Measure[] = []): 
       image_bytes: imageBytes,
       rss_run_hello_kib: await runHelloRss(),
       host: { kernel: release(), node: process.version },
-    };
-  } finally {
-    for (const m of measures) await m.stop?.().catch(() => {});
-    for (const c of cleanups) await c().catch(() => {});
-    await host?.close();
+    } };
+  } catch (error) {
+    outcome = { error };
   }
+  // Every peer is stopped and cleaned up; what failed to be is an error, not a leak left quietly.
+  const failed: string[] = [];
+  for (const stop of [...measures.map((m) => m.stop), ...cleanups]) await stop?.().catch((err: Error) => failed.push(err.message));
+  await host?.close();
+  if ('error' in outcome) throw outcome.error;
+  if (failed.length) throw new Error(`bench boot could not clean up: ${failed.join('; ')}`);
+  return outcome.ok;
 }
 
 /** Max RSS of a whole `lightvm run hello` process, as it reports itself. */

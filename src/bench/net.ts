@@ -1,8 +1,11 @@
 // `lightvm bench net`: network set-up and service latency, in a private
 // network namespace made for the run (the host's network is not touched):
-// vif set-up (tap, bridge port, up), the daytime service's first byte on a
-// running VM and on a just-in-time VM booted by the SYN, ping round trip,
-// beside a crun container's veth set-up measured in the same run.
+// vif set-up (tap, bridge port, up) against the same operations done by a
+// C program (the floor) and against what the peers really run to attach an
+// interface (a hotplug-style script calling ip, as Xen's vif-bridge; podman's
+// own network set-up; a CNI-bridge-style veth for crun), each labelled with
+// what it includes; the daytime service's first byte on a running VM and on
+// a just-in-time VM booted by the SYN; ping round trip.
 import { execFile } from 'node:child_process';
 import { connect } from 'node:net';
 import { release } from 'node:os';
@@ -10,7 +13,9 @@ import { promisify } from 'node:util';
 import { crunVethAvailable, crunVethSetup, prepareBundle } from './crun.js';
 import { startDaemon, waitForPool, type BenchDaemon } from './daemon-peer.js';
 import { RawHttpClient } from './http-client.js';
-import { ratio, summarize } from './stats.js';
+import { vifFloor, which } from './peers.js';
+import { PodmanService, podmanAvailable } from './podman.js';
+import { checkSamples, ratio, summarize, type Result } from './stats.js';
 
 const run = promisify(execFile);
 
@@ -53,6 +58,42 @@ const vif = (ip: string): { type: 'net'; id: number; ipv4: { addr: string; netma
   type: 'net', id: 0, ipv4: { addr: ip, netmask: '255.255.255.0', gateway: '10.0.0.1' },
 });
 
+// Per interface, as Xen's hotplug scripts do it (vif-bridge: the backend has
+// made the device, the script puts it on the bridge and up, with one `ip`
+// per step): here the tap is made by `ip tuntap` too, since nothing else
+// would. Each iteration times the script's process, from bash's fork of sh
+// to its exit ($EPOCHREALTIME, µs); removing the tap is off the clock.
+const HOTPLUG_SCRIPT = `
+set -eu
+n=$1 br=$2
+for ((i = 0; i < n; i++)); do
+  t0=$EPOCHREALTIME
+  sh -c 'ip tuntap add dev "$1" mode tap && ip link set dev "$1" master "$2" && ip link set dev "$1" up' sh lvhp$i "$br"
+  t1=$EPOCHREALTIME
+  ip link del lvhp$i
+  echo "lightvm-sample $(( \${t1/./} - \${t0/./} ))"
+done
+`;
+
+async function hotplugScript(bridge: string, n: number): Promise<number[]> {
+  const { stdout } = await run(which('bash')!, ['-c', HOTPLUG_SCRIPT, 'bash', String(n), bridge], { timeout: 30_000 + n * 2_000 });
+  return [...stdout.matchAll(/^lightvm-sample (\d+)$/gm)].map((m) => Number(m[1]) / 1000);
+}
+
+const INTERVALS = {
+  vif_setup: 'lightvm executor, per VM: bridge looked up, tap made (/dev/net/tun TUNSETIFF), looked up, one RTM_NEWLINK (master, up) on an open rtnetlink socket, to its ACK',
+  vif_floor_c: 'C (bench/floor/vif_floor): the same operations as vif_setup, on an open rtnetlink socket',
+  vif_hotplug_script: 'a hotplug-style script as Xen\'s vif-bridge: fork of sh running `ip tuntap add`, `ip link set master`, `ip link set up` (three ip processes), to its exit',
+  crun_veth_cni_style: 'a CNI bridge plugin\'s ADD for crun: two `ip -b` processes that make a netns, a veth pair into it, the bridge port, an address, lo and eth0 up, a default route',
+  podman_api_start_bridge: 'podman system service: create request to the start reply of a `true` container on podman\'s bridge network (CNI bridge plugin and host-local IPAM)',
+  podman_api_start_none: 'the same with --network none',
+  daytime_first_byte: 'connect() to the first byte of a running daytime VM\'s reply (TCP 13)',
+  jit_first_byte: 'connect() (ARP flushed) to the first byte from a just-in-time VM the SYN booted from a prepared shell',
+  jit_host_part: 'just-in-time VM: first frame seen by the executor to the VM loaded and started',
+  jit_guest_part: 'just-in-time VM: loaded to the first byte of its reply',
+  ping_rtt: 'ICMP echo round trip to a running VM (ping -i 0.01)',
+} as const;
+
 export async function benchNet(opts: NetBenchOptions): Promise<Record<string, unknown>> {
   const n = opts.runs;
   const daemon: BenchDaemon = await startDaemon(['--pool', '4:16']);
@@ -64,7 +105,8 @@ export async function benchNet(opts: NetBenchOptions): Promise<Record<string, un
     for (let i = 0; i < n; i++) {
       const r = await raw.send<{ vm: { id: number }; timings: { netSetupNs?: number } }>(
         raw.prepare('POST', '/v1/vms', { image: 'daytime', cmdline: 'stay', devices: [vif(`10.0.0.${100 + (i % 100)}`)] }));
-      vifMs.push((r.timings.netSetupNs ?? NaN) / 1e6);
+      if (!(r.timings.netSetupNs !== undefined && r.timings.netSetupNs > 0)) throw new Error(`vif_setup: VM ${r.vm.id}'s reply has no vif set-up time`);
+      vifMs.push(r.timings.netSetupNs / 1e6);
       await raw.send(raw.prepare('DELETE', `/v1/vms/${r.vm.id}`));
       opts.onProgress?.('vif', i + 1, n);
     }
@@ -105,31 +147,71 @@ export async function benchNet(opts: NetBenchOptions): Promise<Record<string, un
       opts.onProgress?.('jit', i + 1, n);
     }
     await raw.send(raw.prepare('DELETE', '/v1/services/jit'));
+    const samples: Record<string, number[]> = {
+      vif_setup: vifMs, daytime_first_byte: dayMs, jit_first_byte: jitMs, jit_host_part: hostMs, jit_guest_part: guestMs, ping_rtt: ping,
+    };
+    const skipped: Record<string, string> = {};
+    // The same operations in C, on the bridge the daemon made.
+    samples.vif_floor_c = checkSamples('vif_floor_c', await vifFloor('lvbr0', n), n);
+    opts.onProgress?.('peers', 1, 4);
+    if (!which('ip') || !which('bash')) skipped.vif_hotplug_script = 'needs ip (iproute2) and bash';
+    else samples.vif_hotplug_script = checkSamples('vif_hotplug_script', await hotplugScript('lvbr0', n), n);
+    opts.onProgress?.('peers', 2, 4);
     // crun with a veth pair on a bridge, as a CNI bridge plugin would.
     const vethSkip = crunVethAvailable();
-    let vethSetup: number[] | null = null;
-    if (!vethSkip) {
+    if (vethSkip) skipped.crun_veth_cni_style = vethSkip;
+    else {
       const bundle = await prepareBundle();
       try {
-        vethSetup = (await crunVethSetup(bundle, n)).setup_ms;
+        samples.crun_veth_cni_style = checkSamples('crun_veth_cni_style', (await crunVethSetup(bundle, n)).setup_ms, n);
       } finally {
         await bundle.cleanup();
       }
     }
-    const s = (x: number[]): number => summarize(x).p50_ms;
+    opts.onProgress?.('peers', 3, 4);
+    // podman's own network set-up: its API start on its bridge network against --network none, interleaved.
+    const podmanWhy = podmanAvailable();
+    if (podmanWhy) skipped.podman_api_start_bridge = skipped.podman_api_start_none = podmanWhy;
+    else {
+      const podman = await PodmanService.start();
+      try {
+        const m = Math.min(n, 20);
+        await podman.createStart(1, 'bridge');
+        samples.podman_api_start_bridge = [];
+        samples.podman_api_start_none = [];
+        for (let i = 0; i < m; i++) {
+          samples.podman_api_start_bridge.push(...checkSamples('podman_api_start_bridge', await podman.createStart(1, 'bridge'), 1));
+          samples.podman_api_start_none.push(...checkSamples('podman_api_start_none', await podman.createStart(1, 'none'), 1));
+        }
+      } finally {
+        await podman.stop();
+      }
+    }
+    opts.onProgress?.('peers', 4, 4);
+    const results: Record<string, Result | null> = {};
+    for (const [k, v] of Object.entries(samples)) {
+      if (!v.length) throw new Error(`${k}: no samples were taken`);
+      results[k] = { ...summarize(checkSamples(k, v, v.length)), interval: INTERVALS[k as keyof typeof INTERVALS] };
+    }
+    for (const k of Object.keys(skipped)) results[k] = null;
+    const p50 = (k: string): number | null => results[k]?.p50_ms ?? null;
+    const over = (a: string, b: string): number | null => (p50(a) !== null && p50(b) !== null ? ratio(p50(a)!, p50(b)!) : null);
+    const bridge = p50('podman_api_start_bridge');
+    const none = p50('podman_api_start_none');
+    const vifOverFloor = over('vif_setup', 'vif_floor_c');
     return {
       bench: 'net',
       runs: n,
-      vif_setup_p50_ms: s(vifMs),
-      daytime_first_byte_p50_ms: s(dayMs),
-      jit_first_byte_p50_ms: s(jitMs),
-      jit_host_part_p50_ms: hostMs.length ? s(hostMs) : null,
-      jit_guest_part_p50_ms: guestMs.length ? s(guestMs) : null,
-      ping_rtt_p50_ms: s(ping),
-      crun_veth_setup_p50_ms: vethSetup ? s(vethSetup) : null,
-      ...(vethSkip ? { skipped: { crun_veth_setup: vethSkip } } : {}),
-      ratios: { vif_over_crun_veth: vethSetup ? ratio(s(vifMs), s(vethSetup)) : null },
-      targets: { vif_setup: { target: '<= 0.5x crun veth set-up', met: vethSetup ? s(vifMs) <= 0.5 * s(vethSetup) : null } },
+      results,
+      ...(Object.keys(skipped).length ? { skipped } : {}),
+      // podman's network set-up for one container: the difference of the two p50s above.
+      podman_network_setup_p50_ms: bridge !== null && none !== null ? Math.round((bridge - none) * 1000) / 1000 : null,
+      ratios: {
+        vif_setup_over_vif_floor_c: vifOverFloor,
+        vif_setup_over_vif_hotplug_script: over('vif_setup', 'vif_hotplug_script'),
+        vif_setup_over_crun_veth_cni_style: over('vif_setup', 'crun_veth_cni_style'),
+      },
+      targets: { vif_setup_vs_vif_floor_c: { target: '<= 1.5', value: vifOverFloor, met: vifOverFloor === null ? null : vifOverFloor <= 1.5 } },
       host: { kernel: release(), node: process.version },
     };
   } finally {

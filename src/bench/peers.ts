@@ -42,6 +42,11 @@ export function kvmFloorMonitor(iterations: number): Promise<number[]> {
   return samples('kvm_floor_monitor', [String(iterations)]);
 }
 
+/** A tap on the bridge, up: LightVM's vif set-up done by a C program (bench/floor/vif_floor.c). */
+export function vifFloor(bridge: string, iterations: number): Promise<number[]> {
+  return samples('vif_floor', [bridge, String(iterations)]);
+}
+
 /** fork + exec + wait of a static binary, in C. */
 export function forkExec(iterations: number): Promise<number[]> {
   return samples('fork_exec', [String(iterations), floorProgram('true')]);

@@ -11,7 +11,7 @@
 // the container's limits are set: --ulimit nofile=20000:20000 and
 // nproc=32768:32768 (their HostConfig.Ulimits below).
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
-import { existsSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { copyFile, mkdir, mkdtemp, rm, symlink } from 'node:fs/promises';
 import http from 'node:http';
 import { tmpdir } from 'node:os';
@@ -51,14 +51,22 @@ function request(socketPath: string, method: string, path: string): Promise<{ st
 
 export class PodmanService {
   private readonly raw: RawHttpClient;
-  private readonly create: Buffer;
+  private readonly creates = new Map<string, Buffer>();
 
   private constructor(private readonly dir: string, private readonly socket: string, private readonly child: ChildProcess,
     private readonly exited: Promise<void>) {
     this.raw = new RawHttpClient(socket);
-    this.create = this.raw.prepare('POST', '/v1.41/containers/create', {
-      Image: IMAGE, Cmd: ['/bin/true'], HostConfig: { NetworkMode: 'none', Ulimits: ULIMITS },
-    });
+  }
+
+  private create(network: string): Buffer {
+    let b = this.creates.get(network);
+    if (!b) {
+      b = this.raw.prepare('POST', '/v1.41/containers/create', {
+        Image: IMAGE, Cmd: ['/bin/true'], HostConfig: { NetworkMode: network, Ulimits: ULIMITS },
+      });
+      this.creates.set(network, b);
+    }
+    return b;
   }
 
   /** podman's global flags: its own storage in dir, runc, cgroupfs, no event log. */
@@ -91,21 +99,27 @@ export class PodmanService {
       }
       return new PodmanService(dir, socket, child, exited);
     } catch (err) {
-      child?.kill('SIGKILL');
-      await rm(dir, { recursive: true, force: true });
+      if (child && child.exitCode === null) {
+        const gone = new Promise((r) => child!.once('exit', r));
+        child.kill('SIGKILL');
+        await gone;
+      }
+      await PodmanService.removeDir(dir).catch(() => {});
       throw err;
     }
   }
 
   /**
    * n containers, each: create + start timed (until start's reply); then,
-   * off the clock, wait for its exit (status 0) and delete it. Samples in ms.
+   * off the clock, wait for its exit (status 0) and delete it. Samples in
+   * ms. network: 'none', or 'bridge' (podman's own network set-up: CNI's
+   * bridge plugin and host-local IPAM here, a veth on cni-podman0).
    */
-  async createStart(n: number): Promise<number[]> {
+  async createStart(n: number, network = 'none'): Promise<number[]> {
     const out: number[] = [];
     for (let i = 0; i < n; i++) {
       let t0 = 0n;
-      const { Id } = await this.raw.send<{ Id: string }>(this.create, (ns) => (t0 = ns));
+      const { Id } = await this.raw.send<{ Id: string }>(this.create(network), (ns) => (t0 = ns));
       const start = await this.raw.request(this.raw.prepare('POST', `/v1.41/containers/${Id}/start`));
       const t1 = process.hrtime.bigint();
       if (start.status !== 204) throw new Error(`podman start of ${Id}: HTTP ${start.status} ${start.body.trim()}`);
@@ -123,7 +137,18 @@ export class PodmanService {
     this.raw.close();
     this.child.kill('SIGTERM');
     await this.exited;
-    // Containers are deleted as they end (none is left mounted); the storage goes with the dir.
-    await rm(this.dir, { recursive: true, force: true });
+    await PodmanService.removeDir(this.dir);
+  }
+
+  /**
+   * Podman's overlay storage bind-mounts its own directory (root/overlay)
+   * and leaves it mounted when the service ends: unmount what is under
+   * dir (deepest first), then remove it.
+   */
+  private static async removeDir(dir: string): Promise<void> {
+    const mounts = readFileSync('/proc/self/mounts', 'utf8').split('\n').map((l) => l.split(' ')[1] ?? '')
+      .filter((m) => m.startsWith(`${dir}/`)).sort((a, b) => b.length - a.length);
+    for (const m of mounts) await run('umount', [m]);
+    await rm(dir, { recursive: true, force: true });
   }
 }

@@ -4,6 +4,11 @@ export interface Percentiles {
   n: number;
 }
 
+/** A summary with where its clock starts and stops. */
+export interface Result extends Percentiles {
+  interval: string;
+}
+
 export function percentile(sorted: readonly number[], p: number): number {
   if (sorted.length === 0) return NaN;
   const i = Math.min(sorted.length - 1, Math.max(0, Math.ceil((p / 100) * sorted.length) - 1));
@@ -17,3 +22,13 @@ export function summarize(samplesMs: readonly number[]): Percentiles {
 }
 
 export const ratio = (a: number, b: number): number => Math.round((a / b) * 100) / 100;
+
+/** Samples must be numbers of milliseconds, as many as asked for: anything else is the sampler's error. */
+export function checkSamples(name: string, samples: unknown, n: number): number[] {
+  if (!Array.isArray(samples)) throw new Error(`${name}: the sampler returned no samples`);
+  if (samples.length !== n) throw new Error(`${name}: the sampler returned ${samples.length} samples, not ${n}`);
+  samples.forEach((v, i) => {
+    if (typeof v !== 'number' || !Number.isFinite(v) || v < 0) throw new Error(`${name}: sample ${i} is ${String(v)}, not a time`);
+  });
+  return samples as number[];
+}
