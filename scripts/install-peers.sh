@@ -4,7 +4,9 @@
 # crun and runc, podman (with conmon), containerd (and ctr), Docker's engine,
 # a static BusyBox (container rootfs), fio (disk floor), Xen's xenstore-utils
 # (clients for the XenStore-compatible store), and the network clients the
-# tests talk to guests with (ip, ping, nc, curl).
+# tests talk to guests with (ip, ping, nc, curl); and what building a Tinyx
+# kernel from Debian's linux-source needs besides gcc and make (flex, bison,
+# bc, libelf-dev for objtool).
 # Idempotent: a package already installed is left alone. Debian/Ubuntu only.
 # Changes nothing on the host but the packages it installs.
 set -eu
@@ -37,7 +39,7 @@ installed() {
 # qemu-system-x86 is the smallest Debian package providing qemu-system-x86_64
 # (it pulls qemu-system-common and qemu-system-data, no GUI).
 # --no-install-recommends keeps out the recommended GUI/firmware extras.
-PACKAGES="qemu-system-x86 crun runc podman conmon containerd docker.io busybox-static fio xenstore-utils iproute2 iputils-ping netcat-openbsd curl"
+PACKAGES="qemu-system-x86 crun runc podman conmon containerd docker.io busybox-static fio xenstore-utils iproute2 iputils-ping netcat-openbsd curl flex bison bc libelf-dev"
 missing=
 for p in $PACKAGES; do
     if installed "$p"; then
