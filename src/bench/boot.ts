@@ -10,7 +10,7 @@
 //     lightvm_warm (to the boot marker) beside the round trip.
 import { execFile } from 'node:child_process';
 import { existsSync, statSync } from 'node:fs';
-import { release } from 'node:os';
+import { availableParallelism, loadavg, release } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { Host } from '../toolstack/host.js';
@@ -332,7 +332,8 @@ export async function benchBoot(opts: BootBenchOptions, extra: Measure[] = []): 
       boot_instructions: bootInstructions,
       image_bytes: imageBytes,
       rss_run_hello_kib: await runHelloRss(),
-      host: { kernel: release(), node: process.version },
+      // Load average when it ended: numbers from a busy host compare only with their own peers.
+      host: { kernel: release(), node: process.version, cpus: availableParallelism(), loadavg: loadavg().map((x) => Math.round(x * 100) / 100) },
     } };
   } catch (error) {
     outcome = { error };

@@ -8,7 +8,7 @@ import { parse, View } from 'vega';
 import { compile, type TopLevelSpec } from 'vega-lite';
 
 export interface FigureData {
-  /** Creation time (ms) against the number of VMs/containers already running. */
+  /** Creation time (ms) against the number of VMs already running (peers are references at the same moments: nothing of theirs is kept running). */
   creation: { series: string; running: number; p50_ms: number; p90_ms?: number }[]; // series e.g. 'lightvm cold', 'lightvm warm', 'crun', 'fork+exec'
   /** Host memory per VM (KiB, kernel included) against the number of VMs. */
   memory: { running: number; kib_per_vm: number }[];
@@ -48,12 +48,12 @@ function creationSpec(data: FigureData): TopLevelSpec {
   const series = [...new Set(rows.map((r) => r.series))];
   const hasP90 = rows.some((r) => r.p90_ms !== null);
   const x = {
-    field: 'running', type: 'quantitative' as const, title: 'VMs or containers already running',
+    field: 'running', type: 'quantitative' as const, title: 'LightVM VMs already running',
     scale: { zero: true, nice: true }, axis: { format: ',d' },
   };
   const y = {
     field: 'p50_ms', type: 'quantitative' as const,
-    title: 'Creation time (ms, log scale)',
+    title: 'Time per instance (ms, log scale)',
     scale: { type: 'log' as const, nice: true }, axis: { format: '~g', grid: true },
   };
   const color = {
@@ -63,8 +63,9 @@ function creationSpec(data: FigureData): TopLevelSpec {
   };
   return {
     $schema: 'https://vega.github.io/schema/vega-lite/v6.json',
-    title: header('Creation time against instances already running', data.title,
-      hasP90 ? 'Points: median (p50); bars reach p90' : 'Points: median (p50)'),
+    title: header('Creation time against VMs already running', data.title,
+      (hasP90 ? 'Points: median (p50); bars reach p90. ' : 'Points: median (p50). ') +
+      'lightvm: API request to the booted reply, VM kept; fork+exec: a whole process, nothing kept running (reference)'),
     width: WIDTH,
     height: HEIGHT,
     config: CONFIG,

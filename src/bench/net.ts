@@ -8,7 +8,7 @@
 // a just-in-time VM booted by the SYN; ping round trip.
 import { execFile } from 'node:child_process';
 import { connect } from 'node:net';
-import { release } from 'node:os';
+import { availableParallelism, loadavg, release } from 'node:os';
 import { promisify } from 'node:util';
 import { crunVethAvailable, crunVethSetup, prepareBundle } from './crun.js';
 import { startDaemon, waitForPool, type BenchDaemon } from './daemon-peer.js';
@@ -212,7 +212,8 @@ export async function benchNet(opts: NetBenchOptions): Promise<Record<string, un
         vif_setup_over_crun_veth_cni_style: over('vif_setup', 'crun_veth_cni_style'),
       },
       targets: { vif_setup_vs_vif_floor_c: { target: '<= 1.5', value: vifOverFloor, met: vifOverFloor === null ? null : vifOverFloor <= 1.5 } },
-      host: { kernel: release(), node: process.version },
+      // Load average when it ended: numbers from a busy host compare only with their own peers.
+      host: { kernel: release(), node: process.version, cpus: availableParallelism(), loadavg: loadavg().map((x) => Math.round(x * 100) / 100) },
     };
   } finally {
     raw.close();
