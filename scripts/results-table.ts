@@ -1,0 +1,96 @@
+// README's results table, made from bench/results/*.json: `npm run results-table`
+// rewrites the part of README.md between its two results-table markers.
+// Every row names what each side's clock timed (the `interval` each
+// benchmark writes next to its numbers).
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+interface Series {
+  p50_ms: number;
+  p90_ms: number;
+  n: number;
+  interval: string;
+}
+
+export const START = '<!-- results-table:start (npm run results-table) -->';
+export const END = '<!-- results-table:end -->';
+
+const fmt = (ms: number): string => (ms >= 100 ? ms.toFixed(0) : ms >= 10 ? ms.toFixed(1) : ms.toFixed(2));
+const cell = (s: Series): string => `${fmt(s.p50_ms)} (${fmt(s.p90_ms)})`;
+const esc = (s: string): string => s.replace(/\|/g, '\\|');
+
+function load(dir: string, name: string): Record<string, unknown> | undefined {
+  const f = join(dir, `${name}.json`);
+  return existsSync(f) ? (JSON.parse(readFileSync(f, 'utf8')) as Record<string, unknown>) : undefined;
+}
+
+function pairRows(file: string, results: Record<string, Series | null> | undefined, pairs: [string, string][]): string[] {
+  if (!results) return [];
+  const rows: string[] = [];
+  for (const [a, b] of pairs) {
+    const x = results[a];
+    const y = results[b];
+    if (!x || !y) continue;
+    rows.push(`| **${a}**: ${esc(x.interval)} | ${cell(x)} | **${b}**: ${esc(y.interval)} | ${cell(y)} | ${(x.p50_ms / y.p50_ms).toFixed(2)}x | ${file} |`);
+  }
+  return rows;
+}
+
+function loadNote(r: Record<string, unknown> | undefined): string {
+  const l = (r?.host as { loadavg?: number[] } | undefined)?.loadavg;
+  return l ? ` (load average ${l[0]} when it ended)` : '';
+}
+
+/** The table (between and including the markers) for the results in dir. */
+export function resultsTable(dir: string): string {
+  const boot = load(dir, 'boot');
+  const net = load(dir, 'net');
+  const scale = load(dir, 'scale');
+  const rows = [
+    ...pairRows('boot.json', boot?.results as Record<string, Series | null> | undefined, [
+      ['lightvm_run_process', 'node_start'], ['lightvm_run_process', 'qemu_process'], ['lightvm_run_process', 'runc_process'],
+      ['lightvm_run_process', 'crun_process'], ['lightvm_run_process', 'fork_exec'],
+      ['lightvm_api_roundtrip', 'fork_exec'], ['lightvm_api_roundtrip', 'podman_api_start'], ['lightvm_warm', 'fork_exec'],
+      ['lightvm_cold', 'kvm_floor_monitor'], ['lightvm_cold', 'kvm_floor'],
+    ]),
+    ...pairRows('net.json', net?.results as Record<string, Series | null> | undefined, [
+      ['vif_setup', 'vif_floor_c'], ['vif_setup', 'vif_hotplug_script'], ['vif_setup', 'crun_veth_cni_style'],
+      ['podman_api_start_bridge', 'podman_api_start_none'],
+    ]),
+  ];
+  if (scale) {
+    const s = scale as Record<string, number | string | undefined>;
+    const interval = String(s.create_interval ?? 'POST /v1/vms (wait: booted) to its reply, each VM kept running');
+    const p90 = s.last_over_first_p90 ?? (s.create_p90_last_ms && s.create_p90_first_ms ? Math.round((Number(s.create_p90_last_ms) / Number(s.create_p90_first_ms)) * 100) / 100 : '?');
+    rows.push(`| **creation, last ${s.flatness_window_vms ?? 500} of ${s.vms} VMs**: ${esc(interval)} | ${s.create_p50_last_ms} (${s.create_p90_last_ms}) | **the first ${s.flatness_window_vms ?? 500}**, same interval | ${s.create_p50_first_ms} (${s.create_p90_first_ms}) | p50 ${s.last_over_first_p50 ?? s.last_over_first}x, p90 ${p90}x | scale.json |`);
+  }
+  const notes = [
+    boot ? `boot.json: ${boot.runs} runs${loadNote(boot)}` : undefined,
+    net ? `net.json: ${net.runs} runs${loadNote(net)}` : undefined,
+  ].filter(Boolean).join('; ');
+  return [
+    START,
+    '| ours: what its clock times | p50 (p90) ms | peer: what its clock times | p50 (p90) ms | ours / peer (p50) | file |',
+    '|---|---|---|---|---|---|',
+    ...rows,
+    '',
+    notes ? `${notes}. Peers are measured in the same run, interleaved; a ratio compares p50s.` : '',
+    END,
+  ].join('\n');
+}
+
+/** README text with its table replaced by resultsTable(dir). */
+export function withTable(readme: string, dir: string): string {
+  const a = readme.indexOf(START);
+  const b = readme.indexOf(END);
+  if (a < 0 || b < a) throw new Error(`README.md has no "${START}" ... "${END}" section`);
+  return readme.slice(0, a) + resultsTable(dir) + readme.slice(b + END.length);
+}
+
+if (process.argv[1] && fileURLToPath(import.meta.url) === process.argv[1]) {
+  const root = fileURLToPath(new URL('..', import.meta.url));
+  const readme = join(root, 'README.md');
+  writeFileSync(readme, withTable(readFileSync(readme, 'utf8'), join(root, 'bench', 'results')));
+  process.stdout.write('README.md: results table regenerated from bench/results\n');
+}
