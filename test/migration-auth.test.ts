@@ -53,7 +53,7 @@ function knowingDestination(silentAt: 'after-final' | 'after-commit', heard: str
     for (;;) {
       const r = await ch.next(30_000, 'the source');
       heard.push(r.kind);
-      if (r.kind === 'pages' && !r.more) ch.sendJson('ack', {});
+      if (r.kind === 'pages') ch.sendJson('ack', {});
       if (r.kind === 'final' && !r.more) break;
     }
     if (silentAt === 'after-final') return;
@@ -224,6 +224,78 @@ void describe('migration to a peer that is not what it claims', () => {
       assertCounting(text, 'the counter forced on after the hold');
     } finally {
       await dest.close();
+    }
+  });
+});
+
+/** Two ends of a real TCP connection on 127.0.0.1, sealed as source and destination with the token. */
+async function sealedPair(): Promise<{ src: Channel; dst: Channel; raw: { src: Socket; dst: Socket }; close: () => void }> {
+  let accepted!: (s: Socket) => void;
+  const got = new Promise<Socket>((r) => (accepted = r));
+  const server = createServer((s) => accepted(s));
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()));
+  const a = connect((server.address() as AddressInfo).port, '127.0.0.1');
+  const b = await got;
+  const ns = newNonce();
+  const nd = newNonce();
+  const src = new Channel(a);
+  const dst = new Channel(b);
+  src.seal(TOKEN, 'source', ns, nd);
+  dst.seal(TOKEN, 'destination', ns, nd);
+  return { src, dst, raw: { src: a, dst: b }, close: () => { a.destroy(); b.destroy(); server.close(); } };
+}
+
+void describe('the sealed channel (two real sockets)', () => {
+  void it('a message longer than a record arrives whole, in order, in records of at most 1 MiB', async () => {
+    const p = await sealedPair();
+    try {
+      const body = Buffer.alloc(3.5 * (1 << 20));
+      for (let i = 0; i < body.length; i += 4) body.writeUInt32LE(i, i);
+      p.src.sendMessage('final', body);
+      const parts: Buffer[] = [];
+      for (;;) {
+        const r = await p.dst.next(5000, 'final');
+        assert.equal(r.kind, 'final');
+        assert.ok(r.body.length <= 1 << 20);
+        parts.push(Buffer.from(r.body));
+        if (!r.more) break;
+      }
+      assert.equal(parts.length, 4);
+      assert.ok(Buffer.concat(parts).equals(body));
+    } finally {
+      p.close();
+    }
+  });
+
+  void it('a record sent twice (a replay) is refused, and so is one sealed for the other direction', async () => {
+    const p = await sealedPair();
+    try {
+      // Capture what the source writes, then write it again.
+      const written: Buffer[] = [];
+      const write = p.raw.src.write.bind(p.raw.src) as (b: Buffer) => boolean;
+      (p.raw.src as unknown as { write: (b: Buffer) => boolean }).write = (b: Buffer) => {
+        written.push(Buffer.from(b));
+        return write(b);
+      };
+      p.src.sendJson('ack', {});
+      assert.equal((await p.dst.next(5000, 'first')).kind, 'ack');
+      write(written[0]!);
+      await assert.rejects(p.dst.next(5000, 'replay'), /does not open with the session's key/);
+      // The destination's own record, reflected back to it.
+      const q = await sealedPair();
+      const reflected: Buffer[] = [];
+      const qwrite = q.raw.dst.write.bind(q.raw.dst) as (b: Buffer) => boolean;
+      (q.raw.dst as unknown as { write: (b: Buffer) => boolean }).write = (b: Buffer) => {
+        reflected.push(Buffer.from(b));
+        return qwrite(b);
+      };
+      q.dst.sendJson('ready', {});
+      assert.equal((await q.src.next(5000, 'ready')).kind, 'ready');
+      (q.raw.src.write.bind(q.raw.src) as (b: Buffer) => boolean)(reflected[0]!);
+      await assert.rejects(q.dst.next(5000, 'reflected'), /does not open with the session's key/);
+      q.close();
+    } finally {
+      p.close();
     }
   });
 });

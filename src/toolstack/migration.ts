@@ -101,9 +101,11 @@ function expect(r: SealedRecord, kind: SealedRecord['kind'], to: string, doing: 
   if (r.kind !== kind) throw new MigrationError(`${to} answered ${r.kind}, not ${kind}`);
 }
 
-/** Cuts page records (u32 page number, then its 4096 bytes) into record-sized pieces. */
-function sendPages(ch: Channel, data: Uint8Array): void {
-  ch.sendMessage('pages', data, Math.floor(RECORD_MAX / RECORD) * RECORD);
+/** Cuts page records (u32 page number, then its 4096 bytes) into record-sized pieces; returns how many. */
+function sendPages(ch: Channel, data: Uint8Array): number {
+  const per = Math.floor(RECORD_MAX / RECORD) * RECORD;
+  ch.sendMessage('pages', data, per);
+  return Math.max(1, Math.ceil(data.length / per));
 }
 
 export interface MigrateOptions {
@@ -140,12 +142,12 @@ export async function migrateOut(vm: VirtualMachine, to: string, token: string, 
     expect(await ch.next(timeoutMs, `${to}'s answer to the token`), 'ready', to, 'refused');
     for (let round = 0; round <= MAX_ROUNDS; round++) {
       const r = await withTimeout(vm.copyPages(round), STEP_TIMEOUT_MS, `copying pages (round ${round})`);
-      sendPages(ch, r.data);
+      const records = sendPages(ch, r.data);
       bytes += r.data.length;
       pages += r.count;
       rounds = round + 1;
-      // Each round is taken in before the next: a peer that stops reading is noticed here.
-      expect(await ch.next(timeoutMs, `${to}'s receipt of round ${round}`), 'ack', to, 'refused the pages');
+      // Each record is acknowledged: a peer that stops reading is noticed within the bound, however large the round.
+      for (let i = 0; i < records; i++) expect(await ch.next(timeoutMs, `${to}'s receipt of round ${round}`), 'ack', to, 'refused the pages');
       if (round > 0 && r.count <= SMALL_ROUND) break;
     }
     const tPause = process.hrtime.bigint();
@@ -218,7 +220,8 @@ export class MigrationListener {
         counted = false;
       };
       socket.once('close', authenticated);
-      void receive(host, new Channel(socket), opts, authenticated).catch((err: Error) => opts.onError?.(err));
+      const peer = `${socket.remoteAddress ?? '?'}:${socket.remotePort ?? '?'}`;
+      void receive(host, new Channel(socket), opts, authenticated).catch((err: Error) => opts.onError?.(new MigrationError(`from ${peer}: ${err.message}`)));
     });
     const address = opts.address ?? '127.0.0.1';
     await new Promise<void>((resolve, reject) => {
@@ -299,7 +302,7 @@ async function receive(host: Host, ch: Channel, opts: ListenOptions, authenticat
           if (p >= maxPages) return await refuse(`pages: page ${p} lies outside the VM's ${memory} bytes`);
           pages.set(p, m.body.subarray(o + 4, o + RECORD));
         }
-        if (!m.more) ch.sendJson('ack', {});
+        ch.sendJson('ack', {});
         continue;
       }
       if (m.kind !== 'final') return await refuse(`unexpected ${m.kind}`);
