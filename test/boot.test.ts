@@ -90,6 +90,10 @@ void describe('booting images on KVM', () => {
     assert.deepEqual((await boot({ image: 'exit-status', cmdline: '-7' })).exit, { kind: 'halt', status: -7 });
     assert.deepEqual((await boot({ image: 'exit-status', cmdline: '300' })).exit, { kind: 'halt', status: 300 });
     assert.deepEqual((await boot({ image: 'exit-status' })).exit, { kind: 'halt', status: 3 }, 'its default');
+    // All 64 bits, exactly: beyond 2^53 a double would round (0x7fffffffffffffff to 2^63).
+    assert.deepEqual((await boot({ image: 'exit-status', cmdline: '9223372036854775807' })).exit, { kind: 'halt', status: '9223372036854775807' });
+    assert.deepEqual((await boot({ image: 'exit-status', cmdline: '9007199254740993' })).exit, { kind: 'halt', status: '9007199254740993' });
+    assert.deepEqual((await boot({ image: 'exit-status', cmdline: '9007199254740991' })).exit, { kind: 'halt', status: 9007199254740991 });
   });
 
   void it('noxs-dump reads its devices from the device page', async () => {

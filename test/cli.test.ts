@@ -56,6 +56,10 @@ void describe('lightvm run', () => {
   void it('run exit-status --cmdline N: exits with N (mod 256)', async () => {
     assert.equal((await lightvm('run', 'exit-status', '--cmdline', '7')).code, 7);
     assert.equal((await lightvm('run', 'exit-status', '-c', '300')).code, 300 & 0xff);
+    // A status other than 0 is never success: its low byte, or 1 where that is 0.
+    assert.equal((await lightvm('run', 'exit-status', '-c', '256')).code, 1);
+    assert.equal((await lightvm('run', 'exit-status', '-c', '9223372036854775807')).code, 255);
+    assert.equal((await lightvm('run', 'exit-status', '-c', '-9223372036854775807')).code, 1);
   });
 
   void it('run triple-fault: exit 125 and one line saying why', async () => {

@@ -171,6 +171,7 @@ export class Daemon {
       vmsPerExecutor: options.vmsPerExecutor,
       spare: options.spareExecutors,
       idleStopMs: options.idleStopMs,
+      onAdoptError: (id, err) => log.error({ executor: id, err: err.message }, 'executor not re-adopted: its socket is served but it did not answer; its VMs are not managed'),
     };
     const { fleet, adopted } = await ExecutorFleet.start(fleetOptions);
     const host = new Host(fleet, new IdBlocks(join(options.runtimeDir, 'next-id')));
@@ -247,9 +248,10 @@ export class Daemon {
   }
 
   /** Per-VM counters from every executor. */
-  async stats(): Promise<{ id: number; executor: number; cpu_ns: number; exits: number; resident_kib: number; nets: VmStats['nets'] }[]> {
+  async stats(): Promise<{ id: number; executor: number; cpu_ns: number; exits: number; console_throttled_ms: number; resident_kib: number; nets: VmStats['nets'] }[]> {
     return (await this.host.stats()).map((s) => ({
-      id: s.vmId, executor: s.executor, cpu_ns: s.cpuNs, exits: s.exits, resident_kib: Math.round(s.residentKiB), nets: s.nets,
+      id: s.vmId, executor: s.executor, cpu_ns: s.cpuNs, exits: s.exits, console_throttled_ms: Math.round(s.consoleThrottledNs / 1e6),
+      resident_kib: Math.round(s.residentKiB), nets: s.nets,
     }));
   }
 

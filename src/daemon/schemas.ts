@@ -32,7 +32,7 @@ const exit = {
     '{kind: saved, file} | {kind: migrated, to} | {kind: idle, ms} (a just-in-time VM without traffic for ms)',
   properties: {
     kind: { type: 'string', enum: ['halt', 'crash', 'destroyed', 'saved', 'migrated', 'idle'] },
-    status: { type: 'integer' },
+    status: { type: ['integer', 'string'], pattern: '^-?[0-9]+$', description: 'the guest\'s 64-bit exit status: a number, or a decimal string beyond ±(2^53 - 1), where JSON numbers lose digits' },
     code: { type: 'string' },
     reason: { type: 'string' },
     file: { type: ['string', 'null'] },
@@ -73,6 +73,7 @@ export const vm = {
     warm: { type: 'boolean', description: 'started from a prepared shell' },
     created_at: { type: 'string', format: 'date-time' },
     exit,
+    console_dropped_bytes: { type: 'integer', description: 'console output lost on its way to the daemon (which did not keep up); what the guest writes beyond 1 MiB/s waits instead' },
     timings,
   },
 } as const;
@@ -390,9 +391,10 @@ export const stats = {
         vms: {
           type: 'array',
           items: {
-            type: 'object', required: ['id', 'executor', 'cpu_ns', 'exits', 'resident_kib', 'nets'],
+            type: 'object', required: ['id', 'executor', 'cpu_ns', 'exits', 'console_throttled_ms', 'resident_kib', 'nets'],
             properties: {
               id: { type: 'integer' }, executor: { type: 'integer' }, cpu_ns: { type: 'number' },
+              console_throttled_ms: { type: 'integer', description: 'time the guest waited because it wrote its console faster than 1 MiB/s' },
               exits: { type: 'integer' }, resident_kib: { type: 'integer' },
               nets: {
                 type: 'array',

@@ -14,6 +14,8 @@ export interface VmView {
   warm: boolean;
   created_at: string;
   exit: VmExit | null;
+  /** Console bytes lost before they reached the daemon (it did not keep up with the guest). */
+  console_dropped_bytes: number;
   /** Monotonic ns stamps of its life (request, shell, loaded, boot, end...). */
   timings: Timings | null;
 }
@@ -30,6 +32,7 @@ export function vmView(vm: VirtualMachine): VmView {
     warm: vm.warm,
     created_at: vm.createdAt.toISOString(),
     exit: vm.exitInfo ?? null,
+    console_dropped_bytes: vm.consoleDropped,
     timings: vm.timings ?? null,
   };
 }

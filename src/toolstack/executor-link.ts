@@ -18,4 +18,6 @@ export interface ExecutorLink extends EventEmitter<ExecutorLinkEvents> {
   setBusy(busy: boolean): void;
   /** Destroys its VMs and ends it. */
   stop(): Promise<void>;
+  /** Ends an executor that no longer answers: its VMs are reported lost with the reason. */
+  fail(reason: string): void;
 }

@@ -16,6 +16,37 @@ import { PACKAGE_ROOT } from './images.js';
 const fromSource = import.meta.url.endsWith('.ts');
 const MAIN = fileURLToPath(new URL(`../vmm/executor-main.${fromSource ? 'ts' : 'js'}`, import.meta.url));
 
+/** Longest wait for an executor to accept a connection, and then for its hello. */
+const HELLO_TIMEOUT_MS = 10_000;
+/** Longest wait for an executor told to terminate before it is killed. */
+const STOP_TIMEOUT_MS = 10_000;
+/** Longest wait, after its link closed, for an executor's process to end. */
+const EXIT_WAIT_MS = 2_000;
+
+/** p's value, boxed, if p resolves within ms; else undefined (p is not cancelled). */
+async function within<T>(p: Promise<T>, ms: number): Promise<{ value: T } | undefined> {
+  let timer: NodeJS.Timeout | undefined;
+  const late = new Promise<undefined>((r) => (timer = setTimeout(() => r(undefined), ms)));
+  try {
+    return await Promise.race([p.then((value) => ({ value })), late]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+/** True once no process pid exists, false if it still does after ms. */
+async function exitsWithin(pid: number, ms: number): Promise<boolean> {
+  for (const until = Date.now() + ms; ;) {
+    try {
+      process.kill(pid, 0);
+    } catch {
+      return true;
+    }
+    if (Date.now() >= until) return false;
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
 export interface Hello {
   id: number;
   pid: number;
@@ -52,14 +83,20 @@ export class ExecutorProcess extends EventEmitter<ExecutorLinkEvents> implements
       try {
         msgs = decoder.push(chunk);
       } catch (err) {
-        socket.destroy(err as Error);
+        this.linkError = `its link sent what is not a frame (${(err as Error).message})`;
+        socket.destroy();
         return;
       }
       for (const m of msgs) this.onMessage(m as ProcessEvent);
     });
-    socket.on('error', () => {});
+    socket.on('error', (err) => {
+      this.linkError ??= `its link failed (${err.message})`;
+    });
     socket.on('close', () => void this.onClose());
   }
+
+  /** Why the link broke, if it broke on our side (a bad frame, a socket error). */
+  private linkError: string | undefined;
 
   /** Starts a new executor process whose socket is dir/<id>.sock. */
   static async spawn(id: number, dir: string): Promise<ExecutorProcess> {
@@ -114,20 +151,43 @@ export class ExecutorProcess extends EventEmitter<ExecutorLinkEvents> implements
     return link;
   }
 
-  /** Connects to a running executor and asks what it holds. */
+  /**
+   * Connects to a running executor and asks what it holds. Bounded: an
+   * executor that does not answer within HELLO_TIMEOUT_MS is not waited for.
+   */
   static async connect(id: number, socketPath: string, pid?: number): Promise<{ link: ExecutorProcess; hello: Hello }> {
     const socket = await new Promise<Socket>((resolve, reject) => {
       const s = connect(socketPath);
+      const timer = setTimeout(() => {
+        s.destroy();
+        reject(new Error(`executor ${id}: ${socketPath} accepted no connection within ${HELLO_TIMEOUT_MS} ms`));
+      }, HELLO_TIMEOUT_MS);
       s.once('connect', () => {
+        clearTimeout(timer);
         s.off('error', reject);
         resolve(s);
       });
-      s.once('error', reject);
+      s.once('error', (err) => {
+        clearTimeout(timer);
+        reject(err);
+      });
     });
     const link = new ExecutorProcess(id, pid ?? 0, socketPath, socket);
     const hello = await new Promise<Hello>((resolve, reject) => {
-      link.helloWaiter = resolve;
-      link.once('lost', (e) => reject(new Error(e.message)));
+      const timer = setTimeout(() => {
+        link.stopping = true;
+        link.alive = false;
+        socket.destroy();
+        reject(new Error(`executor ${id}: no answer on ${socketPath} within ${HELLO_TIMEOUT_MS} ms`));
+      }, HELLO_TIMEOUT_MS);
+      link.helloWaiter = (h) => {
+        clearTimeout(timer);
+        resolve(h);
+      };
+      link.once('lost', (e) => {
+        clearTimeout(timer);
+        reject(new Error(e.message));
+      });
       link.write({ op: 'hello' });
     });
     if (!pid) (link as { pid: number }).pid = hello.pid;
@@ -178,14 +238,41 @@ export class ExecutorProcess extends EventEmitter<ExecutorLinkEvents> implements
 
   setBusy(): void {}
 
-  /** Destroys the executor's VMs and ends its process. */
+  /**
+   * Destroys the executor's VMs and ends its process. Bounded: one that has
+   * not closed its link within STOP_TIMEOUT_MS is killed.
+   */
   async stop(): Promise<void> {
     if (!this.alive) return;
     this.stopping = true;
     const closed = new Promise<void>((resolve) => this.socket.once('close', () => resolve()));
     this.write({ op: 'terminate' });
-    await closed;
+    if (!(await within(closed, STOP_TIMEOUT_MS))) {
+      this.kill();
+      this.socket.destroy();
+    }
     this.alive = false;
+  }
+
+  /**
+   * Ends an executor whose link can no longer be trusted (it sent garbage,
+   * or left a request unanswered): its process is killed and its VMs are
+   * reported lost with the reason. Nothing waits on it any longer.
+   */
+  fail(reason: string): void {
+    if (!this.alive) return;
+    this.linkError ??= reason;
+    this.kill();
+    this.lose({ name: 'ExecutorError', message: `executor ${this.id} (pid ${this.pid}) ${reason}; it was killed (SIGKILL) with its VMs` });
+  }
+
+  private kill(): void {
+    if (!this.pid) return;
+    try {
+      process.kill(this.pid, 'SIGKILL');
+    } catch {
+      // Gone already.
+    }
   }
 
   /** Lets go of the executor without stopping it (daemon restart). */
@@ -232,15 +319,16 @@ export class ExecutorProcess extends EventEmitter<ExecutorLinkEvents> implements
       this.alive = false;
       return;
     }
-    let how = 'its connection closed';
-    if (this.childExit) {
-      how = await this.childExit;
-    } else if (this.pid) {
-      try {
-        process.kill(this.pid, 0);
-      } catch {
-        how = 'its process is gone';
-      }
+    // An executor that closes its link exits too (it dies, or it stops):
+    // how, it says by exiting within a moment. One that lives on with its
+    // link gone (or broken by us, for a bad frame) cannot be reached: it is
+    // ended, and its VMs reported lost, rather than waited for.
+    let how: string | undefined = 'its connection closed';
+    if (this.childExit) how = (await within(this.childExit, EXIT_WAIT_MS))?.value;
+    else if (this.pid) how = (await exitsWithin(this.pid, EXIT_WAIT_MS)) ? 'its process is gone' : undefined;
+    if (how === undefined) {
+      this.fail(this.linkError ?? 'closed its link but did not exit');
+      return;
     }
     this.lose({ name: 'ExecutorError', message: `executor ${this.id} (pid ${this.pid}) ${how}` });
   }

@@ -29,6 +29,8 @@ export interface FleetOptions {
   spare?: number;
   /** An empty executor beyond the spare is stopped after this long. */
   idleStopMs?: number;
+  /** An executor of an earlier daemon that serves its socket but could not be re-adopted. */
+  onAdoptError?: (id: number, err: Error) => void;
 }
 
 export interface AdoptedExecutor {
@@ -79,9 +81,13 @@ export class ExecutorFleet implements Placement {
         const { link, hello } = await ExecutorProcess.connect(id, join(fleet.dir, f));
         fleet.add(link);
         adopted.push({ link, vms: hello.vms, services: hello.services ?? [] });
-      } catch {
+      } catch (err) {
         // A socket nobody serves: its executor died with the old daemon.
-        rmSync(join(fleet.dir, f), { force: true });
+        // One that is served but did not answer is left alone (its process
+        // may still run VMs), and said so; its id is never given again.
+        const code = (err as NodeJS.ErrnoException).code;
+        if (code === 'ECONNREFUSED' || code === 'ENOENT') rmSync(join(fleet.dir, f), { force: true });
+        else opts.onAdoptError?.(id, err as Error);
       }
       fleet.nextId = Math.max(fleet.nextId, id + 1);
     }

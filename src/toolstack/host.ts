@@ -638,6 +638,8 @@ export class Host extends EventEmitter<HostEvents> {
       this.forget(vm);
       this.emit('vm', { type: 'exited', vm });
     }
+    // Ended VMs it had not freed yet: their resources went with it.
+    for (const vm of this.ended.values()) if (vm.executor === ex) vm.lost(err.message);
     ex.load = 0;
     this.emit('executor-lost', { executor: ex.id, reason: err.message, vms: lost });
   }

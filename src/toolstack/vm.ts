@@ -17,6 +17,15 @@ export interface SaveResult {
   sha256?: string;
 }
 
+/**
+ * Longest wait for an executor's answer to a request about a VM (a pause, a
+ * destroy, its resources freed); a save may take SAVE_TIMEOUT_MS. An
+ * executor that does not answer in time is ended (its VMs reported lost):
+ * the toolstack never waits forever.
+ */
+export const REQUEST_TIMEOUT_MS = 10_000;
+export const SAVE_TIMEOUT_MS = 120_000;
+
 /** Console bytes kept per VM for consoleText(); older output is dropped. */
 export const CONSOLE_KEEP = 1 << 20;
 
@@ -80,6 +89,8 @@ export class VirtualMachine extends EventEmitter<VirtualMachineEvents> {
   private resolveExited!: (e: VmExit) => void;
   private readonly consoleChunks: Buffer[] = [];
   private consoleBytes = 0;
+  /** Console bytes lost on the way here (a daemon that did not keep up, a snapshot's history cut). */
+  consoleDropped = 0;
   private readonly pending = new Map<'pause' | 'unpause', () => void>();
 
   /** What it was created with. */
@@ -111,10 +122,28 @@ export class VirtualMachine extends EventEmitter<VirtualMachineEvents> {
   /** Ends the VM if it runs, then drops its record; resolves once its resources are freed. */
   async destroy(): Promise<VmExit> {
     if (this.state !== 'exited') this.executor.send({ op: 'destroy', vmId: this.id });
-    const exit = await this.exited;
-    await this.freed;
+    const exit = await this.answer(this.exited, 'destroy');
+    await this.answer(this.freed, 'free of the resources');
     this.emit('removed');
     return exit;
+  }
+
+  /**
+   * Waits for the executor's answer to a request about this VM, at most
+   * ms: one that does not answer is ended, which answers everything
+   * pending (the VM is then lost).
+   */
+  private async answer<T>(p: Promise<T>, what: string, ms = REQUEST_TIMEOUT_MS): Promise<T> {
+    let timer: NodeJS.Timeout | undefined;
+    const late = new Promise<void>((r) => (timer = setTimeout(r, ms)));
+    try {
+      const first = await Promise.race([p.then((value) => ({ value })), late]);
+      if (first) return first.value;
+      this.executor.fail(`did not answer the ${what} of VM ${this.id} (${this.name}) within ${ms} ms`);
+      return await p;
+    } finally {
+      clearTimeout(timer);
+    }
   }
 
   /**
@@ -195,11 +224,11 @@ export class VirtualMachine extends EventEmitter<VirtualMachineEvents> {
    */
   save(file?: string, options: { checkpoint?: boolean } = {}): Promise<SaveResult> {
     if (this.state === 'exited') return Promise.reject(new Error(`VM ${this.name} has ended: nothing to save`));
-    return new Promise((resolve, reject) => {
+    return this.answer(new Promise((resolve, reject) => {
       const requestId = ++this.saveRequests;
       this.saves.set(requestId, { resolve, reject });
       this.executor.send({ op: 'save', requestId, vmId: this.id, file, keep: options.checkpoint === true });
-    });
+    }), 'save', SAVE_TIMEOUT_MS);
   }
 
   async pause(): Promise<void> {
@@ -221,10 +250,10 @@ export class VirtualMachine extends EventEmitter<VirtualMachineEvents> {
   }
 
   private request(op: 'pause' | 'unpause'): Promise<void> {
-    return new Promise((resolve) => {
+    return this.answer(new Promise((resolve) => {
       this.pending.set(op, resolve);
       this.executor.send({ op, vmId: this.id });
-    });
+    }), op);
   }
 
   /** Takes the state an executor reports for a VM it kept running (daemon restart). */
@@ -247,6 +276,7 @@ export class VirtualMachine extends EventEmitter<VirtualMachineEvents> {
     switch (ev.ev) {
       case 'console': {
         const b = Buffer.from(ev.data.buffer, ev.data.byteOffset, ev.data.byteLength);
+        this.consoleDropped += ev.dropped ?? 0;
         this.consoleChunks.push(b);
         this.consoleBytes += b.length;
         while (this.consoleBytes > CONSOLE_KEEP && this.consoleChunks.length > 1) {

@@ -129,9 +129,17 @@ export class ExecutorThread extends EventEmitter<ExecutorThreadEvents> {
     }
   }
 
-  /** Destroys the executor's VMs and ends the thread. */
   private stopping = false;
 
+  /** Ends a thread that no longer answers: its VMs are reported lost. */
+  fail(reason: string): void {
+    if (!this.alive) return;
+    this.alive = false;
+    this.emit('lost', { name: 'ExecutorError', message: `executor thread ${this.id} ${reason}; it was terminated with its VMs` });
+    void this.worker.terminate();
+  }
+
+  /** Destroys the executor's VMs and ends the thread. */
   async stop(): Promise<void> {
     this.stopping = true;
     this.setBusy(true);

@@ -83,6 +83,15 @@ function lastTraffic(m: Machine): number {
 /** Console bytes kept per VM for a toolstack that reconnects (executor processes). */
 export const CONSOLE_HISTORY = 16 * 1024;
 
+/**
+ * Console bytes a VM may write per second, and in one burst. A guest past
+ * its rate waits (parked, costing nothing) until it is back under it: one
+ * guest writing without pause must not take its executor's thread and link
+ * from the VMs beside it.
+ */
+export const CONSOLE_RATE = 1 << 20;
+export const CONSOLE_BURST = 256 * 1024;
+
 /** How long a VM may hold the executor while others are runnable. */
 export const SLICE_NS = 10_000_000;
 /** Longest a new VM runs before the toolstack hears that it started. */
@@ -123,6 +132,11 @@ interface Entry extends HeapItem {
   warm: boolean;
   /** The last CONSOLE_HISTORY bytes of console, when kept. */
   console: Uint8Array;
+  /** Console bytes it may write now (CONSOLE_RATE), as of consoleAtNs; negative while it waits. */
+  consoleCredit: number;
+  consoleAtNs: number;
+  /** Time it waited, all told, for its console's rate. */
+  consoleThrottledNs: number;
 }
 
 /** How an executor talks to its toolstack. */
@@ -393,7 +407,7 @@ export class Executor {
         this.emit({
           ev: 'stats', requestId: req.requestId,
           vms: [...this.vms.values()].map((e) => ({
-            vmId: e.vmId, cpuNs: e.cpuNs, exits: e.machine.exitCount,
+            vmId: e.vmId, cpuNs: e.cpuNs, exits: e.machine.exitCount, consoleThrottledNs: e.consoleThrottledNs,
             residentKiB: (e.machine.ram.residentBytes() + e.machine.devicePage.memory.residentBytes()) / 1024,
             nets: netCounters(e.machine),
           })),
@@ -453,8 +467,11 @@ export class Executor {
     }
     const e = this.start(config, machine, timings, warm, snapshot);
     if (snapshot.console.length) {
-      if (this.keepRecords) e.console = appendHistory(e.console, snapshot.console);
-      this.emit({ ev: 'console', vmId: config.vmId, data: snapshot.console });
+      // A snapshot's console is the history its VM had: no more than that is kept, or sent on.
+      const tail = snapshot.console.subarray(Math.max(0, snapshot.console.length - CONSOLE_HISTORY));
+      if (this.keepRecords) e.console = appendHistory(e.console, tail);
+      const dropped = snapshot.console.length - tail.length;
+      this.emit({ ev: 'console', vmId: config.vmId, data: tail, ...(dropped ? { dropped } : {}) });
     }
   }
 
@@ -603,7 +620,7 @@ export class Executor {
     const e: Entry = {
       vmId, machine, timings, deadlineNs: 0, heapIndex: -1, paused: false, queued: false,
       wokeWhilePaused: false, countInstructions: req.countInstructions === true, cpuNs: 0,
-      config: req, warm, console: new Uint8Array(0),
+      config: req, warm, console: new Uint8Array(0), consoleCredit: CONSOLE_BURST, consoleAtNs: monotonicNs(), consoleThrottledNs: 0,
     };
     // The boot marker is news at once: the guest may run on for a while.
     machine.onBoot = () => {
@@ -618,6 +635,7 @@ export class Executor {
       if (this.keepRecords) e.console = appendHistory(e.console, data);
       this.emit({ ev: 'console', vmId, data: data.slice() });
     };
+    machine.consoleWait = (bytes) => consoleWait(e, bytes);
     this.vms.set(vmId, e);
     // A service's taps keep their own watch: they outlive the VM.
     for (const dev of machine.nets) if (dev?.owned) this.watch(dev.tap.fd, libc.EPOLLIN | libc.EPOLLET, () => this.frameArrived(e, dev));
@@ -674,7 +692,8 @@ export class Executor {
     }
     try {
       const m = e.machine;
-      const parked = e.heapIndex >= 0 ? { remainingNs: Math.max(0, e.deadlineNs - monotonicNs()) } : null;
+      // Held for its console's rate, it is in no POLL: it restores runnable.
+      const parked = e.heapIndex >= 0 && !m.holding ? { remainingNs: Math.max(0, e.deadlineNs - monotonicNs()) } : null;
       const userPaused = e.paused;
       if (req.final && !e.paused) {
         // Stop-and-copy: from here the VM does not run here again unless the migration is called off.
@@ -991,6 +1010,17 @@ export class Executor {
 
   /** Runs once the executor has stopped, before its epoll set is closed. */
   onStop: (() => void) | undefined;
+}
+
+/** Spends a VM's console credit; how long (ns) it must wait to be back under its rate, or 0. */
+function consoleWait(e: Entry, bytes: number): number {
+  const now = monotonicNs();
+  e.consoleCredit = Math.min(CONSOLE_BURST, e.consoleCredit + ((now - e.consoleAtNs) * CONSOLE_RATE) / 1e9) - bytes;
+  e.consoleAtNs = now;
+  if (e.consoleCredit >= 0) return 0;
+  const waitNs = Math.ceil((-e.consoleCredit * 1e9) / CONSOLE_RATE);
+  e.consoleThrottledNs += waitNs;
+  return waitNs;
 }
 
 function appendHistory(history: Uint8Array, data: Uint8Array): Uint8Array {

@@ -1,6 +1,28 @@
+/**
+ * A guest's exit status, exactly: its 64-bit value as a number while that
+ * is a safe integer (within ±(2^53 - 1), as JSON readers keep it), else as
+ * a decimal string. A double would round 0x7fffffffffffffff to 2^63.
+ */
+export type ExitStatus = number | string;
+
+export function exitStatus(raw: bigint): ExitStatus {
+  return raw >= BigInt(Number.MIN_SAFE_INTEGER) && raw <= BigInt(Number.MAX_SAFE_INTEGER) ? Number(raw) : raw.toString();
+}
+
+/**
+ * A process exit code for a guest's status: its low byte, as a shell
+ * takes exit(2)'s, except that a status other than 0 is never reported as
+ * success (256 gives 1, not 0).
+ */
+export function processExitCode(status: ExitStatus): number {
+  const raw = BigInt(status);
+  const low = Number(BigInt.asUintN(8, raw));
+  return raw !== 0n && low === 0 ? 1 : low;
+}
+
 /** How a VM ended. */
 export type VmExit =
-  | { kind: 'halt'; status: number }
+  | { kind: 'halt'; status: ExitStatus }
   | { kind: 'crash'; code: CrashCode; reason: string }
   | { kind: 'destroyed' }
   /** Saved to a snapshot and ended there (xl save); it may live on elsewhere. */

@@ -2,7 +2,7 @@
 // guest-physical address, checks every pointer and length, and tells the
 // vCPU loop what to do next. Device modules add their calls with register().
 import { CONSOLE_WRITE_MAX, HC, HC_STRUCT, POLL_CONTROL } from './abi.js';
-import { GuestFault } from './exit.js';
+import { exitStatus, GuestFault } from './exit.js';
 import type { Machine } from './machine.js';
 
 /** What the vCPU loop does after a hypercall. */
@@ -51,8 +51,8 @@ register(HC.CONSOLE_WRITE, 'CONSOLE_WRITE', (m, arg) => {
   if (len > BigInt(CONSOLE_WRITE_MAX)) {
     throw new GuestFault('bad-hypercall', `CONSOLE_WRITE length ${len} exceeds the limit of ${CONSOLE_WRITE_MAX} bytes`);
   }
-  m.console(m.guestBytes(data, Number(len), 'CONSOLE_WRITE buffer'));
-  return Next.Resume;
+  // Past its console's rate, the guest waits (parked) until it is back under it.
+  return m.console(m.guestBytes(data, Number(len), 'CONSOLE_WRITE buffer')) ? Next.Park : Next.Resume;
 });
 
 register(HC.POLL, 'POLL', (m, arg) => {
@@ -71,7 +71,7 @@ register(HC.POLL, 'POLL', (m, arg) => {
 
 register(HC.HALT, 'HALT', (m, arg) => {
   const s = m.argStruct(arg, HC_STRUCT.halt.size, 'HALT');
-  m.halt(Number(s.getBigInt64(HC_STRUCT.halt.status, true)));
+  m.halt(exitStatus(s.getBigInt64(HC_STRUCT.halt.status, true)));
   return Next.Halt;
 });
 

@@ -18,7 +18,7 @@ import { longModeSregs, writePageTables } from './cpu.js';
 import { DevicePage, type DeviceEntry } from './device-page.js';
 import type { Image } from './elf.js';
 import { ImageError } from './elf.js';
-import { GuestFault, type VmExit } from './exit.js';
+import { GuestFault, type ExitStatus, type VmExit } from './exit.js';
 import { HYPERCALL_SLOTS, lookup, Next } from './hypercalls.js';
 import {
   BOOT_INFO_GPA, CMDLINE_GPA, MAX_MEMORY, MIN_MEMORY, MIN_STACK, WARMUP_GPA, WARMUP_PORT,
@@ -118,6 +118,10 @@ export class Machine {
   nets: (NetDevice | undefined)[] = [];
   /** Receives what the guest writes to its console. */
   onConsole: (data: Uint8Array) => void = () => {};
+  /** How long (ns) the guest must wait after writing this many console bytes (its console's rate), or 0. */
+  consoleWait: (bytes: number) => number = () => 0;
+  /** Parked by its console's rate, not in a POLL: a wake writes no ready set. */
+  holding = false;
   private pollArg = 0;
   private readonly tscHz: number;
   private closed = false;
@@ -386,11 +390,18 @@ export class Machine {
     throw new GuestFault('bad-hypercall', `${what} 0x${gpa.toString(16)}+${len} lies outside guest memory`);
   }
 
-  console(data: Uint8Array): void {
+  /** Hands the guest's console output on; true if the guest must now wait (see holdFor). */
+  console(data: Uint8Array): boolean {
     this.onConsole(data);
+    const waitNs = this.consoleWait(data.length);
+    if (waitNs <= 0) return false;
+    this.holding = true;
+    this.deadlineNs = monotonicNs() + waitNs;
+    return true;
   }
 
   parkUntil(arg: number, timeoutNs: bigint): void {
+    this.holding = false;
     this.pollArg = arg;
     // Clamp absurd timeouts to a year: still "forever" for the guest, but finite for the heap.
     const t = timeoutNs > 31_536_000_000_000_000n ? 31_536_000_000_000_000 : Number(timeoutNs);
@@ -406,7 +417,9 @@ export class Machine {
 
   /** Ends a POLL: writes which devices are ready into the guest's struct. */
   wake(readySet: bigint): void {
-    this.ram.setBigUint64(this.pollArg + HC_STRUCT.poll.readySet, readySet);
+    // Held for its console's rate, it waits in no POLL: nothing to answer.
+    if (!this.holding) this.ram.setBigUint64(this.pollArg + HC_STRUCT.poll.readySet, readySet);
+    this.holding = false;
     this.deadlineNs = 0;
   }
 
@@ -497,7 +510,7 @@ export class Machine {
     }
   }
 
-  halt(status: number): void {
+  halt(status: ExitStatus): void {
     this.exit = { kind: 'halt', status };
   }
 

@@ -91,6 +91,8 @@ export interface VmStats {
   /** Time spent running the guest (KVM_RUN and exit handling). */
   cpuNs: number;
   exits: number;
+  /** Time it waited, all told, because it wrote its console faster than the executor lets a VM. */
+  consoleThrottledNs: number;
   /** Guest memory (RAM and device page) backed by host pages. */
   residentKiB: number;
   /** Per network device: frames in and out, and frames dropped (bad ones from the guest, too long for it). */
@@ -111,7 +113,8 @@ export type ExecutorEvent =
   | { ev: 'armed'; vmId: number }
   | { ev: 'create-failed'; vmId: number; error: SerializedError }
   | { ev: 'booted'; vmId: number; bootNs: number; instructions?: number }
-  | { ev: 'console'; vmId: number; data: Uint8Array }
+  /** dropped: console bytes of this VM lost before this chunk (a toolstack that did not keep up). */
+  | { ev: 'console'; vmId: number; data: Uint8Array; dropped?: number }
   /** The guest ended: it never runs again. Its resources are freed soon after ('freed'). */
   | { ev: 'exit'; vmId: number; exit: VmExit; timings: Timings; exits: number; instructions?: number; nets?: VmStats['nets'] }
   /** Everything the VM held (KVM objects, memory) is given back. */

@@ -1,24 +1,45 @@
 // An executor process's link to its toolstack: a unix socket served by the
 // executor thread itself, in its own epoll loop, so that a request reaches
 // the thread that runs the VMs without a hop through another thread.
+//
+// The stream is a sequence of whole frames, in the order they were sent:
+// what a write leaves unwritten stays at the head of the queue, ahead of
+// every later frame (the socket is non-blocking; the thread never waits for
+// a slow reader). While the link is backed up, console output is held per
+// VM, up to CONSOLE_HELD bytes each: beyond that it is dropped and counted,
+// and the count goes with that VM's next console frame. Anything else a VM
+// sends first lets out what its console holds, so each VM's frames keep
+// their order.
 import * as libc from '../sys/libc.js';
 import type { Executor, ExecutorPort } from './executor.js';
 import type { ProcessEvent, ProcessRequest } from './protocol.js';
 import { encodeFrame, FrameDecoder } from './wire.js';
 
-/** Frames queued for a slow toolstack before console output is dropped. */
-const MAX_QUEUED = 8 << 20;
+/** Console bytes held per VM while the toolstack does not keep up; more is dropped (and counted). */
+export const CONSOLE_HELD = 256 * 1024;
+
+interface HeldConsole {
+  chunks: Uint8Array[];
+  bytes: number;
+  /** Dropped since the last console frame of this VM went out. */
+  dropped: number;
+}
 
 export class SocketPort implements ExecutorPort {
   private readonly listenFd: number;
   private conn = -1;
   private decoder = new FrameDecoder();
   private readonly readBuf = new Uint8Array(256 * 1024);
+  /** Encoded bytes not yet written, oldest first; the head's first headOff bytes are written. */
   private queue: Buffer[] = [];
-  private queued = 0;
+  private headOff = 0;
+  /** Console output held while the queue is not empty, by VM. */
+  private held = new Map<number, HeldConsole>();
   /** Frames held while a batch of requests is handled, written at its end in one go. */
   private corked: Buffer[] | undefined;
   private corkDepth = 0;
+  private corkedBytes = 0;
+  /** Console bytes dropped for a slow toolstack, all VMs. */
   dropped = 0;
 
   constructor(private readonly executor: Executor, path: string) {
@@ -32,14 +53,13 @@ export class SocketPort implements ExecutorPort {
 
   send(ev: ProcessEvent): void {
     if (this.conn < 0) return;
-    // A slow reader may miss console output, never anything else.
-    if (ev.ev === 'console' && this.queued > MAX_QUEUED) {
-      this.dropped += ev.data.length;
+    if (ev.ev === 'console' && this.backedUp()) {
+      this.hold(ev.vmId, ev.data, ev.dropped ?? 0);
       return;
     }
-    const frame = encodeFrame(ev);
-    if (this.corked) this.corked.push(frame);
-    else this.writeFrames(frame);
+    const vmId = 'vmId' in ev ? ev.vmId : undefined;
+    if (vmId !== undefined && this.held.has(vmId)) this.releaseHeld(vmId);
+    this.push(encodeFrame(ev));
   }
 
   /**
@@ -48,7 +68,10 @@ export class SocketPort implements ExecutorPort {
    * ~50 µs. Nests.
    */
   cork(): void {
-    if (this.corkDepth++ === 0) this.corked = [];
+    if (this.corkDepth++ === 0) {
+      this.corked = [];
+      this.corkedBytes = 0;
+    }
   }
 
   uncork(): void {
@@ -62,48 +85,96 @@ export class SocketPort implements ExecutorPort {
     if (!this.corked?.length) return;
     const frames = this.corked;
     this.corked = [];
-    if (this.conn >= 0) this.writeFrames(frames.length === 1 ? frames[0]! : Buffer.concat(frames));
+    this.corkedBytes = 0;
+    if (this.conn >= 0) this.enqueue(frames.length === 1 ? frames[0]! : Buffer.concat(frames));
   }
 
-  /** Writes encoded frames, behind any already queued. */
-  private writeFrames(frames: Buffer): void {
-    if (this.queue.length) {
-      this.queue.push(frames);
-      this.queued += frames.length;
+  /** Console bytes this port holds for a VM that the toolstack has not yet been sent. */
+  heldBytes(vmId: number): number {
+    return this.held.get(vmId)?.bytes ?? 0;
+  }
+
+  /** True while frames wait for the socket (or a batch grows large): console output is then held. */
+  private backedUp(): boolean {
+    return this.queue.length > 0 || this.corkedBytes > CONSOLE_HELD;
+  }
+
+  private hold(vmId: number, data: Uint8Array, dropped: number): void {
+    let h = this.held.get(vmId);
+    if (!h) {
+      h = { chunks: [], bytes: 0, dropped: 0 };
+      this.held.set(vmId, h);
+    }
+    h.dropped += dropped;
+    const room = CONSOLE_HELD - h.bytes;
+    const take = Math.min(room, data.length);
+    if (take > 0) {
+      h.chunks.push(take === data.length ? data : data.subarray(0, take));
+      h.bytes += take;
+    }
+    if (take < data.length) {
+      h.dropped += data.length - take;
+      this.dropped += data.length - take;
+    }
+  }
+
+  /** Sends a VM's held console as one frame. */
+  private releaseHeld(vmId: number): void {
+    this.push(this.takeHeld(vmId));
+  }
+
+  /** A VM's held console, as one frame, no longer held. */
+  private takeHeld(vmId: number): Buffer {
+    const h = this.held.get(vmId)!;
+    this.held.delete(vmId);
+    const data = h.chunks.length === 1 ? h.chunks[0]! : new Uint8Array(Buffer.concat(h.chunks));
+    return encodeFrame({ ev: 'console', vmId, data, ...(h.dropped ? { dropped: h.dropped } : {}) });
+  }
+
+  private push(frame: Buffer): void {
+    if (!this.corked) {
+      this.enqueue(frame);
       return;
     }
-    this.writeOut(frames);
+    this.corked.push(frame);
+    this.corkedBytes += frame.length;
   }
 
-  private writeOut(frame: Buffer): void {
-    let off = 0;
-    while (off < frame.length) {
-      const n = libc.write(this.conn, frame.subarray(off));
+  /** Writes encoded frames behind any already queued, as much as the socket takes now. */
+  private enqueue(frames: Buffer): void {
+    this.queue.push(frames);
+    if (this.queue.length === 1) this.flush();
+  }
+
+  /** Writes from the head of the queue until it is empty or the socket is full. */
+  private flush(): void {
+    while (this.conn >= 0) {
+      const head = this.queue[0];
+      if (!head) {
+        // Drained: what the consoles held goes now, then reading only.
+        if (this.held.size) {
+          for (const vmId of [...this.held.keys()]) this.queue.push(this.takeHeld(vmId));
+          continue;
+        }
+        this.executor.watch(this.conn, libc.EPOLLIN, (ev) => this.ready(ev));
+        return;
+      }
+      const n = libc.write(this.conn, head.subarray(this.headOff));
       if (n > 0) {
-        off += n;
+        this.headOff += n;
+        if (this.headOff === head.length) {
+          this.queue.shift();
+          this.headOff = 0;
+        }
         continue;
       }
       if (n === -libc.EAGAIN_ERRNO) {
-        const rest = frame.subarray(off);
-        this.queue.push(rest);
-        this.queued += rest.length;
         this.executor.watch(this.conn, libc.EPOLLIN | libc.EPOLLOUT, (ev) => this.ready(ev));
         return;
       }
       this.disconnect();
       return;
     }
-  }
-
-  private flush(): void {
-    while (this.queue.length) {
-      const frame = this.queue.shift()!;
-      this.queued -= frame.length;
-      const before = this.queue.length;
-      this.writeOut(frame);
-      if (this.conn < 0 || this.queue.length > before) return;
-    }
-    this.executor.watch(this.conn, libc.EPOLLIN, (ev) => this.ready(ev));
   }
 
   private accept(): void {
@@ -119,7 +190,7 @@ export class SocketPort implements ExecutorPort {
   }
 
   private ready(events: number): void {
-    if (events & libc.EPOLLOUT) this.flush();
+    if (events & libc.EPOLLOUT && this.queue.length) this.flush();
     if (this.conn < 0 || !(events & (libc.EPOLLIN | libc.EPOLLHUP | libc.EPOLLERR))) return;
     // The toolstack kicks after each request; the signal is spent now.
     this.executor.dropPendingKicks();
@@ -153,8 +224,10 @@ export class SocketPort implements ExecutorPort {
     this.executor.unwatch(this.conn);
     libc.close(this.conn);
     this.conn = -1;
+    // The next toolstack starts from a hello: what was not written is in its records (console history).
     this.queue = [];
-    this.queued = 0;
+    this.headOff = 0;
+    this.held.clear();
   }
 
   close(): void {

@@ -1,6 +1,6 @@
 import type { Command } from 'commander';
 import { Host, type VirtualMachine } from '../../toolstack/host.js';
-import { describeExit, type VmExit } from '../../vmm/exit.js';
+import { describeExit, processExitCode, type VmExit } from '../../vmm/exit.js';
 import { fail, ms } from '../output.js';
 import { RUN_OPTIONS, type RunOptions } from './run-args.js';
 
@@ -91,5 +91,5 @@ async function run(image: string, opts: RunOptions): Promise<number> {
 }
 
 export function exitCode(exit: VmExit): number {
-  return exit.kind === 'halt' ? exit.status & 0xff : EXIT_CRASHED;
+  return exit.kind === 'halt' ? processExitCode(exit.status) : EXIT_CRASHED;
 }
