@@ -105,7 +105,7 @@ const device = {
 const idParams = {
   type: 'object',
   required: ['id'],
-  properties: { id: { type: 'string', minLength: 1, maxLength: 64, description: 'VM id or name' } },
+  properties: { id: { type: 'string', minLength: 1, maxLength: 64, description: 'VM id (digits only) or name (never digits only)' } },
 } as const;
 
 const tags = ['vms'];
@@ -119,7 +119,7 @@ export const createVm = {
     additionalProperties: false,
     properties: {
       image: { type: 'string', minLength: 1, maxLength: 4096, description: 'ELF path on the host, or a built-in image name' },
-      name: { type: 'string', minLength: 1, maxLength: 63, pattern: '^[A-Za-z0-9][A-Za-z0-9_.-]*$' },
+      name: { type: 'string', minLength: 1, maxLength: 63, pattern: '^[A-Za-z0-9][A-Za-z0-9_.-]*$', description: 'not digits only: a number names a VM by its id' },
       memory: { type: 'integer', minimum: 2, maximum: 3072, description: 'MiB of guest memory (default 4)' },
       cmdline: { type: 'string', maxLength: 512 },
       devices: { type: 'array', maxItems: 62, items: device },

@@ -104,6 +104,7 @@ export async function buildServer(daemon: Daemon): Promise<FastifyInstance> {
       });
     } catch (err) {
       if (err instanceof VmCreateError) {
+        if (err.kind === 'NameError') throw new ApiError(400, 'invalid', err.message, 'name');
         const status = err.kind === 'ExecutorError' || err.kind === 'KvmUnavailableError' ? 503 : err.field === 'name' ? 409 : 422;
         // The request's field is the image; which part of the file is wrong is in the message.
         throw new ApiError(status, status === 409 ? 'conflict' : 'create-failed', err.message, err.file ? 'image' : err.field);
@@ -172,6 +173,7 @@ export async function buildServer(daemon: Daemon): Promise<FastifyInstance> {
       vm = await host.restore({ file: req.body.file, name: req.body.name });
     } catch (err) {
       if (err instanceof VmCreateError) {
+        if (err.kind === 'NameError') throw new ApiError(400, 'invalid', err.message, 'name');
         const status = err.kind === 'ExecutorError' ? 503 : err.field === 'name' ? 409 : 422;
         throw new ApiError(status, status === 409 ? 'conflict' : 'restore-failed', err.message, err.field === 'name' ? 'name' : 'file');
       }
@@ -269,6 +271,7 @@ export async function buildServer(daemon: Daemon): Promise<FastifyInstance> {
       });
       return await reply.code(201).send({ service: serviceView(svc) });
     } catch (err) {
+      if (err instanceof VmCreateError && err.kind === 'NameError') throw new ApiError(400, 'invalid', err.message, 'name');
       if (err instanceof VmCreateError) throw new ApiError(err.field === 'name' ? 409 : 422, 'serve-failed', err.message, err.field);
       throw new ApiError(422, 'serve-failed', (err as Error).message, 'devices');
     }

@@ -138,6 +138,20 @@ interface PendingCreate {
   reject: (err: Error) => void;
 }
 
+/**
+ * Refuses a name made of digits only: wherever a VM is named (the API's
+ * paths, the CLI) a number is its id, so VM "17" could never be reached by
+ * its name while a VM with id 17 exists.
+ */
+export function checkName(name: string): void {
+  if (/^\d+$/.test(name)) {
+    throw new VmCreateError({
+      name: 'NameError', field: 'name',
+      message: `name: "${name}" is all digits, which reads as a VM id: a name needs a letter or one of _ . -`,
+    });
+  }
+}
+
 /** A just-in-time service (see Host.serve). */
 export class JitService {
   readonly name: string;
@@ -228,6 +242,7 @@ export class Host extends EventEmitter<HostEvents> {
         message: `memory: ${memoryMiB} MiB is not a whole number from ${MIN_MEMORY / 1048576} to ${MAX_MEMORY / 1048576}`,
       });
     }
+    if (options.name !== undefined) checkName(options.name);
     const id = this.newId();
     const name = options.name ?? `vm${id}`;
     const devices = completeDevices(id, options.devices ?? [], this.bridge.name);
@@ -299,6 +314,8 @@ export class Host extends EventEmitter<HostEvents> {
     const id = options.keepId && !this.get(h.id) ? h.id : this.newId();
     this.nextId = Math.max(this.nextId, id + 1);
     const name = options.name ?? h.name;
+    // A daemon's own saved VMs come back as they were; any other restore names its VM as a create does.
+    if (!options.keepId) checkName(name);
     const same = this.byName.get(name);
     if (same && same.state !== 'exited') {
       throw new VmCreateError({ name: 'Error', field: 'name', message: `name: a VM named "${name}" already exists (restore with another name)` });
@@ -335,6 +352,7 @@ export class Host extends EventEmitter<HostEvents> {
    * device with a static address (ip= on the command line, or ipv4).
    */
   async serve(options: CreateOptions & { name: string; idleMs: number }): Promise<JitService> {
+    checkName(options.name);
     if (this.services.has(options.name) || this.get(options.name)) {
       throw new VmCreateError({ name: 'Error', field: 'name', message: `name: "${options.name}" is taken` });
     }
