@@ -10,6 +10,7 @@ import { VmCreateError } from '../toolstack/vm.js';
 import type { JitService } from '../toolstack/host.js';
 import type { VirtualMachine } from '../toolstack/vm.js';
 import type { Daemon } from './daemon.js';
+import { boundedWriter, Followers } from './followers.js';
 import { vmView } from './view.js';
 import * as S from './schemas.js';
 
@@ -88,6 +89,7 @@ export async function buildServer(daemon: Daemon): Promise<FastifyInstance> {
     reply.code(404).send({ error: { code: 'no-route', message: `no route ${req.method} ${req.url}`, field: null } }));
 
   const host = daemon.host;
+  const followers = new Followers();
   const find = (id: string): VirtualMachine => {
     const vm = host.get(id);
     if (!vm) throw notFound(id);
@@ -226,17 +228,14 @@ export async function buildServer(daemon: Daemon): Promise<FastifyInstance> {
       raw.end();
       return reply;
     }
-    const onData = (b: Buffer): void => void raw.write(b);
+    const write = boundedWriter(raw, (n) => `\n[lightvm: ${n} bytes of console skipped: this reader did not keep up]\n`);
+    const unfollow = [followers.follow(vm, 'console', (b: Buffer) => write(b)), followers.follow(vm, 'exit', () => done())];
     const done = (): void => {
-      vm.off('console', onData);
-      vm.off('exit', done);
+      for (const u of unfollow) u();
       raw.end();
     };
-    vm.on('console', onData);
-    vm.on('exit', done);
     req.raw.on('close', () => {
-      vm.off('console', onData);
-      vm.off('exit', done);
+      for (const u of unfollow) u();
     });
     return reply;
   });
@@ -244,17 +243,16 @@ export async function buildServer(daemon: Daemon): Promise<FastifyInstance> {
   app.get('/v1/events', { schema: S.withErrors(S.events) }, (req, reply) => {
     const raw = reply.raw;
     raw.writeHead(200, { 'content-type': 'application/x-ndjson', 'cache-control': 'no-store' });
-    const send = (o: unknown): void => void raw.write(`${JSON.stringify(o)}\n`);
+    const write = boundedWriter(raw, (n) => `${JSON.stringify({ type: 'skipped', time: new Date().toISOString(), bytes: n })}\n`);
+    const send = (o: unknown): void => write(`${JSON.stringify(o)}\n`);
     const onVm = ({ type, vm }: { type: string; vm: VirtualMachine }): void =>
       send({ type: `vm.${type}`, time: new Date().toISOString(), vm: vmView(vm) });
     const onLost = (e: { executor: number; reason: string; vms: { id: number; name: string }[] }): void =>
       send({ type: 'executor.lost', time: new Date().toISOString(), ...e });
-    host.on('vm', onVm);
-    host.on('executor-lost', onLost);
+    const unfollow = [followers.follow(host, 'vm', onVm), followers.follow(host, 'executor-lost', onLost)];
     send({ type: 'hello', time: new Date().toISOString(), vms: host.running });
     req.raw.on('close', () => {
-      host.off('vm', onVm);
-      host.off('executor-lost', onLost);
+      for (const u of unfollow) u();
     });
     return reply;
   });

@@ -536,22 +536,27 @@ export class Host extends EventEmitter<HostEvents> {
   }
 
   private statsRequest = 0;
+  /** Stats answers awaited, by executor and request id (one listener per executor, however many callers). */
+  private readonly statsWaiters = new Map<string, (vms: VmStats[]) => void>();
 
   /** Per-VM counters (CPU time, exits, resident memory, network frames) from every executor. */
   async stats(): Promise<(VmStats & { executor: number })[]> {
     const requestId = ++this.statsRequest;
     const answers = [...this.placement.executors()].map((ex) => new Promise<(VmStats & { executor: number })[]>((resolve) => {
+      const key = `${ex.id}:${requestId}`;
+      // An executor that does not answer in time is left out of this answer.
       const timer = setTimeout(() => done([]), 2000);
-      const onEvent = (ev: ExecutorEvent): void => {
-        if (ev.ev === 'stats' && ev.requestId === requestId) done(ev.vms.map((v) => ({ ...v, executor: ex.id })));
-      };
-      const done = (vms: (VmStats & { executor: number })[]): void => {
+      const done = (vms: VmStats[]): void => {
         clearTimeout(timer);
-        ex.off('event', onEvent);
-        resolve(vms);
+        this.statsWaiters.delete(key);
+        resolve(vms.map((v) => ({ ...v, executor: ex.id })));
       };
-      ex.on('event', onEvent);
-      ex.send({ op: 'stats', requestId });
+      this.statsWaiters.set(key, done);
+      try {
+        ex.send({ op: 'stats', requestId });
+      } catch {
+        done([]);
+      }
     }));
     return (await Promise.all(answers)).flat();
   }
@@ -598,6 +603,7 @@ export class Host extends EventEmitter<HostEvents> {
 
   private onEvent(ex: ExecutorLink, ev: ExecutorEvent): void {
     if (ev.ev === 'pool-error') this.emit('pool-error', { executor: ex.id, memory: ev.memory, reason: ev.error.message });
+    if (ev.ev === 'stats') this.statsWaiters.get(`${ex.id}:${ev.requestId}`)?.(ev.vms);
     if (!('vmId' in ev)) return;
     const pending = this.creating.get(ev.vmId);
     if (ev.ev === 'create-failed') {

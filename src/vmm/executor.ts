@@ -478,10 +478,10 @@ export class Executor {
   /** Creates the VM's network devices: a tap each, on its bridge, up. */
   private attachNets(machine: Machine, req: CreateRequest, timings: Timings): void {
     const t0 = monotonicNs();
-    for (const d of req.devices) {
+    for (const [i, d] of req.devices.entries()) {
       if (d.type !== 'net') continue;
       this.nl ??= new Rtnetlink();
-      machine.nets[d.id] = NetDevice.create(d.id, `lv${req.vmId}n${d.id}`, d.bridge ?? DEFAULT_BRIDGE, d.mtu ?? 1500, d.mac!, this.nl);
+      machine.nets[d.id] = NetDevice.create(d.id, `lv${req.vmId}n${d.id}`, d.bridge ?? DEFAULT_BRIDGE, d.mtu ?? 1500, d.mac!, this.nl, `devices.${i}`);
     }
     if (machine.nets.length) timings.netSetupNs = monotonicNs() - t0;
   }
@@ -496,9 +496,9 @@ export class Executor {
       if (!svc) {
         const created: Service = { id: req.serviceId, config: req.config, nets: [], ip: serviceAddress(req.config), idleNs: req.idleMs * 1e6 };
         this.nl ??= new Rtnetlink();
-        for (const d of req.config.devices) {
+        for (const [i, d] of req.config.devices.entries()) {
           if (d.type !== 'net') continue;
-          const dev = NetDevice.create(d.id, `lvs${req.serviceId}n${d.id}`, d.bridge ?? DEFAULT_BRIDGE, d.mtu ?? 1500, d.mac!, this.nl);
+          const dev = NetDevice.create(d.id, `lvs${req.serviceId}n${d.id}`, d.bridge ?? DEFAULT_BRIDGE, d.mtu ?? 1500, d.mac!, this.nl, `devices.${i}`);
           dev.owned = false;
           created.nets[d.id] = dev;
           this.watch(dev.tap.fd, libc.EPOLLIN | libc.EPOLLET, () => this.serviceFrame(created, dev));

@@ -38,7 +38,14 @@ export class ImageCache {
       this.cache.set(path, hit);
       return hit.image;
     }
-    const image = parseElf(path, new Uint8Array(readFileSync(path)));
+    let bytes: Uint8Array;
+    try {
+      bytes = new Uint8Array(readFileSync(path));
+    } catch (err) {
+      // A read error says its errno only (EIO from /proc/self/mem): the path and field go with it.
+      throw new ImageError(path, 'file', `cannot be read: ${(err as Error).message}`);
+    }
+    const image = parseElf(path, bytes);
     this.cache.set(path, { key, image });
     if (this.cache.size > this.capacity) this.cache.delete(this.cache.keys().next().value!);
     return image;

@@ -8,6 +8,7 @@ import * as libc from '../sys/libc.js';
 import { openTap, type Tap } from '../sys/tun.js';
 import { linkIndex, Rtnetlink } from '../sys/netlink.js';
 import { HC, HC_STRUCT } from './abi.js';
+import { DeviceConfigError } from './device-page.js';
 import { GuestFault } from './exit.js';
 import { Next, register } from './hypercalls.js';
 import type { Machine } from './machine.js';
@@ -62,18 +63,22 @@ export class NetDevice {
    * Creates the tap, attaches it to the bridge and brings it up: one
    * ioctl and one rtnetlink message. The tap goes away with its fd.
    */
-  static create(id: number, name: string, bridge: string, mtu: number, mac: string, nl: Rtnetlink): NetDevice {
+  static create(id: number, name: string, bridge: string, mtu: number, mac: string, nl: Rtnetlink, field = `net device ${id}`): NetDevice {
     const t0 = process.hrtime.bigint();
     const master = linkIndex(bridge);
-    if (!master) throw new Error(`bridge "${bridge}" does not exist`);
+    if (!master) throw new DeviceConfigError(`${field}.bridge`, `bridge "${bridge}" does not exist`);
     const tap = openTap(name);
+    // The kernel says EINVAL or EOPNOTSUPP only: which setting it refused is said here.
+    let step = `${field}.mtu`;
     try {
       const index = linkIndex(tap.name);
       if (mtu !== 1500) nl.setMtu(index, mtu);
+      step = `${field}.bridge`;
       nl.attachAndUp(index, master);
     } catch (err) {
       libc.close(tap.fd);
-      throw err;
+      const what = step.endsWith('.mtu') ? `MTU ${mtu} refused for tap ${name}` : `tap ${name} cannot join "${bridge}" (is it a bridge?)`;
+      throw new DeviceConfigError(step, `${what}: ${(err as Error).message}`);
     }
     const dev = new NetDevice(id, tap, mtu, mac);
     dev.setupNs = Number(process.hrtime.bigint() - t0);
