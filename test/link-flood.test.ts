@@ -4,13 +4,16 @@
 // each VM's console is bounded (what is dropped is counted in the API), and
 // pause, unpause and destroy of both VMs answer within a second.
 import assert from 'node:assert/strict';
-import { readFileSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
+import { ExecutorFleet } from '../src/toolstack/fleet.js';
+import { Host } from '../src/toolstack/host.js';
 import { decodeSnapshot, encodeSnapshotParts } from '../src/vmm/snapshot.js';
 import { ok, request, startTestDaemon, until, type TestDaemon, type VmView } from './daemon-helpers.js';
-import { sleep } from './helpers.js';
-import { assertCounting, consoleOf, untilCount, vmOf } from './vm-helpers.js';
+import { sleep, waitFor } from './helpers.js';
+import { assertCounting, buildGuest, consoleOf, untilCount, vmOf } from './vm-helpers.js';
 
 async function create(d: TestDaemon, body: Record<string, unknown>): Promise<VmView> {
   return (await ok<{ vm: VmView }>(d.socket, 'POST', '/v1/vms', body, 201)).vm;
@@ -170,3 +173,48 @@ void describe('the daemon killed while 32 VMs print', () => {
     }
   });
 });
+
+// A reply larger than a frame may be (a save returned whole, without a
+// file, of a VM with 20 MiB written): the request fails, saying so, and
+// the link and the VM beside it go on.
+void describe('an answer too large for one frame', () => {
+  let fleet: ExecutorFleet;
+  let host: Host;
+  let dir: string;
+  before(async () => {
+    dir = mkdtempSync(join(tmpdir(), 'lightvm-tfr-'));
+    ({ fleet } = await ExecutorFleet.start({ runtimeDir: dir, spare: 0 }));
+    host = new Host(fleet);
+  });
+  after(async () => {
+    await host.close();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  void it('a save without a file of a VM with 20 MiB written fails with the reason; the executor and its other VM go on', async () => {
+    const image = buildGuest(dir, 'toucher', TOUCHER_C);
+    const calm = await host.create({ image: 'counter', name: 'calm' });
+    const big = await host.create({ image, name: 'big', memoryMiB: 32 });
+    assert.equal(big.executor, calm.executor, 'one executor');
+    await waitFor('the toucher to have written its memory', () => big.consoleText().includes('touched'), 20_000);
+    await assert.rejects(big.save(undefined, { checkpoint: true }), /exceeds the 16777216 bytes a frame to the toolstack may have/);
+    assert.ok(calm.executor.isAlive, 'the executor was lost');
+    const n = calm.consoleText().length;
+    await waitFor('the calm VM to print on', () => calm.consoleText().length > n + 20, 20_000);
+    assert.equal(big.state, 'running');
+    await big.destroy();
+    await calm.destroy();
+  });
+});
+
+/** Writes one byte in every page of 20 MiB above 4 MiB, says so, and waits. */
+const TOUCHER_C = `#include <lightvm/lvm.h>
+int main(void)
+{
+    for (uint64_t a = 4u << 20; a < (24u << 20); a += 4096)
+        *(volatile uint8_t *)a = 1;
+    lvm_puts("touched\\n");
+    for (;;)
+        lvm_poll(1000000000ull);
+}
+`;

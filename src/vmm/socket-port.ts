@@ -13,7 +13,7 @@
 import * as libc from '../sys/libc.js';
 import type { Executor, ExecutorPort } from './executor.js';
 import type { ProcessEvent, ProcessRequest } from './protocol.js';
-import { encodeFrame, FrameDecoder } from './wire.js';
+import { encodeFrame, FrameDecoder, MAX_FRAME } from './wire.js';
 
 /** Console bytes held per VM while the toolstack does not keep up; more is dropped (and counted). */
 export const CONSOLE_HELD = 256 * 1024;
@@ -59,7 +59,19 @@ export class SocketPort implements ExecutorPort {
     }
     const vmId = 'vmId' in ev ? ev.vmId : undefined;
     if (vmId !== undefined && this.held.has(vmId)) this.releaseHeld(vmId);
-    this.push(encodeFrame(ev));
+    this.push(this.encode(ev));
+  }
+
+  /**
+   * A frame the toolstack accepts: one beyond MAX_FRAME (a snapshot or page
+   * copy of a large VM sent back whole) would make it drop the link, so the
+   * request it answers fails instead, saying why.
+   */
+  private encode(ev: ProcessEvent): Buffer {
+    const frame = encodeFrame(ev);
+    if (frame.length - 4 <= MAX_FRAME || !('requestId' in ev) || !('vmId' in ev)) return frame;
+    const message = `its answer of ${frame.length - 4} bytes exceeds the ${MAX_FRAME} bytes a frame to the toolstack may have`;
+    return encodeFrame({ ev: 'save-failed', requestId: ev.requestId, vmId: ev.vmId, error: { name: 'Error', message } });
   }
 
   /**
