@@ -11,7 +11,7 @@ import { after, before, describe, it } from 'node:test';
 import { ExecutorFleet } from '../src/toolstack/fleet.js';
 import { Host } from '../src/toolstack/host.js';
 import { decodeSnapshot, encodeSnapshotParts } from '../src/vmm/snapshot.js';
-import { ok, request, startTestDaemon, until, type TestDaemon, type VmView } from './daemon-helpers.js';
+import { isAlive, ok, openStream, request, startTestDaemon, until, type TestDaemon, type VmView } from './daemon-helpers.js';
 import { sleep, waitFor } from './helpers.js';
 import { assertCounting, buildGuest, consoleOf, untilCount, vmOf } from './vm-helpers.js';
 
@@ -218,3 +218,43 @@ int main(void)
         lvm_poll(1000000000ull);
 }
 `;
+
+// An executor that stops answering (SIGSTOP: alive, its socket open) is
+// not waited for forever: the request fails within REQUEST_TIMEOUT_MS, the
+// executor is ended and its VMs are reported lost, and the daemon goes on
+// with the next executor.
+void describe('an executor that stops answering', () => {
+  let d: TestDaemon;
+  before(async () => {
+    d = await startTestDaemon({ args: ['--pool', '4:0'], prefix: 'fh' });
+  });
+  after(async () => {
+    await d.stop();
+  });
+
+  void it('a pause fails in bounded time (503), the executor is ended with its VMs reported, and a new VM runs elsewhere', async () => {
+    const vm = await create(d, { image: 'counter', name: 'h1' });
+    await create(d, { image: 'counter', name: 'h2' });
+    await untilCount(d.socket, 'h1', 2);
+    const ex = (await d.host()).executors.find((e) => e.id === vm.executor)!;
+    const events = await openStream(d.socket, '/v1/events');
+    process.kill(ex.pid, 'SIGSTOP');
+    const t0 = Date.now();
+    const r = await request(d.socket, 'POST', '/v1/vms/h1/pause', { timeoutMs: 30_000 });
+    const took = Date.now() - t0;
+    assert.equal(r.status, 503, r.text);
+    assert.match(r.text, /did not answer the pause of VM \d+ \(h1\) within 10000 ms/);
+    assert.ok(took < 15_000, `the pause took ${took} ms`);
+    await until('the executor to be gone', () => Promise.resolve(!isAlive(ex.pid)), 5000);
+    for (const name of ['h1', 'h2']) {
+      const v = await vmOf(d.socket, name);
+      assert.equal(v.state, 'exited');
+      assert.equal(v.exit?.code, 'executor-lost');
+    }
+    await until('executor.lost on the event stream', () => Promise.resolve(events.text().includes('"executor.lost"')), 5000);
+    events.close();
+    const next = await create(d, { image: 'counter', name: 'h3' });
+    assert.notEqual(next.executor, vm.executor);
+    await untilCount(d.socket, 'h3', 2, 20_000);
+  });
+});

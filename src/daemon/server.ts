@@ -82,6 +82,9 @@ export async function buildServer(daemon: Daemon): Promise<FastifyInstance> {
     if (fe.statusCode && fe.statusCode >= 400 && fe.statusCode < 500) {
       return reply.code(fe.statusCode).send({ error: { code: 'bad-request', message: fe.message, field: null } });
     }
+    if (err.name === 'ExecutorError') {
+      return reply.code(503).send({ error: { code: 'executor-lost', message: err.message, field: null } });
+    }
     app.log.error(err);
     return reply.code(500).send({ error: { code: 'internal', message: err.message, field: null } });
   });

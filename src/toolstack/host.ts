@@ -138,6 +138,9 @@ interface PendingCreate {
   reject: (err: Error) => void;
 }
 
+/** Longest wait for an executor's answer to a create, restore or arm (a restore reads and checks its whole file first). */
+export const START_TIMEOUT_MS = 30_000;
+
 /**
  * Refuses a name made of digits only: wherever a VM is named (the API's
  * paths, the CLI) a number is its id, so VM "17" could never be reached by
@@ -278,13 +281,26 @@ export class Host extends EventEmitter<HostEvents> {
     const executor = await this.reserve(config.name, () => this.placement.pick(config.memory));
     const vm = new VirtualMachine(executor, config);
     this.holdBridges(vm);
-    return new Promise((resolve, reject) => {
+    return this.bounded(executor, config, request.op, new Promise((resolve, reject) => {
       this.creating.set(config.vmId, { vm, resolve, reject });
       this.vms.set(config.vmId, vm);
       this.byName.set(config.name, vm);
       if (config.trace) config.trace.sentNs = Number(process.hrtime.bigint());
       executor.send(request);
-    });
+    }));
+  }
+
+  /**
+   * A create's answer is awaited START_TIMEOUT_MS at most: an executor that
+   * does not answer by then is ended (its VMs reported lost), which fails
+   * this create too. Nothing waits on an executor forever.
+   */
+  private bounded(executor: ExecutorLink, config: CreateRequest, what: string, p: Promise<VirtualMachine>): Promise<VirtualMachine> {
+    const timer = setTimeout(() => {
+      if (this.creating.has(config.vmId)) executor.fail(`did not answer the ${what} of VM ${config.vmId} (${config.name}) within ${START_TIMEOUT_MS} ms`);
+    }, START_TIMEOUT_MS);
+    p.then(() => clearTimeout(timer), () => clearTimeout(timer));
+    return p;
   }
 
   /**
@@ -431,12 +447,12 @@ export class Host extends EventEmitter<HostEvents> {
     const vm = new VirtualMachine(executor, config);
     vm.state = 'armed';
     this.holdBridges(vm);
-    return new Promise((resolve, reject) => {
+    return this.bounded(executor, config, 'arm', new Promise((resolve, reject) => {
       this.creating.set(id, { vm, resolve, reject });
       this.vms.set(id, vm);
       this.byName.set(config.name, vm);
       executor.send({ op: 'arm', serviceId: svc.id, vmId: id, config, idleMs: svc.idleMs });
-    });
+    }));
   }
 
   /** @internal */

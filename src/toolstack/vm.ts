@@ -122,8 +122,8 @@ export class VirtualMachine extends EventEmitter<VirtualMachineEvents> {
   /** Ends the VM if it runs, then drops its record; resolves once its resources are freed. */
   async destroy(): Promise<VmExit> {
     if (this.state !== 'exited') this.executor.send({ op: 'destroy', vmId: this.id });
-    const exit = await this.answer(this.exited, 'destroy');
-    await this.answer(this.freed, 'free of the resources');
+    const exit = await this.answer(this.exited, 'destroy', REQUEST_TIMEOUT_MS, true);
+    await this.answer(this.freed, 'free of the resources', REQUEST_TIMEOUT_MS, true);
     this.emit('removed');
     return exit;
   }
@@ -133,14 +133,18 @@ export class VirtualMachine extends EventEmitter<VirtualMachineEvents> {
    * ms: one that does not answer is ended, which answers everything
    * pending (the VM is then lost).
    */
-  private async answer<T>(p: Promise<T>, what: string, ms = REQUEST_TIMEOUT_MS): Promise<T> {
+  private async answer<T>(p: Promise<T>, what: string, ms = REQUEST_TIMEOUT_MS, goneWillDo = false): Promise<T> {
     let timer: NodeJS.Timeout | undefined;
     const late = new Promise<void>((r) => (timer = setTimeout(r, ms)));
     try {
       const first = await Promise.race([p.then((value) => ({ value })), late]);
       if (first) return first.value;
-      this.executor.fail(`did not answer the ${what} of VM ${this.id} (${this.name}) within ${ms} ms`);
-      return await p;
+      const reason = `did not answer the ${what} of VM ${this.id} (${this.name}) within ${ms} ms`;
+      this.executor.fail(reason);
+      // Ended with its executor: a destroy has what it asked for; anything else failed.
+      const value = await p;
+      if (goneWillDo) return value;
+      throw Object.assign(new Error(`executor ${this.executor.id} ${reason}: it was ended, and the VM with it`), { name: 'ExecutorError' });
     } finally {
       clearTimeout(timer);
     }
