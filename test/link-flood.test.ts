@@ -258,3 +258,36 @@ void describe('an executor that stops answering', () => {
     await untilCount(d.socket, 'h3', 2, 20_000);
   });
 });
+
+void describe('a request too large for one frame', () => {
+  let fleet: ExecutorFleet;
+  let host: Host;
+  let dir: string;
+  before(async () => {
+    dir = mkdtempSync(join(tmpdir(), 'lightvm-tfq-'));
+    ({ fleet } = await ExecutorFleet.start({ runtimeDir: dir, spare: 0 }));
+    host = new Host(fleet);
+  });
+  after(async () => {
+    await host.close();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  void it('a restore of a decoded snapshot with 20 MiB of pages is refused with the reason; the executor and its VMs go on', async () => {
+    const image = buildGuest(dir, 'toucher', TOUCHER_C);
+    const calm = await host.create({ image: 'counter', name: 'calm' });
+    const big = await host.create({ image, name: 'big', memoryMiB: 32 });
+    await waitFor('the toucher to have written its memory', () => big.consoleText().includes('touched'), 20_000);
+    const file = join(dir, 'big.snap');
+    await big.save(file, { checkpoint: true });
+    const snapshot = decodeSnapshot(file, readFileSync(file));
+    await assert.rejects(host.restore({ snapshot, name: 'big2' }), /a restore request of \d+ bytes exceeds the 16777216 bytes a frame to it may have/);
+    assert.ok(calm.executor.isAlive, 'the executor was lost');
+    assert.equal(host.get('big2'), undefined, 'the refused restore left a record');
+    const n = calm.consoleText().length;
+    await waitFor('the calm VM to print on', () => calm.consoleText().length > n + 20, 20_000);
+    assert.equal(big.state, 'running');
+    await big.destroy();
+    await calm.destroy();
+  });
+});

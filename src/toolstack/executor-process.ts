@@ -9,7 +9,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import * as libc from '../sys/libc.js';
 import { KICK_SIGNAL, type AdoptedService, type AdoptedVm, type ExecutorRequest, type ProcessEvent, type ProcessRequest, type SerializedError } from '../vmm/protocol.js';
-import { encodeFrame, FrameDecoder } from '../vmm/wire.js';
+import { encodeFrame, FrameDecoder, MAX_FRAME } from '../vmm/wire.js';
 import type { ExecutorLink, ExecutorLinkEvents } from './executor-link.js';
 import { PACKAGE_ROOT } from './images.js';
 
@@ -282,8 +282,16 @@ export class ExecutorProcess extends EventEmitter<ExecutorLinkEvents> implements
     this.socket.end();
   }
 
+  /**
+   * Sends a request; one larger than the executor takes in a frame is
+   * refused here (it would make the executor drop the link).
+   */
   private write(req: ProcessRequest): void {
-    this.socket.write(encodeFrame(req));
+    const frame = encodeFrame(req);
+    if (frame.length - 4 > MAX_FRAME) {
+      throw new Error(`executor ${this.id}: a ${req.op} request of ${frame.length - 4} bytes exceeds the ${MAX_FRAME} bytes a frame to it may have`);
+    }
+    this.socket.write(frame);
   }
 
   private onMessage(ev: ProcessEvent): void {

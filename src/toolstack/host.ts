@@ -286,7 +286,12 @@ export class Host extends EventEmitter<HostEvents> {
       this.vms.set(config.vmId, vm);
       this.byName.set(config.name, vm);
       if (config.trace) config.trace.sentNs = Number(process.hrtime.bigint());
-      executor.send(request);
+      try {
+        executor.send(request);
+      } catch (err) {
+        // Not sent (too large for the link, or the executor is gone): nothing was made.
+        this.onEvent(executor, { ev: 'create-failed', vmId: config.vmId, error: { name: 'Error', message: (err as Error).message } });
+      }
     }));
   }
 
