@@ -98,6 +98,13 @@ export class InlineExecutor extends EventEmitter<InlineExecutorEvents> {
     if (this.executor.busy || this.outbox.length) this.schedule();
   }
 
+  /** Gives up on it (a request it did not answer in time): its VMs are reported lost; stop() frees them. */
+  fail(reason: string): void {
+    if (!this.alive) return;
+    this.alive = false;
+    this.emit('lost', { name: 'ExecutorError', message: `inline executor ${this.id} ${reason}` });
+  }
+
   /** Destroys its VMs and ends it, on this thread, now (also after it failed: what it holds is freed). */
   stop(): Promise<void> {
     if (this.ended) return Promise.resolve();
