@@ -476,9 +476,10 @@ export class Host extends EventEmitter<HostEvents> {
       try {
         ensureBridge(b === this.bridge.name ? this.bridge : { name: b });
       } catch (err) {
-        if (!(err instanceof BridgeError)) throw err;
         const i = devices.findIndex((d) => d.type === 'net' && (d.bridge ?? this.bridge.name) === b);
-        throw Object.assign(err, { field: `devices.${i}.bridge` });
+        // The kernel's EINVAL (a name it refuses) names no field: this one is the bridge.
+        const e = err instanceof BridgeError ? err : new Error(`devices.${i}.bridge: bridge "${b}" cannot be made: ${(err as Error).message}`);
+        throw Object.assign(e, { field: `devices.${i}.bridge` });
       }
     }
   }
