@@ -113,6 +113,17 @@ const CRAFTED: Crafted[] = [
     exit: { kind: 'crash', code: 'triple-fault', reason: /triple fault/ },
   },
   {
+    // The set of modules is the attack surface: without a net device the net module is not set up, so NET_* do not exist.
+    what: 'NET_WRITE in a VM without a network device is an unknown hypercall',
+    code: asm.hypercall(5, HALT_ARG), data: u64s(0, 0, 0, 0),
+    exit: { kind: 'crash', code: 'bad-hypercall', reason: /unknown hypercall 5 \(port 0x505\): NET_WRITE is not a call of this VM/ },
+  },
+  {
+    what: 'NET_READ in a VM without a network device is an unknown hypercall',
+    code: asm.hypercall(6, HALT_ARG), data: u64s(0, 0, 0, 0, 0),
+    exit: { kind: 'crash', code: 'bad-hypercall', reason: /unknown hypercall 6 \(port 0x506\): NET_READ is not a call of this VM/ },
+  },
+  {
     what: 'a write into the device page at offset 0x800', code: asm.store(0xc0000800),
     exit: { kind: 'crash', code: 'device-page-write', reason: /wrote 4 bytes to its read-only device page at offset 0x800\b/ },
   },

@@ -16,7 +16,9 @@ import { DeadlineHeap, type HeapItem } from './deadline-heap.js';
 import type { VmExit } from './exit.js';
 import { ImageCache } from './image-cache.js';
 import { nextBackoffNs, ShellSupply } from './shell-supply.js';
-import { NetDevice, type NetCounters } from './net.js';
+import { NetDevice } from './net.js';
+import { NetModule } from './modules/net.js';
+import { isHeld, isWaiting, transition, type ResumeTo, type VmState } from './vm-state.js';
 import { Rtnetlink } from '../sys/netlink.js';
 import { DEFAULT_BRIDGE } from './device-page.js';
 import { Machine, monotonicNs, Outcome } from './machine.js';
@@ -65,8 +67,12 @@ function isFor(svc: Service, dev: NetDevice, f: Uint8Array): boolean {
   return false;
 }
 
-function netCounters(m: Machine): (NetCounters & { id: number; tap: string })[] {
-  return m.nets.flatMap((d) => (d ? [{ id: d.id, tap: d.tap.name, ...d.counters }] : []));
+function netOf(m: Machine): NetModule | undefined {
+  return m.module('net') as NetModule | undefined;
+}
+
+function netCounters(m: Machine): ReturnType<NetModule['counters']> {
+  return netOf(m)?.counters() ?? [];
 }
 
 /** The SHA-256 (hex) of every page of a VM's RAM. */
@@ -75,9 +81,7 @@ function memoryDigest(m: Machine): string {
 }
 
 function lastTraffic(m: Machine): number {
-  let t = 0;
-  for (const d of m.nets) if (d && d.lastTrafficNs > t) t = d.lastTrafficNs;
-  return t || monotonicNs();
+  return netOf(m)?.lastTrafficNs() || monotonicNs();
 }
 
 /** Console bytes kept per VM for a toolstack that reconnects (executor processes). */
@@ -117,14 +121,12 @@ interface Entry extends HeapItem {
   vmId: number;
   machine: Machine;
   timings: Timings;
-  paused: boolean;
-  queued: boolean;
-  /** Woken (deadline passed) while paused: runnable on unpause. */
-  wokeWhilePaused: boolean;
+  /** See vm-state.ts; 'migrating' is paused by a live migration's last step (not by the user). */
+  state: VmState;
+  /** Where a held VM goes when let go. */
+  resume: ResumeTo;
   countInstructions: boolean;
   cpuNs: number;
-  /** Paused by a live migration's last step (not by the user). */
-  migrationPaused?: boolean;
   /** A just-in-time service's VM: its id, and the idle time that ends it. */
   serviceId?: number;
   idleNs?: number;
@@ -360,27 +362,18 @@ export class Executor {
         const e = this.vms.get(req.vmId);
         if (!e) break;
         e.machine.endRounds();
-        if (e.migrationPaused) {
-          e.migrationPaused = false;
-          this.handle({ op: 'unpause', vmId: req.vmId });
-        }
+        if (e.state === 'migrating') this.handle({ op: 'unpause', vmId: req.vmId });
         break;
       }
       case 'pause': {
         const e = this.vms.get(req.vmId);
-        if (e && !e.paused) e.paused = true;
+        if (e && !isHeld(e)) this.hold(e, 'paused');
         this.emit({ ev: 'paused', vmId: req.vmId, ok: e !== undefined });
         break;
       }
       case 'unpause': {
         const e = this.vms.get(req.vmId);
-        if (e?.paused) {
-          e.paused = false;
-          if (e.wokeWhilePaused || (e.heapIndex < 0 && !e.queued)) {
-            e.wokeWhilePaused = false;
-            this.enqueue(e);
-          }
-        }
+        if (e && isHeld(e)) this.release(e);
         this.emit({ ev: 'unpaused', vmId: req.vmId, ok: e !== undefined });
         break;
       }
@@ -388,13 +381,8 @@ export class Executor {
         const e = this.vms.get(req.vmId);
         if (!e) break;
         e.machine.requestShutdown();
-        if (e.heapIndex >= 0) {
-          // Parked in POLL: end the wait now so the guest sees the request.
-          this.parked.remove(e);
-          e.machine.wake(POLL_CONTROL);
-          if (e.paused) e.wokeWhilePaused = true;
-          else this.enqueue(e);
-        }
+        // Parked in POLL: end the wait now so the guest sees the request.
+        if (isWaiting(e)) this.wakeUp(e, POLL_CONTROL);
         break;
       }
       case 'pool':
@@ -475,15 +463,23 @@ export class Executor {
     }
   }
 
-  /** Creates the VM's network devices: a tap each, on its bridge, up. */
+  /** Creates the VM's network devices (a tap each, on its bridge, up) and its net module; none without a net device. */
   private attachNets(machine: Machine, req: CreateRequest, timings: Timings): void {
     const t0 = monotonicNs();
-    for (const [i, d] of req.devices.entries()) {
-      if (d.type !== 'net') continue;
-      this.nl ??= new Rtnetlink();
-      machine.nets[d.id] = NetDevice.create(d.id, `lv${req.vmId}n${d.id}`, d.bridge ?? DEFAULT_BRIDGE, d.mtu ?? 1500, d.mac!, this.nl, `devices.${i}`);
+    const devs: NetDevice[] = [];
+    try {
+      for (const [i, d] of req.devices.entries()) {
+        if (d.type !== 'net') continue;
+        this.nl ??= new Rtnetlink();
+        devs.push(NetDevice.create(d.id, `lv${req.vmId}n${d.id}`, d.bridge ?? DEFAULT_BRIDGE, d.mtu ?? 1500, d.mac!, this.nl, `devices.${i}`));
+      }
+    } catch (err) {
+      for (const dev of devs) dev.close();
+      throw err;
     }
-    if (machine.nets.length) timings.netSetupNs = monotonicNs() - t0;
+    if (devs.length === 0) return;
+    machine.add(new NetModule(machine, devs));
+    timings.netSetupNs = monotonicNs() - t0;
   }
 
   // ---- just-in-time services ----
@@ -543,12 +539,12 @@ export class Executor {
       ({ machine, warm } = this.shell(req.memory, true));
       timings.shellNs = monotonicNs();
       machine.load(this.images.get(req.image), { vmId, name: req.name, cmdline: req.cmdline, devices: req.devices });
-      for (const dev of svc.nets) {
-        if (!dev) continue;
-        machine.nets[dev.id] = dev;
+      const lent = svc.nets.filter((d): d is NetDevice => d !== undefined);
+      for (const dev of lent) {
         dev.pending = dev.held.length > 0;
         dev.lastTrafficNs = firstFrameNs;
       }
+      machine.add(new NetModule(machine, lent));
       timings.loadedNs = monotonicNs();
     } catch (err) {
       machine?.close();
@@ -586,11 +582,53 @@ export class Executor {
   /** A frame reached one of a VM's taps: a VM parked in POLL wakes. */
   private frameArrived(e: Entry, dev: NetDevice): void {
     dev.pending = true;
-    if (e.heapIndex < 0 || !this.vms.has(e.vmId)) return;
+    this.deviceReady(e);
+  }
+
+  /** A device of e is ready: if it waits in POLL, it wakes with the ready set. */
+  private deviceReady(e: Entry): void {
+    if (isWaiting(e) && this.vms.get(e.vmId) === e) this.wakeUp(e, e.machine.readySet());
+  }
+
+  // ---- changes of a VM's state (vm-state.ts): one function each ----
+
+  /** Into the run queue; a held VM goes there when let go. */
+  private makeRunnable(e: Entry): void {
     this.parked.remove(e);
-    e.machine.wake(e.machine.netReady());
-    if (e.paused) e.wokeWhilePaused = true;
-    else this.enqueue(e);
+    if (isHeld(e)) {
+      e.resume = 'runnable';
+      return;
+    }
+    transition(e, 'runnable');
+    this.runQueue.push(e);
+  }
+
+  /** Waits in POLL until its deadline or a device is ready. */
+  private park(e: Entry): void {
+    transition(e, 'parked');
+    e.deadlineNs = e.machine.deadlineNs;
+    if (e.idleNs !== undefined) e.deadlineNs = Math.min(e.deadlineNs, lastTraffic(e.machine) + e.idleNs);
+    this.parked.push(e);
+  }
+
+  /** Ends a POLL wait: the guest finds readySet in its struct. */
+  private wakeUp(e: Entry, readySet: bigint): void {
+    e.machine.wake(readySet);
+    this.makeRunnable(e);
+  }
+
+  /** Paused (by the user) or migrating (a migration's last step): it stops running here. A parked VM's deadline goes on. */
+  private hold(e: Entry, as: 'paused' | 'migrating'): void {
+    const was = e.state;
+    transition(e, as);
+    if (was === 'runnable') this.runQueue = this.runQueue.filter((x) => x !== e);
+    e.resume = was === 'parked' ? 'parked' : 'runnable';
+  }
+
+  /** Lets a held VM go: back to the run queue, or to its POLL wait if that has not ended. */
+  private release(e: Entry): void {
+    transition(e, e.resume);
+    if (e.resume === 'runnable') this.runQueue.push(e);
   }
 
   /** A prepared shell of this size if one is wanted and ready (warm), else a new one. */
@@ -618,8 +656,8 @@ export class Executor {
   private start(req: CreateRequest, machine: Machine, timings: Timings, warm: boolean, restored?: Snapshot): Entry {
     const vmId = req.vmId;
     const e: Entry = {
-      vmId, machine, timings, deadlineNs: 0, heapIndex: -1, paused: false, queued: false,
-      wokeWhilePaused: false, countInstructions: req.countInstructions === true, cpuNs: 0,
+      vmId, machine, timings, deadlineNs: 0, heapIndex: -1, state: 'created', resume: 'runnable',
+      countInstructions: req.countInstructions === true, cpuNs: 0,
       config: req, warm, console: new Uint8Array(0), consoleCredit: CONSOLE_BURST, consoleAtNs: monotonicNs(), consoleThrottledNs: 0,
     };
     // The boot marker is news at once: the guest may run on for a while.
@@ -637,21 +675,27 @@ export class Executor {
     };
     machine.consoleWait = (bytes) => consoleWait(e, bytes);
     this.vms.set(vmId, e);
-    // A service's taps keep their own watch: they outlive the VM.
-    for (const dev of machine.nets) if (dev?.owned) this.watch(dev.tap.fd, libc.EPOLLIN | libc.EPOLLET, () => this.frameArrived(e, dev));
-    if (restored?.header.paused) e.paused = true;
-    this.unannounced.push({ ev: 'started', vmId, warm, timings, paused: e.paused, memory: machine.memSize });
+    // The fds its modules watch (a service's taps keep their own watch: they outlive the VM).
+    for (const w of machine.bus.watches) {
+      this.watch(w.fd, w.events, () => {
+        if (w.onReady()) this.deviceReady(e);
+      });
+    }
+    const paused = restored?.header.paused === true;
+    this.unannounced.push({ ev: 'started', vmId, warm, timings, paused, memory: machine.memSize });
     // A new VM is announced after its first entry (or at its first event,
     // its boot marker within a few hundred instructions): a write wakes the
     // toolstack, and here that costs the boot ~0.05 ms. A restored VM is
     // announced at once: it may compute for a whole slice before it exits.
     if (restored) this.announce();
     if (restored?.header.parked) {
+      transition(e, 'parked');
       e.deadlineNs = machine.deadlineNs;
       this.parked.push(e);
-    } else if (!e.paused) {
-      this.enqueue(e);
+    } else {
+      this.makeRunnable(e);
     }
+    if (paused) this.hold(e, 'paused');
     return e;
   }
 
@@ -693,13 +737,10 @@ export class Executor {
     try {
       const m = e.machine;
       // Held for its console's rate, it is in no POLL: it restores runnable.
-      const parked = e.heapIndex >= 0 && !m.holding ? { remainingNs: Math.max(0, e.deadlineNs - monotonicNs()) } : null;
-      const userPaused = e.paused;
-      if (req.final && !e.paused) {
-        // Stop-and-copy: from here the VM does not run here again unless the migration is called off.
-        e.paused = true;
-        e.migrationPaused = true;
-      }
+      const parked = isWaiting(e) && !m.holding ? { remainingNs: Math.max(0, e.deadlineNs - monotonicNs()) } : null;
+      const userPaused = e.state === 'paused';
+      // Stop-and-copy: from here the VM does not run here again unless the migration is called off.
+      if (req.final && !isHeld(e)) this.hold(e, 'migrating');
       const c = m.capture(req.final ? m.dirtyPageList() : undefined);
       const sha256 = req.digest ? memoryDigest(m) : undefined;
       const parts = encodeSnapshotParts({
@@ -727,14 +768,8 @@ export class Executor {
     }
   }
 
-  private enqueue(e: Entry): void {
-    e.queued = true;
-    this.runQueue.push(e);
-  }
-
   private runSlice(e: Entry): void {
-    e.queued = false;
-    if (e.paused || !this.vms.has(e.vmId)) return;
+    transition(e, 'running');
     // Bound the time in the guest while others wait: runnable VMs for their
     // turn, parked VMs for their deadline, an inline executor its event loop
     // (turnNs). Nothing waits: no timer at all.
@@ -766,14 +801,12 @@ export class Executor {
           // Take the kick (or timer) signal that interrupted KVM_RUN, then
           // serve whatever woke us: a request on a socket, a deadline.
           this.dropPendingKicks();
-          this.enqueue(e);
+          this.makeRunnable(e);
           this.backgroundTurn = true;
           this.poll(0);
           break;
         case Outcome.Parked:
-          e.deadlineNs = m.deadlineNs;
-          if (e.idleNs !== undefined) e.deadlineNs = Math.min(e.deadlineNs, lastTraffic(m) + e.idleNs);
-          this.parked.push(e);
+          this.park(e);
           break;
         case Outcome.Ended:
           this.end(e, m.exit ?? { kind: 'crash', code: 'internal-error', reason: 'ended without a stated reason' });
@@ -798,9 +831,7 @@ export class Executor {
         }
         continue;
       }
-      top.machine.wake(0n);
-      if (top.paused) top.wokeWhilePaused = true;
-      else this.enqueue(top);
+      this.wakeUp(top, 0n);
     }
   }
 
@@ -812,14 +843,15 @@ export class Executor {
    */
   private end(e: Entry, exit: VmExit): void {
     e.timings.endNs = monotonicNs();
-    for (const dev of e.machine.nets) if (dev?.owned) this.unwatch(dev.tap.fd);
+    for (const w of e.machine.bus.watches) this.unwatch(w.fd);
     if (e.serviceId !== undefined) {
       const svc = this.services.get(e.serviceId);
       if (svc?.vmId === e.vmId) svc.vmId = undefined;
     }
     this.parked.remove(e);
     this.vms.delete(e.vmId);
-    if (e.queued) this.runQueue = this.runQueue.filter((x) => x !== e);
+    if (e.state === 'runnable') this.runQueue = this.runQueue.filter((x) => x !== e);
+    transition(e, 'ended');
     this.dying.push({ e, exit });
     if (this.keepRecords) this.ended.set(e.vmId, { ...this.record(e), state: 'exited', exit });
     this.emit({
@@ -916,7 +948,7 @@ export class Executor {
 
   private record(e: Entry): AdoptedVm {
     return {
-      config: e.config, state: e.paused ? 'paused' : 'running', migrationPaused: e.migrationPaused, warm: e.warm, timings: e.timings,
+      config: e.config, state: isHeld(e) ? 'paused' : 'running', migrationPaused: e.state === 'migrating' || undefined, warm: e.warm, timings: e.timings,
       exit: undefined, console: e.console,
     };
   }

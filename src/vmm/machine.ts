@@ -7,19 +7,21 @@ import type { Vcpu } from '../kvm/vcpu.js';
 import type { VcpuState } from '../kvm/vcpu.js';
 import { Vm } from '../kvm/vm.js';
 import { nonZeroPages, type Snapshot } from './snapshot.js';
-import type { NetDevice } from './net.js';
 import { EINTR, SysError } from '../sys/errors.js';
 import { EXIT, EXIT_NAMES, IO_OUT, RUN } from '../sys/kvm-api.js';
 import { patchSregs } from '../sys/kvm-structs.js';
 import {
-  ABI_VERSION, BOOT_INFO, BOOT_MAGIC, CMDLINE_MAX, DEVICE_PAGE_GPA, HC_PIO_BASE, HC_STRUCT, NOXS_FLAG_SHUTDOWN, NOXS_PAGE_SIZE, PLATFORM_LIGHTVM,
+  ABI_VERSION, BOOT_INFO, BOOT_MAGIC, CMDLINE_MAX, DEVICE_PAGE_GPA, HC_PIO_BASE, NOXS_PAGE_SIZE, PLATFORM_LIGHTVM,
 } from './abi.js';
 import { longModeSregs, writePageTables } from './cpu.js';
 import { DevicePage, type DeviceEntry } from './device-page.js';
 import type { Image } from './elf.js';
 import { ImageError } from './elf.js';
-import { GuestFault, type ExitStatus, type VmExit } from './exit.js';
-import { HYPERCALL_SLOTS, lookup, Next } from './hypercalls.js';
+import { GuestFault, type VmExit } from './exit.js';
+import { DeviceBus, HYPERCALL_SLOTS, Next, type DeviceModule, type VmContext } from './devices.js';
+import { GuestAccess } from './guest-access.js';
+import { CoreModule } from './modules/core.js';
+import { NoxsModule } from './modules/noxs.js';
 import {
   BOOT_INFO_GPA, CMDLINE_GPA, MAX_MEMORY, MIN_MEMORY, MIN_STACK, WARMUP_GPA, WARMUP_PORT,
 } from './layout.js';
@@ -96,7 +98,7 @@ function template(kvm: Kvm): CpuTemplate {
   return t;
 }
 
-export class Machine {
+export class Machine implements VmContext {
   readonly memSize: number;
   readonly vm: Vm;
   readonly vcpu: Vcpu;
@@ -104,8 +106,6 @@ export class Machine {
   readonly devicePage: DevicePage;
   config: MachineConfig | undefined;
   exit: VmExit | undefined;
-  /** Monotonic ns at which a parked POLL times out. */
-  deadlineNs = 0;
   /** Monotonic ns of the first hypercall: the boot marker. */
   firstHypercallNs = 0;
   exitCount = 0;
@@ -114,15 +114,17 @@ export class Machine {
   private counting = false;
   /** Called at the first hypercall: the boot marker. */
   onBoot: () => void = () => {};
-  /** Network devices by device id. */
-  nets: (NetDevice | undefined)[] = [];
   /** Receives what the guest writes to its console. */
   onConsole: (data: Uint8Array) => void = () => {};
   /** How long (ns) the guest must wait after writing this many console bytes (its console's rate), or 0. */
   consoleWait: (bytes: number) => number = () => 0;
-  /** Parked by its console's rate, not in a POLL: a wake writes no ready set. */
-  holding = false;
-  private pollArg = 0;
+  /** Its device modules and the exits they own (set up by load or restore). */
+  readonly bus = new DeviceBus();
+  readonly guest: GuestAccess;
+  private core: CoreModule | undefined;
+  private noxs: NoxsModule | undefined;
+  /** KVM's buffer for the data of an MMIO exit. */
+  private readonly mmioData: Uint8Array;
   private readonly tscHz: number;
   private closed = false;
   /**
@@ -154,6 +156,8 @@ export class Machine {
       this.vm.recordSlot(DEVICE_SLOT, DEVICE_PAGE_GPA, this.devicePage.memory, true);
       this.vcpu = this.vm.adoptVcpu(parts.vcpuFd, 0, parts.runAddress);
       this.tscHz = parts.tscHz;
+      this.guest = new GuestAccess(this.ram, this.devicePage.memory);
+      this.mmioData = this.runBytes(RUN.mmioData, 8);
       return;
     }
     const t = template(kvm);
@@ -191,6 +195,52 @@ export class Machine {
     this.ram = ram;
     this.devicePage = devicePage;
     this.tscHz = t.tscHz;
+    this.guest = new GuestAccess(this.ram, this.devicePage.memory);
+    this.mmioData = this.runBytes(RUN.mmioData, 8);
+  }
+
+  private runBytes(offset: number, len: number): Uint8Array {
+    const run = this.vcpu.run;
+    return new Uint8Array(run.buffer, run.byteOffset + offset, len);
+  }
+
+  get vmId(): number {
+    return this.config?.vmId ?? 0;
+  }
+
+  /** Sets up the modules every VM has: core (console, time, poll, halt) and noxs (the device page). */
+  private setUpBase(config: MachineConfig): void {
+    this.config = config;
+    this.noxs = this.bus.add(new NoxsModule(this, this.devicePage));
+    const noxs = this.noxs;
+    this.core = this.bus.add(new CoreModule(this, {
+      console: (data) => this.console(data),
+      halt: (status) => {
+        this.exit = { kind: 'halt', status };
+      },
+      shutdownRequested: () => noxs.shutdownRequested,
+    }, monotonicNs));
+  }
+
+  /** Hands the guest's console output on; how long (ns) it must now wait for its console's rate, or 0. */
+  console(data: Uint8Array): number {
+    this.onConsole(data);
+    return this.consoleWait(data.length);
+  }
+
+  /** Parked by its console's rate, not in a POLL (a snapshot restores it runnable). */
+  get holding(): boolean {
+    return this.core?.holding ?? false;
+  }
+
+  /** Adds a device module of this VM's configuration (net, block, ...). */
+  add<M extends DeviceModule>(m: M): M {
+    return this.bus.add(m);
+  }
+
+  /** A module of this VM by name. */
+  module(name: string): DeviceModule | undefined {
+    return this.bus.module(name);
   }
 
   /**
@@ -243,6 +293,7 @@ export class Machine {
       throw new ImageError(image.file, 'cmdline', `${cmdline.length} bytes is longer than the ${CMDLINE_MAX} allowed`);
     }
     this.devicePage.write({ vmId: config.vmId, name: config.name, devices: config.devices });
+    this.setUpBase(config);
     const ram = this.ram;
     for (const s of image.segments) {
       ram.write(s.gpa, s.data);
@@ -266,7 +317,6 @@ export class Machine {
       rdi: BigInt(BOOT_INFO_GPA),
       rflags: 2n,
     });
-    this.config = config;
   }
 
   /**
@@ -284,42 +334,69 @@ export class Machine {
       }
       this.exitCount++;
       try {
+        let next: Next;
         if (r === EXIT.IO) {
           const port = run.getUint16(RUN.ioPort, true);
           const nr = port - HC_PIO_BASE;
           const out = run.getUint8(RUN.ioDirection) === IO_OUT;
-          if (!out || nr < 0 || nr >= HYPERCALL_SLOTS) {
-            throw new GuestFault('stray-io',
-              `${out ? 'write to' : 'read from'} I/O port 0x${port.toString(16)}, which is not a hypercall port`);
-          }
-          if (run.getUint8(RUN.ioSize) !== 4 || run.getUint32(RUN.ioCount, true) !== 1) {
-            throw new GuestFault('bad-hypercall', `hypercall ${nr} must be one 32-bit OUT`);
-          }
-          const call = lookup(nr);
-          if (!call) throw new GuestFault('bad-hypercall', `unknown hypercall ${nr} (port 0x${port.toString(16)})`);
-          if (this.firstHypercallNs === 0) {
-            this.firstHypercallNs = monotonicNs();
-            if (this.counting) {
-              this.counting = false;
-              this.vcpu.setSingleStep(false);
-            }
-            this.onBoot();
-          }
-          const arg = run.getUint32(Number(run.getBigUint64(RUN.ioDataOffset, true)), true);
-          const next = call(this, arg);
-          if (next === Next.Resume) continue;
-          return next === Next.Park ? Outcome.Parked : Outcome.Ended;
-        }
-        if (r === EXIT.DEBUG && this.counting) {
+          if (out && nr >= 0 && nr < HYPERCALL_SLOTS) next = this.hypercall(nr, port);
+          else next = this.portIo(port, out);
+        } else if (r === EXIT.MMIO) {
+          next = this.mmio();
+        } else if (r === EXIT.DEBUG && this.counting) {
           this.instructionCount++;
           continue;
+        } else {
+          return this.otherExit(r);
         }
-        return this.otherExit(r);
+        if (next === Next.Resume) continue;
+        return next === Next.Park ? Outcome.Parked : Outcome.Ended;
       } catch (err) {
         if (err instanceof GuestFault) return this.crash(err.code, err.message);
         throw err;
       }
     }
+  }
+
+  private hypercall(nr: number, port: number): Next {
+    const run = this.vcpu.run;
+    if (run.getUint8(RUN.ioSize) !== 4 || run.getUint32(RUN.ioCount, true) !== 1) {
+      throw new GuestFault('bad-hypercall', `hypercall ${nr} must be one 32-bit OUT`);
+    }
+    const call = this.bus.call(nr, port);
+    if (this.firstHypercallNs === 0) {
+      this.firstHypercallNs = monotonicNs();
+      if (this.counting) {
+        this.counting = false;
+        this.vcpu.setSingleStep(false);
+      }
+      this.onBoot();
+    }
+    return call(run.getUint32(Number(run.getBigUint64(RUN.ioDataOffset, true)), true));
+  }
+
+  /** Port I/O other than a hypercall: to the module that owns the port. */
+  private portIo(port: number, out: boolean): Next {
+    const dev = this.bus.pioAt(port);
+    if (!dev) {
+      throw new GuestFault('stray-io', `${out ? 'write to' : 'read from'} I/O port 0x${port.toString(16)}, which is not a hypercall port`);
+    }
+    const run = this.vcpu.run;
+    const size = run.getUint8(RUN.ioSize);
+    const count = run.getUint32(RUN.ioCount, true);
+    if (count !== 1) throw new GuestFault('stray-io', `string I/O (${count} times) at port 0x${port.toString(16)}: not supported`);
+    return dev.handler(port, this.runBytes(Number(run.getBigUint64(RUN.ioDataOffset, true)), size), size, out);
+  }
+
+  /** An access where no memory is: to the module that owns the address. */
+  private mmio(): Next {
+    const run = this.vcpu.run;
+    const gpa = Number(run.getBigUint64(RUN.mmioPhysAddr, true));
+    const write = run.getUint8(RUN.mmioIsWrite) !== 0;
+    const len = run.getUint32(RUN.mmioLen, true);
+    const dev = this.bus.mmioAt(gpa);
+    if (!dev) throw new GuestFault('mmio', `${write ? 'wrote' : 'read'} ${len} bytes at 0x${gpa.toString(16)}, where no memory exists`);
+    return dev.handler(gpa - dev.base, this.mmioData, len, write);
   }
 
   /** Single-steps the guest from entry to its first hypercall, counting instructions. */
@@ -331,16 +408,6 @@ export class Machine {
   private otherExit(reason: number): Outcome {
     const run = this.vcpu.run;
     switch (reason) {
-      case EXIT.MMIO: {
-        const gpa = Number(run.getBigUint64(RUN.mmioPhysAddr, true));
-        const write = run.getUint8(RUN.mmioIsWrite) !== 0;
-        const len = run.getUint32(RUN.mmioLen, true);
-        if (write && gpa >= DEVICE_PAGE_GPA && gpa < DEVICE_PAGE_GPA + NOXS_PAGE_SIZE) {
-          return this.crash('device-page-write',
-            `wrote ${len} bytes to its read-only device page at offset 0x${(gpa - DEVICE_PAGE_GPA).toString(16)}: refused, VM stopped`);
-        }
-        return this.crash('mmio', `${write ? 'wrote' : 'read'} ${len} bytes at 0x${gpa.toString(16)}, where no memory exists`);
-      }
       case EXIT.SHUTDOWN:
         return this.crash('triple-fault', 'triple fault: an exception the guest could not handle (no IDT)');
       case EXIT.HLT:
@@ -360,76 +427,26 @@ export class Machine {
     return Outcome.Ended;
   }
 
-  // ---- used by hypercalls ----
+  // ---- used by the executor ----
 
-  /**
-   * The argument struct of a hypercall, after checking it lies in RAM. Its
-   * page is marked written: the call writes its results into it.
-   */
-  argStruct(gpa: number, size: number, call: string): DataView {
-    if (gpa < PAGE_SIZE || gpa + size > this.memSize) {
-      throw new GuestFault('bad-hypercall',
-        `${call} argument at 0x${gpa.toString(16)} (${size} bytes) lies outside guest memory (${this.memSize >> 20} MiB)`);
-    }
-    return this.ram.writableView(gpa, size);
+  /** Monotonic ns at which a parked POLL times out. */
+  get deadlineNs(): number {
+    return this.core?.deadlineNs ?? 0;
   }
 
-  /** len bytes of guest RAM at gpa that the host writes now (marked written), bounds-checked. */
-  writableGuestBytes(gpa: bigint, len: number, what: string): Uint8Array {
-    const end = gpa + BigInt(len);
-    if (gpa >= BigInt(PAGE_SIZE) && end <= BigInt(this.memSize)) return this.ram.writable(Number(gpa), len);
-    throw new GuestFault('bad-hypercall', `${what} 0x${gpa.toString(16)}+${len} lies outside guest RAM`);
-  }
-
-  /** len bytes of guest memory at gpa (RAM or the device page) for the host to read, bounds-checked. */
-  guestBytes(gpa: bigint, len: number, what: string): Uint8Array {
-    const end = gpa + BigInt(len);
-    if (gpa >= BigInt(PAGE_SIZE) && end <= BigInt(this.memSize)) return this.ram.bytes.subarray(Number(gpa), Number(end));
-    const dev = BigInt(DEVICE_PAGE_GPA);
-    if (gpa >= dev && end <= dev + BigInt(NOXS_PAGE_SIZE)) return this.devicePage.memory.bytes.subarray(Number(gpa - dev), Number(end - dev));
-    throw new GuestFault('bad-hypercall', `${what} 0x${gpa.toString(16)}+${len} lies outside guest memory`);
-  }
-
-  /** Hands the guest's console output on; true if the guest must now wait (see holdFor). */
-  console(data: Uint8Array): boolean {
-    this.onConsole(data);
-    const waitNs = this.consoleWait(data.length);
-    if (waitNs <= 0) return false;
-    this.holding = true;
-    this.deadlineNs = monotonicNs() + waitNs;
-    return true;
-  }
-
-  parkUntil(arg: number, timeoutNs: bigint): void {
-    this.holding = false;
-    this.pollArg = arg;
-    // Clamp absurd timeouts to a year: still "forever" for the guest, but finite for the heap.
-    const t = timeoutNs > 31_536_000_000_000_000n ? 31_536_000_000_000_000 : Number(timeoutNs);
-    this.deadlineNs = monotonicNs() + t;
-  }
-
-  /** Ready bits of network devices with frames waiting. */
-  netReady(): bigint {
-    let bits = 0n;
-    for (const d of this.nets) if (d?.pending) bits |= 1n << BigInt(d.id);
-    return bits;
+  /** Ready bits of the VM's devices (POLL's ready set). */
+  readySet(): bigint {
+    return this.bus.ready();
   }
 
   /** Ends a POLL: writes which devices are ready into the guest's struct. */
   wake(readySet: bigint): void {
-    // Held for its console's rate, it waits in no POLL: nothing to answer.
-    if (!this.holding) this.ram.setBigUint64(this.pollArg + HC_STRUCT.poll.readySet, readySet);
-    this.holding = false;
-    this.deadlineNs = 0;
+    this.core?.wake(readySet);
   }
 
   /** Asks the guest to end: flags the device page; its next POLL returns at once. */
   requestShutdown(): void {
-    this.devicePage.setFlags(NOXS_FLAG_SHUTDOWN);
-  }
-
-  get shutdownRequested(): boolean {
-    return (this.devicePage.flags & NOXS_FLAG_SHUTDOWN) !== 0;
+    this.noxs?.requestShutdown();
   }
 
   // ---- snapshots ----
@@ -454,7 +471,7 @@ export class Machine {
       devicePage: this.devicePage.snapshot(),
       memory: this.ram.bytes,
       pages: pages ?? nonZeroPages(this.ram.bytes, written),
-      pollArg: this.pollArg,
+      pollArg: this.core?.pollArg ?? 0,
     };
   }
 
@@ -502,24 +519,20 @@ export class Machine {
     for (const [p, data] of s.pages) this.ram.write(p * PAGE_SIZE, data);
     this.devicePage.restore(s.devicePage, { vmId: config.vmId, name: config.name });
     this.vcpu.restoreState(s.vcpu);
-    this.config = config;
+    this.setUpBase(config);
     this.firstHypercallNs = monotonicNs();
-    if (s.header.parked) {
-      this.pollArg = s.header.parked.arg;
-      this.deadlineNs = monotonicNs() + s.header.parked.remainingNs;
-    }
-  }
-
-  halt(status: ExitStatus): void {
-    this.exit = { kind: 'halt', status };
+    if (s.header.parked) this.core!.parkAgain(s.header.parked.arg, s.header.parked.remainingNs);
   }
 
   close(): void {
     if (this.closed) return;
     this.closed = true;
-    for (const n of this.nets) if (n?.owned) n.close();
-    this.vm.close();
-    this.ram.close();
-    this.devicePage.close();
+    try {
+      this.bus.close();
+    } finally {
+      this.vm.close();
+      this.ram.close();
+      this.devicePage.close();
+    }
   }
 }

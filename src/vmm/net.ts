@@ -1,19 +1,15 @@
 // Network devices: a TAP device per guest NIC, frames moved by the
-// NET_WRITE and NET_READ hypercalls straight between guest memory and the
-// tap (one copy, in the kernel). The executor watches the taps of its VMs
-// in its epoll set: a parked VM wakes when a frame arrives, never before.
+// NET_WRITE and NET_READ hypercalls (modules/net.ts) straight between guest
+// memory and the tap (one copy, in the kernel). The executor watches the
+// taps of its VMs in its epoll set: a parked VM wakes when a frame arrives.
 // Bad frames from a guest (short, oversized, another source MAC) are
 // dropped and counted; they end nothing.
 import * as libc from '../sys/libc.js';
 import { openTap, type Tap } from '../sys/tun.js';
 import { linkIndex, Rtnetlink } from '../sys/netlink.js';
-import { HC, HC_STRUCT } from './abi.js';
 import { DeviceConfigError } from './device-page.js';
-import { GuestFault } from './exit.js';
-import { Next, register } from './hypercalls.js';
-import type { Machine } from './machine.js';
 
-const ETH_HEADER = 14;
+export const ETH_HEADER = 14;
 
 export interface NetCounters {
   txFrames: number;
@@ -131,33 +127,4 @@ export class NetDevice {
     this.closed = true;
     libc.close(this.tap.fd);
   }
-}
-
-register(HC.NET_WRITE, 'NET_WRITE', (m, arg) => {
-  const s = m.argStruct(arg, HC_STRUCT.netWrite.size, 'NET_WRITE');
-  const dev = netDevice(m, s.getBigUint64(HC_STRUCT.netWrite.device, true), 'NET_WRITE');
-  const len = s.getBigUint64(HC_STRUCT.netWrite.len, true);
-  let ok = false;
-  if (len > BigInt(dev.mtu + ETH_HEADER) || len < BigInt(ETH_HEADER)) dev.counters.txDropped++;
-  else ok = dev.write(m.guestBytes(s.getBigUint64(HC_STRUCT.netWrite.data, true), Number(len), 'NET_WRITE buffer'));
-  s.setBigInt64(HC_STRUCT.netWrite.ret, ok ? 0n : -1n, true);
-  return Next.Resume;
-});
-
-register(HC.NET_READ, 'NET_READ', (m, arg) => {
-  const s = m.argStruct(arg, HC_STRUCT.netRead.size, 'NET_READ');
-  const dev = netDevice(m, s.getBigUint64(HC_STRUCT.netRead.device, true), 'NET_READ');
-  const cap = s.getBigUint64(HC_STRUCT.netRead.capacity, true);
-  const room = Number(cap > 65536n ? 65536n : cap);
-  const buf = m.writableGuestBytes(s.getBigUint64(HC_STRUCT.netRead.data, true), room, 'NET_READ buffer');
-  const n = dev.read(buf);
-  s.setBigUint64(HC_STRUCT.netRead.len, BigInt(Math.max(0, n)), true);
-  s.setBigInt64(HC_STRUCT.netRead.ret, n < 0 ? -1n : 0n, true);
-  return Next.Resume;
-});
-
-function netDevice(m: Machine, id: bigint, call: string): NetDevice {
-  const dev = id < 64n ? m.nets[Number(id)] : undefined;
-  if (!dev) throw new GuestFault('bad-hypercall', `${call} on device ${id}, which is not one of its network devices`);
-  return dev;
 }
