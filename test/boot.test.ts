@@ -1,10 +1,12 @@
 // Booting the guest images on real KVM through the library API, and the
 // same images under QEMU (PVH entry) when QEMU is installed.
 import assert from 'node:assert/strict';
+import { writeFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { qemuBoot, which } from '../src/bench/peers.js';
 import { Host, type CreateOptions, type VirtualMachine, type VmExit } from '../src/index.js';
-import { guestImage, liveVms, sleep, waitFor } from './helpers.js';
+import { guestImage, liveVms, sleep, tempDir, waitFor } from './helpers.js';
 
 const DAYS = ['Sunday', 'Monday', 'Tuesday', 'Wednesday', 'Thursday', 'Friday', 'Saturday'];
 const MONTHS = ['January', 'February', 'March', 'April', 'May', 'June', 'July', 'August', 'September', 'October',
@@ -97,14 +99,18 @@ void describe('booting images on KVM', () => {
   });
 
   void it('noxs-dump reads its devices from the device page', async () => {
+    // A block device is a virtio-blk disk now: it needs a file behind it.
+    const { dir, cleanup } = tempDir('noxs-disk');
+    const disk = join(dir, 'disk.img');
+    writeFileSync(disk, Buffer.alloc(4096));
     const { vm, exit } = await boot({
       image: 'noxs-dump',
       name: 'dumper',
       devices: [
         { type: 'net', id: 0, mac: '02:00:00:00:00:01', mtu: 1500 },
-        { type: 'block', id: 5, mac: 'de:ad:BE:ef:00:ff', mtu: 9000 },
+        { type: 'block', id: 5, mac: 'de:ad:BE:ef:00:ff', mtu: 9000, path: disk },
       ],
-    });
+    }).finally(cleanup);
     assert.deepEqual(exit, { kind: 'halt', status: 0 });
     const lines = vm.consoleText().split('\n');
     assert.equal(lines[0], `vm ${vm.id} dumper`);

@@ -212,7 +212,7 @@ void describe('the CLI against a real daemon', () => {
 
   void describe('malformed cfg files: exit 1, nothing created, one line naming the file, the line and the field', () => {
     const cases: [string, string, (f: string) => RegExp][] = [
-      ['unknown-key.cfg', 'name = "a"\nkernel = "hello"\nbogus = 1\n', (f) => new RegExp(`^${f}:3: bogus: unknown key \\(known: name, kernel, memory, cmdline, extra, vif\\)$`)],
+      ['unknown-key.cfg', 'name = "a"\nkernel = "hello"\nbogus = 1\n', (f) => new RegExp(`^${f}:3: bogus: unknown key \\(known: name, kernel, memory, cmdline, extra, vif, disk\\)$`)],
       ['bad-type.cfg', 'kernel = "hello"\nmemory = "four"\n', (f) => new RegExp(`^${f}:2: memory: expected a number$`)],
       ['list-type.cfg', 'kernel = "hello"\nname = [ "a" ]\n', (f) => new RegExp(`^${f}:2: name: expected a string$`)],
       ['bare-word.cfg', 'name = "a"\nkernel = hello\n', (f) => new RegExp(`^${f}:2: kernel: "hello" is not a number, a quoted string or a list of quoted strings$`)],
@@ -223,6 +223,8 @@ void describe('the CLI against a real daemon', () => {
       ['bad-ip.cfg', 'kernel = "hello"\nvif = [ \'ip=10.0.0/24\' ]\n', (f) => new RegExp(`^${f}:2: vif\\[0\\]\\.ip: "10.0.0/24" is not an IPv4 address`)],
       ['unterminated.cfg', 'kernel = "hello"\nvif = [ \'mac=00:16:3e:00:00:01\',\n  \'mac=00:16:3e:00:00:02\'\nmemory = 4\n', (f) => new RegExp(`^${f}:2: vif: list is not closed with \\]$`)],
       ['bad-item.cfg', 'kernel = "hello"\nvif = [ \'mac=00:16:3e:00:00:01\' \'mac=00:16:3e:00:00:02\' ]\n', (f) => new RegExp(`^${f}:2: vif: cannot read list item at`)],
+      ['bad-disk.cfg', 'kernel = "hello"\ndisk = [ \'/tmp/x.img,rx\' ]\n', (f) => new RegExp(`^${f}:2: disk\\[0\\]: "/tmp/x.img,rx" is not "path,rw" or "path,ro"$`)],
+      ['no-disk-file.cfg', 'kernel = "hello"\ndisk = [ \'nosuch.img,ro\' ]\n', (f) => new RegExp(`^devices\\.0\\.path: ${f.replace(/[^/]*$/, '')}nosuch\\.img: ENOENT`)],
       ['syntax.cfg', 'kernel = "hello"\nmemory 4\n', (f) => new RegExp(`^${f}:2: syntax: expected key = value, got "memory 4"$`)],
       ['bad.json', '{ "kernel": "hello", }', (f) => new RegExp(`^${f}: json: `)],
       ['unknown-key.json', '{ "kernel": "hello", "bogus": 1 }', (f) => new RegExp(`^${f}: bogus: unknown key`)],

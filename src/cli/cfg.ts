@@ -1,4 +1,4 @@
-// VM configuration files, xl style (name = "x", memory = 4, vif = [ '...' ])
+// VM configuration files, xl style (name = "x", memory = 4, vif = [ '...' ], disk = [ 'path,rw' ])
 // or JSON. Written here because no library reads xl's format; the grammar
 // we take is small: key = integer | "string" | 'string' | [ strings ].
 import { dirname, isAbsolute, resolve } from 'node:path';
@@ -85,7 +85,30 @@ export function parseVif(file: string, line: number, index: number, spec: string
   return dev;
 }
 
-const KEYS = ['name', 'kernel', 'memory', 'cmdline', 'extra', 'vif'] as const;
+/**
+ * Parses one disk spec: "path" or "path,rw" or "path,ro" (the path relative
+ * to the configuration file's directory); id is its device id.
+ */
+export function parseDisk(file: string, line: number, index: number, id: number, spec: string): DeviceEntry {
+  const field = `disk[${index}]`;
+  const parts = spec.split(',').map((p) => p.trim());
+  const path = parts[0] ?? '';
+  if (!path) throw new CfgError(file, line, field, 'no path: a disk is "path,rw" or "path,ro"');
+  const access = parts[1] ?? 'rw';
+  if (parts.length > 2 || (access !== 'rw' && access !== 'ro')) {
+    throw new CfgError(file, line, field, `"${spec}" is not "path,rw" or "path,ro"`);
+  }
+  return { type: 'block', id, path: resolve(dirname(file), path), ...(access === 'ro' ? { readonly: true } : {}) };
+}
+
+/** Net devices from vif, then block devices from disk, ids in that order. */
+function devicesOf(file: string, line: [number, number], vif: string[] | undefined, disk: string[] | undefined): DeviceEntry[] | undefined {
+  if (!vif && !disk) return undefined;
+  const nets = (vif ?? []).map((spec, i) => parseVif(file, line[0], i, spec));
+  return [...nets, ...(disk ?? []).map((spec, i) => parseDisk(file, line[1], i, nets.length + i, spec))];
+}
+
+const KEYS = ['name', 'kernel', 'memory', 'cmdline', 'extra', 'vif', 'disk'] as const;
 
 /** Reads an xl-style or JSON configuration; paths are relative to the file. */
 export function parseCfg(file: string, text: string): VmCfg {
@@ -131,7 +154,9 @@ export function parseCfg(file: string, text: string): VmCfg {
   const cmdline = get<string>('cmdline', 'string') ?? get<string>('extra', 'string');
   if (cmdline) cfg.cmdline = cmdline.value;
   const vif = get<string[]>('vif', 'list');
-  if (vif) cfg.devices = vif.value.map((spec, idx) => parseVif(file, vif.line, idx, spec));
+  const disk = get<string[]>('disk', 'list');
+  const devices = devicesOf(file, [vif?.line ?? 0, disk?.line ?? 0], vif?.value, disk?.value);
+  if (devices) cfg.devices = devices;
   return cfg;
 }
 
@@ -144,7 +169,7 @@ function parseJsonCfg(file: string, text: string, imagePath: (s: string) => stri
   }
   if (typeof o !== 'object' || o === null || Array.isArray(o)) throw new CfgError(file, null, 'json', 'expected an object');
   const obj = o as Record<string, unknown>;
-  const allowed = ['name', 'kernel', 'image', 'memory', 'cmdline', 'vif', 'devices'];
+  const allowed = ['name', 'kernel', 'image', 'memory', 'cmdline', 'vif', 'disk', 'devices'];
   for (const k of Object.keys(obj)) if (!allowed.includes(k)) throw new CfgError(file, null, k, `unknown key (known: ${allowed.join(', ')})`);
   const image = obj.image ?? obj.kernel;
   if (typeof image !== 'string' || !image) throw new CfgError(file, null, 'image', 'missing or not a string');
@@ -161,10 +186,12 @@ function parseJsonCfg(file: string, text: string, imagePath: (s: string) => stri
     if (typeof obj.cmdline !== 'string') throw new CfgError(file, null, 'cmdline', 'expected a string');
     cfg.cmdline = obj.cmdline;
   }
-  if (obj.vif !== undefined) {
-    if (!Array.isArray(obj.vif) || obj.vif.some((v) => typeof v !== 'string')) throw new CfgError(file, null, 'vif', 'expected a list of strings');
-    cfg.devices = (obj.vif as string[]).map((spec, i) => parseVif(file, 0, i, spec));
+  for (const k of ['vif', 'disk'] as const) {
+    const v = obj[k];
+    if (v !== undefined && (!Array.isArray(v) || v.some((x) => typeof x !== 'string'))) throw new CfgError(file, null, k, 'expected a list of strings');
   }
+  const devices = devicesOf(file, [0, 0], obj.vif as string[] | undefined, obj.disk as string[] | undefined);
+  if (devices) cfg.devices = devices;
   if (obj.devices !== undefined) {
     if (!Array.isArray(obj.devices)) throw new CfgError(file, null, 'devices', 'expected a list');
     cfg.devices = [...(cfg.devices ?? []), ...(obj.devices as DeviceEntry[])];

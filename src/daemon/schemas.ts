@@ -93,6 +93,8 @@ const device = {
     mac: { type: 'string', pattern: '^[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}$' },
     mtu: { type: 'integer', minimum: 68, maximum: 65535 },
     bridge: { type: 'string', minLength: 1, maxLength: 15 },
+    path: { type: 'string', minLength: 1, maxLength: 4096, description: 'block: the disk file on the host, an absolute path' },
+    readonly: { type: 'boolean', description: 'block: the guest may only read the disk' },
     ipv4: {
       type: 'object',
       required: ['addr', 'netmask'],

@@ -16,6 +16,7 @@ import type { AdoptedService, CreateRequest, ExecutorEvent, ExecutorRequest, Ser
 import type { ExecutorLink } from './executor-link.js';
 import { decodeSnapshot, readSnapshotHeader, type Snapshot, type SnapshotHeader } from '../vmm/snapshot.js';
 import { resolveImage } from './images.js';
+import { checkDisks } from './disks.js';
 import { bridgesOf, BridgeError, completeDevices, DEFAULT_BRIDGE_CONFIG, ensureBridge, removeIdleBridges, type BridgeConfig } from './network.js';
 import { VirtualMachine, VmCreateError } from './vm.js';
 
@@ -254,6 +255,7 @@ export class Host extends EventEmitter<HostEvents> {
       const same = this.byName.get(name);
       if (same && same.state !== 'exited') throw Object.assign(new Error(`name: a VM named "${name}" already exists`), { field: 'name' });
       validateDevicePage({ vmId: id, name, devices });
+      checkDisks(devices);
       image = resolveImage(options.image);
       // Checked whole before anything is made: a refused create leaves no bridge.
       this.ensureBridges(devices);

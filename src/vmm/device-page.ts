@@ -22,6 +22,10 @@ export interface DeviceEntry {
   ipv4?: { addr: string; netmask: string; gateway?: string };
   /** Host side of a net device: the bridge its tap joins (not in the page). */
   bridge?: string;
+  /** Host side of a block device: its disk file (not in the page; backend is its virtio-mmio window). */
+  path?: string;
+  /** A block device the guest may only read. */
+  readonly?: boolean;
 }
 
 export interface DevicePageContents {

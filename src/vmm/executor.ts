@@ -18,6 +18,8 @@ import { ImageCache } from './image-cache.js';
 import { nextBackoffNs, ShellSupply } from './shell-supply.js';
 import { NetDevice } from './net.js';
 import { NetModule } from './modules/net.js';
+import { setUpBlock } from './virtio/blk.js';
+import { placeVirtio } from './virtio/mmio.js';
 import { isHeld, isWaiting, transition, type ResumeTo, type VmState } from './vm-state.js';
 import { Rtnetlink } from '../sys/netlink.js';
 import { DEFAULT_BRIDGE } from './device-page.js';
@@ -407,7 +409,8 @@ export class Executor {
     }
   }
 
-  private create(req: CreateRequest): void {
+  private create(request: CreateRequest): void {
+    const req: CreateRequest = { ...request, devices: placeVirtio(request.devices) };
     if (req.trace) req.trace.wokeNs = this.wokeNs;
     const timings: Timings = { trace: req.trace, requestNs: monotonicNs(), shellNs: 0, loadedNs: 0, bootNs: 0, endNs: 0, destroyedNs: 0 };
     let machine: Machine | undefined;
@@ -418,7 +421,7 @@ export class Executor {
       ({ machine, warm } = this.shell(req.memory, req.warm));
       timings.shellNs = monotonicNs();
       machine.load(image, { vmId: req.vmId, name: req.name, cmdline: req.cmdline, devices: req.devices });
-      this.attachNets(machine, req, timings);
+      this.attachDevices(machine, req, timings);
       if (req.countInstructions) machine.countInstructions();
       timings.loadedNs = monotonicNs();
     } catch (err) {
@@ -431,7 +434,7 @@ export class Executor {
 
   /** Starts a VM from a snapshot, in a prepared shell if one is ready. */
   private restore(req: RestoreRequest): void {
-    const config = req.config;
+    const config: CreateRequest = { ...req.config, devices: placeVirtio(req.config.devices) };
     const timings: Timings = { requestNs: monotonicNs(), shellNs: 0, loadedNs: 0, bootNs: 0, endNs: 0, destroyedNs: 0 };
     let machine: Machine | undefined;
     let warm: boolean;
@@ -446,7 +449,8 @@ export class Executor {
       ({ machine, warm } = this.shell(config.memory, config.warm));
       timings.shellNs = monotonicNs();
       machine.restore(snapshot, { vmId: config.vmId, name: config.name, cmdline: config.cmdline, devices: config.devices });
-      this.attachNets(machine, config, timings);
+      this.attachDevices(machine, config, timings);
+      machine.restoreDevices(snapshot.devices);
       timings.loadedNs = timings.bootNs = monotonicNs();
     } catch (err) {
       machine?.close();
@@ -461,6 +465,19 @@ export class Executor {
       const dropped = snapshot.console.length - tail.length;
       this.emit({ ev: 'console', vmId: config.vmId, data: tail, ...(dropped ? { dropped } : {}) });
     }
+  }
+
+  /** Sets up the device modules of the VM's configuration beyond core and noxs: net, virtio-blk. */
+  private attachDevices(machine: Machine, req: CreateRequest, timings: Timings): void {
+    this.attachBlocks(machine, req);
+    this.attachNets(machine, req, timings);
+  }
+
+  /** A virtio-blk module per block device: its disk file opened, its MMIO window claimed. */
+  private attachBlocks(machine: Machine, req: CreateRequest): void {
+    req.devices.forEach((d, i) => {
+      if (d.type === 'block') machine.add(setUpBlock(machine, d, i));
+    });
   }
 
   /** Creates the VM's network devices (a tap each, on its bridge, up) and its net module; none without a net device. */
@@ -531,7 +548,7 @@ export class Executor {
   private bootService(svc: Service, firstFrameNs: number): void {
     const vmId = svc.armedVmId!;
     svc.armedVmId = undefined;
-    const req: CreateRequest = { ...svc.config, vmId, warm: true, trace: { firstFrameNs } };
+    const req: CreateRequest = { ...svc.config, devices: placeVirtio(svc.config.devices), vmId, warm: true, trace: { firstFrameNs } };
     const timings: Timings = { trace: req.trace, requestNs: monotonicNs(), shellNs: 0, loadedNs: 0, bootNs: 0, endNs: 0, destroyedNs: 0 };
     let machine: Machine | undefined;
     let warm: boolean;
@@ -539,6 +556,7 @@ export class Executor {
       ({ machine, warm } = this.shell(req.memory, true));
       timings.shellNs = monotonicNs();
       machine.load(this.images.get(req.image), { vmId, name: req.name, cmdline: req.cmdline, devices: req.devices });
+      this.attachBlocks(machine, req);
       const lent = svc.nets.filter((d): d is NetDevice => d !== undefined);
       for (const dev of lent) {
         dev.pending = dev.held.length > 0;
@@ -753,7 +771,7 @@ export class Executor {
           savedAt: new Date().toISOString(),
           kernel: release(),
         },
-        vcpu: c.vcpu, devicePage: c.devicePage, memory: c.memory, pages: c.pages, console: e.console,
+        vcpu: c.vcpu, devicePage: c.devicePage, memory: c.memory, pages: c.pages, console: e.console, devices: c.devices,
       });
       const bytes = parts.reduce((n, b) => n + b.length, 0);
       if (req.file) writeSnapshotFile(req.file, parts);

@@ -37,6 +37,7 @@ export type CrashCode =
   | 'stray-io' // port I/O that is not a hypercall
   | 'device-page-write' // a write to the read-only device page
   | 'mmio' // an access to guest-physical memory with nothing behind it
+  | 'virtio' // a virtio device driven against the spec: a queue outside RAM, a bad descriptor chain, a bad register write
   | 'triple-fault'
   | 'hlt' // HLT with interrupts off: the vCPU could never resume
   | 'entry-failed'

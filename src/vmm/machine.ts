@@ -456,7 +456,9 @@ export class Machine implements VmContext {
    * half done (the OUT of a POLL) is completed first, as KVM requires before
    * its state is read; a parked VM stays parked.
    */
-  capture(pages?: number[]): { vcpu: VcpuState; devicePage: Uint8Array; memory: Uint8Array; pages: number[]; pollArg: number } {
+  capture(pages?: number[]): {
+    vcpu: VcpuState; devicePage: Uint8Array; memory: Uint8Array; pages: number[]; pollArg: number; devices: Map<string, Uint8Array>;
+  } {
     this.vcpu.completePendingIo();
     const t = template(this.vm.kvm);
     t.msrs ??= this.vcpu.supportedMsrs(SNAPSHOT_MSRS);
@@ -472,7 +474,24 @@ export class Machine implements VmContext {
       memory: this.ram.bytes,
       pages: pages ?? nonZeroPages(this.ram.bytes, written),
       pollArg: this.core?.pollArg ?? 0,
+      devices: this.saveDevices(),
     };
+  }
+
+  /** The state of each module that has some (its requests are served at their exit: none is in flight). */
+  saveDevices(): Map<string, Uint8Array> {
+    const out = new Map<string, Uint8Array>();
+    for (const m of this.bus.modules) if (m.save) out.set(m.name, m.save());
+    return out;
+  }
+
+  /** Gives each module its saved state; once the modules of the VM's configuration are set up. */
+  restoreDevices(saved: Map<string, Uint8Array> | undefined): void {
+    for (const [name, state] of saved ?? []) {
+      const m = this.bus.module(name);
+      if (!m?.restore) throw new Error(`the snapshot holds the state of device ${name}, which this VM's configuration lacks`);
+      m.restore(state);
+    }
   }
 
   /** A live migration begins: from here dirtyPageList() gives the pages written since its last call. */

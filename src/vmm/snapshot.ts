@@ -8,6 +8,7 @@
 //     6 memory: records of u32 page number + 4096 bytes, pages never
 //       written or all zero left out
 //     7 console history
+//     8 device modules' state: JSON { module name: base64 } (virtio queues)
 //   "LVMSEND\0"  then SHA-256 of every byte before "LVMSEND\0"
 // A file of another version, or damaged anywhere, is refused whole with
 // the reason: nothing is restored from it.
@@ -21,7 +22,7 @@ export const SNAPSHOT_END = 'LVMSEND\0';
 export const SNAPSHOT_VERSION = 1;
 const PAGE = 4096;
 
-export const SECTION = { regs: 1, sregs: 2, xsave: 3, events: 4, devicePage: 5, memory: 6, console: 7 } as const;
+export const SECTION = { regs: 1, sregs: 2, xsave: 3, events: 4, devicePage: 5, memory: 6, console: 7, devices: 8 } as const;
 
 export interface SnapshotHeader {
   vm: { id: number; name: string; memory: number; cmdline: string; devices: DeviceEntry[] };
@@ -42,6 +43,8 @@ export interface Snapshot {
   /** Page number → contents. */
   pages: Map<number, Uint8Array>;
   console: Uint8Array;
+  /** Each device module's saved state, by module name (none: no module had state). */
+  devices?: Map<string, Uint8Array>;
 }
 
 export class SnapshotError extends Error {
@@ -114,6 +117,10 @@ export function encodeSnapshotParts(s: SnapshotSource): Buffer[] {
   }
   section(SECTION.memory, mem);
   section(SECTION.console, [s.console]);
+  if (s.devices?.size) {
+    const json = Object.fromEntries([...s.devices].map(([k, v]) => [k, Buffer.from(v.buffer, v.byteOffset, v.byteLength).toString('base64')]));
+    section(SECTION.devices, [Buffer.from(JSON.stringify(json), 'utf8')]);
+  }
   const hash = createHash('sha256');
   for (const part of parts) hash.update(part);
   parts.push(Buffer.from(SNAPSHOT_END, 'latin1'), hash.digest());
@@ -256,7 +263,25 @@ export function decodeSnapshot(file: string, buf: Uint8Array): Snapshot {
     devicePage: copy(need(SECTION.devicePage, 'device page')),
     pages,
     console: copy(sections.get(SECTION.console) ?? Buffer.alloc(0)),
+    devices: decodeDevices(file, sections.get(SECTION.devices)),
   };
+}
+
+function decodeDevices(file: string, s: Buffer | undefined): Map<string, Uint8Array> | undefined {
+  if (!s) return undefined;
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(s.toString('utf8'));
+  } catch (err) {
+    throw new SnapshotError(file, 'section devices', `not valid JSON: ${(err as Error).message}`);
+  }
+  if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) throw new SnapshotError(file, 'section devices', 'not an object');
+  const out = new Map<string, Uint8Array>();
+  for (const [k, v] of Object.entries(parsed)) {
+    if (typeof v !== 'string') throw new SnapshotError(file, `section devices.${k}`, 'not base64');
+    out.set(k, new Uint8Array(Buffer.from(v, 'base64')));
+  }
+  return out;
 }
 
 /**
