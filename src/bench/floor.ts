@@ -1,5 +1,5 @@
 // The benchmarks' C floor programs (bench/floor: kvm_floor,
-// kvm_floor_monitor, vif_floor, fork_exec, true), built on first use: they are needed to measure, never to run a
+// kvm_floor_monitor, vif_floor, fork_exec, true, disk_floor), built on first use: they are needed to measure, never to run a
 // VM, so an installed package carries their sources and builds them the
 // first time a benchmark asks (with make and gcc), into the package when it
 // may write there, else into the user's cache directory.
@@ -10,7 +10,7 @@ import { join } from 'node:path';
 import { PACKAGE_ROOT } from '../toolstack/images.js';
 
 export const FLOOR_SOURCES = join(PACKAGE_ROOT, 'bench', 'floor');
-const PROGRAMS = ['kvm_floor', 'kvm_floor_monitor', 'vif_floor', 'fork_exec', 'true'] as const;
+const PROGRAMS = ['kvm_floor', 'kvm_floor_monitor', 'vif_floor', 'fork_exec', 'true', 'disk_floor'] as const;
 export type FloorProgram = (typeof PROGRAMS)[number];
 
 export class FloorBuildError extends Error {

@@ -100,19 +100,25 @@ export function registerBench(program: Command): void {
     }));
 
   bench
+    .command('disk')
+    .description('host cost per 4 KiB virtio-blk request (single and batched) vs pread/pwrite from C, and the kv guest\'s ops/s; in a private network namespace')
+    .option('--requests <n>', '4 KiB requests per series', intOption('--requests', 10, 1000000), 2000)
+    .option('--kv-ops <n>', 'kv operations', intOption('--kv-ops', 20, 1000000), 2000)
+    .option('--dir <dir>', 'where the disk files go (default /dev/shm, else the temporary directory)')
+    .option('--json', 'print one JSON object')
+    .action((opts: { requests: number; kvOps: number; dir?: string; json?: boolean }) => {
+      if (!inOwnNetns()) return;
+      return report(opts.json, 'disk', async (progress) => (await import('../../bench/disk.js'))
+        .benchDisk({ requests: opts.requests, kvOps: opts.kvOps, dir: opts.dir, onProgress: (phase, done, total) => progress(done, total, phase) }));
+    });
+
+  bench
     .command('net')
     .description('vif set-up, daytime first byte (running and just-in-time), ping, vs a crun container\'s veth set-up; in a private network namespace')
     .option('--runs <n>', 'samples per measurement', intOption('--runs', 3, 10000), 30)
     .option('--json', 'print one JSON object')
     .action((opts: { runs: number; json?: boolean }) => {
-      // Run in a network namespace of our own: bridges and taps never touch the host's network.
-      if (process.env.LIGHTVM_BENCH_NETNS !== '1') {
-        const r = spawnSync('unshare', ['-n', '--', process.execPath, ...process.execArgv, ...process.argv.slice(1)], {
-          stdio: 'inherit', env: { ...process.env, LIGHTVM_BENCH_NETNS: '1' },
-        });
-        if (r.error) fail(new Error(`bench net needs unshare (util-linux) and root: ${r.error.message}`));
-        process.exit(r.status ?? 1);
-      }
+      if (!inOwnNetns()) return;
       return report(opts.json, 'net', async (progress) => {
         const [{ Rtnetlink }, { benchNet }] = await Promise.all([import('../../sys/netlink.js'), import('../../bench/net.js')]);
         const nl = new Rtnetlink();
@@ -121,4 +127,18 @@ export function registerBench(program: Command): void {
         return benchNet({ runs: opts.runs, onProgress: (phase, done, total) => progress(done, total, phase) });
       });
     });
+}
+
+/**
+ * A benchmark with bridges and taps runs in a network namespace of its own,
+ * never touching the host's network: true in it; otherwise runs this
+ * command again inside one and exits with its status.
+ */
+function inOwnNetns(): boolean {
+  if (process.env.LIGHTVM_BENCH_NETNS === '1') return true;
+  const r = spawnSync('unshare', ['-n', '--', process.execPath, ...process.execArgv, ...process.argv.slice(1)], {
+    stdio: 'inherit', env: { ...process.env, LIGHTVM_BENCH_NETNS: '1' },
+  });
+  if (r.error) fail(new Error(`this benchmark needs unshare (util-linux) and root: ${r.error.message}`));
+  process.exit(r.status ?? 1);
 }

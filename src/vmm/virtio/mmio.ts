@@ -54,11 +54,11 @@ export class VirtioMmio implements DeviceModule {
     /** The device's noxs id: its bit in POLL's ready set. */
     readonly id: number,
     readonly base: number,
-    private readonly dev: VirtioDevice,
+    readonly device: VirtioDevice,
     private readonly onClose: () => void,
   ) {
-    this.offered = dev.features | (1n << BigInt(VIRTIO_F_VERSION_1));
-    this.queues = Array.from({ length: dev.queueCount }, (_, i) => new VirtQueue(vm.guest, `${name} queue ${i}`, LVM_VIRTIO_QUEUE_MAX));
+    this.offered = device.features | (1n << BigInt(VIRTIO_F_VERSION_1));
+    this.queues = Array.from({ length: device.queueCount }, (_, i) => new VirtQueue(vm.guest, `${name} queue ${i}`, LVM_VIRTIO_QUEUE_MAX));
     vm.bus.mmio(base, LVM_VIRTIO_MMIO_SIZE, name, (offset, data, len, write) => this.access(offset, data, len, write));
   }
 
@@ -71,7 +71,7 @@ export class VirtioMmio implements DeviceModule {
       const at = offset - VIRTIO_MMIO.CONFIG;
       if (write) this.fault(`wrote ${len} bytes at config offset 0x${at.toString(16)}: its config space is read-only`);
       data.fill(0, 0, len);
-      if (at < this.dev.config.length) data.set(this.dev.config.subarray(at, Math.min(at + len, this.dev.config.length)));
+      if (at < this.device.config.length) data.set(this.device.config.subarray(at, Math.min(at + len, this.device.config.length)));
       return Next.Resume;
     }
     if (len !== 4 || offset % 4 !== 0) this.fault(`${len}-byte access at register 0x${offset.toString(16)}: registers are 32-bit and aligned`);
@@ -86,7 +86,7 @@ export class VirtioMmio implements DeviceModule {
     switch (offset) {
       case VIRTIO_MMIO.MAGIC_VALUE: return VIRTIO_MMIO.MAGIC;
       case VIRTIO_MMIO.VERSION: return VIRTIO_MMIO.VERSION_2;
-      case VIRTIO_MMIO.DEVICE_ID: return this.dev.deviceId;
+      case VIRTIO_MMIO.DEVICE_ID: return this.device.deviceId;
       case VIRTIO_MMIO.VENDOR_ID: return VIRTIO_VENDOR_LIGHTVM;
       case VIRTIO_MMIO.DEVICE_FEATURES:
         return this.deviceFeaturesSel > 1 ? 0 : Number((this.offered >> BigInt(32 * this.deviceFeaturesSel)) & 0xffffffffn);
@@ -158,7 +158,7 @@ export class VirtioMmio implements DeviceModule {
     if (!(this.status & VIRTIO_STATUS.DRIVER_OK)) this.fault(`queue ${index} notified before DRIVER_OK`);
     const q = this.queues[index];
     if (!q?.ready) this.fault(`queue ${index} notified, which is not ${q ? 'ready' : 'one of its queues'}`);
-    this.dev.notify(q, index);
+    this.device.notify(q, index);
   }
 
   /** After the device put chains on q's used ring: the used-buffer bit, unless the driver asked for none. */
