@@ -6,7 +6,8 @@
  * asks for no notifications back (VIRTQ_AVAIL_F_NO_INTERRUPT).
  */
 #include <lightvm/blk.h>
-#include <lightvm/lvm.h>
+
+#include "virtio.h"
 
 #define QSIZE 16
 
@@ -24,51 +25,19 @@ static int state; /* 0 not tried, 1 ready, -1 no disk */
 static uint32_t features;
 static uint16_t avail_idx;
 
-static inline uint32_t rd(unsigned off) { return regs[off / 4]; }
-static inline void wr(unsigned off, uint32_t v) { regs[off / 4] = v; }
+static inline uint32_t rd(unsigned off) { return lvm_virtio_rd(regs, off); }
+static inline void wr(unsigned off, uint32_t v) { lvm_virtio_wr(regs, off, v); }
 
 static int setup(void)
 {
-    const struct noxs_page *p = lvm_device_page();
-    if (!p)
+    features = (1u << VIRTIO_BLK_F_RO) | (1u << VIRTIO_BLK_F_FLUSH) | (1u << VIRTIO_BLK_F_BLK_SIZE);
+    regs = lvm_virtio_open(NOXS_DEV_BLOCK, VIRTIO_ID_BLOCK, &features);
+    if (!regs)
         return -1;
-    const struct noxs_device *d = NULL;
-    for (unsigned i = 0; i < p->header.device_count && i < NOXS_MAX_DEVICES; i++)
-        if (p->devices[i].type == NOXS_DEV_BLOCK) {
-            d = &p->devices[i];
-            break;
-        }
-    if (!d || !d->backend)
-        return -1;
-    regs = (volatile uint32_t *)(uintptr_t)d->backend;
-    if (rd(VIRTIO_MMIO_MAGIC_VALUE) != VIRTIO_MMIO_MAGIC || rd(VIRTIO_MMIO_VERSION) != VIRTIO_MMIO_VERSION_2 ||
-        rd(VIRTIO_MMIO_DEVICE_ID) != VIRTIO_ID_BLOCK)
-        return -1;
-    unsigned s = VIRTIO_STATUS_ACKNOWLEDGE | VIRTIO_STATUS_DRIVER;
-    wr(VIRTIO_MMIO_STATUS, 0);
-    wr(VIRTIO_MMIO_STATUS, s);
-    wr(VIRTIO_MMIO_DEVICE_FEATURES_SEL, 1);
-    if (!(rd(VIRTIO_MMIO_DEVICE_FEATURES) & (1u << (VIRTIO_F_VERSION_1 - 32))))
-        return -1;
-    wr(VIRTIO_MMIO_DEVICE_FEATURES_SEL, 0);
-    features = rd(VIRTIO_MMIO_DEVICE_FEATURES) & ((1u << VIRTIO_BLK_F_RO) | (1u << VIRTIO_BLK_F_FLUSH) | (1u << VIRTIO_BLK_F_BLK_SIZE));
-    wr(VIRTIO_MMIO_DRIVER_FEATURES_SEL, 1);
-    wr(VIRTIO_MMIO_DRIVER_FEATURES, 1u << (VIRTIO_F_VERSION_1 - 32));
-    wr(VIRTIO_MMIO_DRIVER_FEATURES_SEL, 0);
-    wr(VIRTIO_MMIO_DRIVER_FEATURES, features);
-    wr(VIRTIO_MMIO_STATUS, s |= VIRTIO_STATUS_FEATURES_OK);
-    if (!(rd(VIRTIO_MMIO_STATUS) & VIRTIO_STATUS_FEATURES_OK))
-        return -1;
-    if (rd(VIRTIO_MMIO_QUEUE_NUM_MAX) < QSIZE)
-        return -1;
-    wr(VIRTIO_MMIO_QUEUE_NUM, QSIZE);
-    /* The image lies below 4 GiB: the high halves stay 0 from the reset. */
-    wr(VIRTIO_MMIO_QUEUE_DESC_LOW, (uint32_t)(uintptr_t)q.desc);
-    wr(VIRTIO_MMIO_QUEUE_DRIVER_LOW, (uint32_t)(uintptr_t)q.avail);
-    wr(VIRTIO_MMIO_QUEUE_DEVICE_LOW, (uint32_t)(uintptr_t)q.used);
     q.avail[0] = VIRTQ_AVAIL_F_NO_INTERRUPT;
-    wr(VIRTIO_MMIO_QUEUE_READY, 1);
-    wr(VIRTIO_MMIO_STATUS, s | VIRTIO_STATUS_DRIVER_OK);
+    if (lvm_virtio_queue(regs, 0, q.desc, q.avail, q.used, QSIZE) < 0)
+        return -1;
+    lvm_virtio_ready(regs);
     sectors = rd(VIRTIO_MMIO_CONFIG) | (uint64_t)rd(VIRTIO_MMIO_CONFIG + 4) << 32;
     return 0;
 }

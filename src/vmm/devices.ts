@@ -44,6 +44,8 @@ export interface VmContext {
   readonly vmId: number;
   readonly guest: GuestAccess;
   readonly bus: DeviceBus;
+  /** The VM's console output (CONSOLE_WRITE, virtio-console); how long (ns) the guest should now wait for its console's rate, or 0. */
+  console(data: Uint8Array): number;
 }
 
 export interface DeviceModule {

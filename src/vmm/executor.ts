@@ -19,6 +19,7 @@ import { nextBackoffNs, ShellSupply } from './shell-supply.js';
 import { NetDevice } from './net.js';
 import { NetModule } from './modules/net.js';
 import { setUpBlock } from './virtio/blk.js';
+import { setUpConsole } from './virtio/console.js';
 import { placeVirtio } from './virtio/mmio.js';
 import { isHeld, isWaiting, transition, type ResumeTo, type VmState } from './vm-state.js';
 import { Rtnetlink } from '../sys/netlink.js';
@@ -469,14 +470,15 @@ export class Executor {
 
   /** Sets up the device modules of the VM's configuration beyond core and noxs: net, virtio-blk. */
   private attachDevices(machine: Machine, req: CreateRequest, timings: Timings): void {
-    this.attachBlocks(machine, req);
+    this.attachVirtio(machine, req);
     this.attachNets(machine, req, timings);
   }
 
-  /** A virtio-blk module per block device: its disk file opened, its MMIO window claimed. */
-  private attachBlocks(machine: Machine, req: CreateRequest): void {
+  /** A virtio module per block device (its disk file opened) and console device, each with its MMIO window. */
+  private attachVirtio(machine: Machine, req: CreateRequest): void {
     req.devices.forEach((d, i) => {
       if (d.type === 'block') machine.add(setUpBlock(machine, d, i));
+      else if (d.type === 'console') machine.add(setUpConsole(machine, d));
     });
   }
 
@@ -556,7 +558,7 @@ export class Executor {
       ({ machine, warm } = this.shell(req.memory, true));
       timings.shellNs = monotonicNs();
       machine.load(this.images.get(req.image), { vmId, name: req.name, cmdline: req.cmdline, devices: req.devices });
-      this.attachBlocks(machine, req);
+      this.attachVirtio(machine, req);
       const lent = svc.nets.filter((d): d is NetDevice => d !== undefined);
       for (const dev of lent) {
         dev.pending = dev.held.length > 0;
