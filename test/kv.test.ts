@@ -34,7 +34,8 @@ async function kvTalk(ip: string, lines: string[], timeoutMs = 10_000): Promise<
       const answers = got.split('\n');
       if (answers.length - 1 >= lines.length) {
         clearTimeout(timer);
-        s.end();
+        // Not end(): a VM destroyed before it closes its side would keep a half-closed socket (and this process) alive.
+        s.destroy();
         resolve(answers.slice(0, lines.length));
       }
     });
