@@ -16,7 +16,6 @@ import * as libc from '../src/sys/libc.js';
 import { parseElf } from '../src/vmm/elf.js';
 import { Machine, Outcome } from '../src/vmm/machine.js';
 import { decodeSnapshot, encodeSnapshot, nonZeroPages } from '../src/vmm/snapshot.js';
-import '../src/vmm/hypercalls.js';
 import { guestImage } from './helpers.js';
 
 const ZRAM = '/sys/class/zram-control';
