@@ -87,9 +87,9 @@ export function parseVif(file: string, line: number, index: number, spec: string
 
 /**
  * Parses one disk spec: "path" or "path,rw" or "path,ro" (the path relative
- * to the configuration file's directory); id is its device id.
+ * to base, by default the configuration file's directory); id is its device id.
  */
-export function parseDisk(file: string, line: number, index: number, id: number, spec: string): DeviceEntry {
+export function parseDisk(file: string, line: number, index: number, id: number, spec: string, base = dirname(file)): DeviceEntry {
   const field = `disk[${index}]`;
   const parts = spec.split(',').map((p) => p.trim());
   const path = parts[0] ?? '';
@@ -98,7 +98,7 @@ export function parseDisk(file: string, line: number, index: number, id: number,
   if (parts.length > 2 || (access !== 'rw' && access !== 'ro')) {
     throw new CfgError(file, line, field, `"${spec}" is not "path,rw" or "path,ro"`);
   }
-  return { type: 'block', id, path: resolve(dirname(file), path), ...(access === 'ro' ? { readonly: true } : {}) };
+  return { type: 'block', id, path: resolve(base, path), ...(access === 'ro' ? { readonly: true } : {}) };
 }
 
 /** Net devices from vif, then block devices from disk, ids in that order. */

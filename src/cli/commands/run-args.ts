@@ -15,6 +15,9 @@ export interface RunOptions {
   timing?: boolean;
   json?: boolean;
   countInstructions?: boolean;
+  /** Network devices and disks, as in a cfg file (repeatable options). */
+  vif?: string[];
+  disk?: string[];
 }
 
 interface RunOption {
@@ -27,6 +30,8 @@ interface RunOption {
   short?: string;
   type: 'string' | 'boolean';
   parse?: (value: string) => number;
+  /** May be given more than once: the values gather in a list. */
+  multiple?: boolean;
 }
 
 export const RUN_OPTIONS: readonly RunOption[] = [
@@ -42,6 +47,14 @@ export const RUN_OPTIONS: readonly RunOption[] = [
     flags: '--count-instructions', description: 'single-step from entry to the first hypercall and count guest instructions',
     long: 'count-instructions', key: 'countInstructions', type: 'boolean',
   },
+  {
+    flags: '--vif <spec>', description: 'a network device, as in a cfg file (ip=10.0.0.2/24,gateway=10.0.0.1); repeatable',
+    long: 'vif', key: 'vif', type: 'string', multiple: true,
+  },
+  {
+    flags: '--disk <path[,ro]>', description: 'a virtio-blk disk backed by this file (read-write unless ,ro); repeatable',
+    long: 'disk', key: 'disk', type: 'string', multiple: true,
+  },
 ];
 
 /** `run`'s arguments (after "run") as commander would take them, or undefined to leave them to commander. */
@@ -51,7 +64,7 @@ export function parseRunArgs(args: string[]): { image: string; opts: RunOptions 
   try {
     parsed = parseArgs({
       args, allowPositionals: true, strict: true,
-      options: Object.fromEntries(RUN_OPTIONS.map((o) => [o.long, { type: o.type, ...(o.short ? { short: o.short } : {}) }])),
+      options: Object.fromEntries(RUN_OPTIONS.map((o) => [o.long, { type: o.type, ...(o.short ? { short: o.short } : {}), ...(o.multiple ? { multiple: true } : {}) }])),
     });
   } catch {
     return undefined;
@@ -61,6 +74,10 @@ export function parseRunArgs(args: string[]): { image: string; opts: RunOptions 
   for (const o of RUN_OPTIONS) {
     const v = parsed.values[o.long];
     if (v === undefined) continue;
+    if (o.multiple) {
+      opts[o.key] = v;
+      continue;
+    }
     // A repeated option or a bad value: commander says what is wrong.
     if (Array.isArray(v)) return undefined;
     try {

@@ -1,6 +1,8 @@
 import type { Command } from 'commander';
 import { Host, type VirtualMachine } from '../../toolstack/host.js';
+import type { DeviceEntry } from '../../vmm/device-page.js';
 import { describeExit, processExitCode, type VmExit } from '../../vmm/exit.js';
+import { parseDisk, parseVif } from '../cfg.js';
 import { fail, ms } from '../output.js';
 import { RUN_OPTIONS, type RunOptions } from './run-args.js';
 
@@ -13,7 +15,8 @@ export function registerRun(program: Command): void {
     .description('boot an image, stream its console, exit with its exit status')
     .argument('<image>', 'path to an ELF image, or a built-in: noop, hello, daytime');
   for (const o of RUN_OPTIONS) {
-    if (o.parse) cmd.option(o.flags, o.description, o.parse);
+    if (o.multiple) cmd.option(o.flags, o.description, (v: string, all: string[]) => [...all, v], []);
+    else if (o.parse) cmd.option(o.flags, o.description, o.parse);
     else cmd.option(o.flags, o.description);
   }
   cmd.action((image: string, opts: RunOptions) => runCommand(image, opts));
@@ -26,6 +29,12 @@ export async function runCommand(image: string, opts: RunOptions): Promise<void>
   } catch (err) {
     fail(err);
   }
+}
+
+/** --vif and --disk as devices: nets first, then disks, ids in that order (as in a cfg file). */
+function devicesOf(opts: RunOptions): DeviceEntry[] {
+  const nets = (opts.vif ?? []).map((spec, i) => parseVif('--vif', 0, i, spec));
+  return [...nets, ...(opts.disk ?? []).map((spec, i) => parseDisk('--disk', 0, i, nets.length + i, spec, process.cwd()))];
 }
 
 async function run(image: string, opts: RunOptions): Promise<number> {
@@ -44,7 +53,7 @@ async function run(image: string, opts: RunOptions): Promise<number> {
     const requested = process.hrtime.bigint();
     vm = await host.create({
       image, memoryMiB: opts.memory, cmdline: opts.cmdline, name: opts.name,
-      warm: false, countInstructions: opts.countInstructions,
+      warm: false, countInstructions: opts.countInstructions, devices: devicesOf(opts),
     });
     if (!opts.json) vm.on('console', (b) => process.stdout.write(b));
     const exit = await vm.exited;
