@@ -51,7 +51,8 @@ export function resultsTable(dir: string): string {
     ...pairRows('boot.json', boot?.results as Record<string, Series | null> | undefined, [
       ['lightvm_run_process', 'node_start'], ['lightvm_run_process', 'qemu_process'], ['lightvm_run_process', 'runc_process'],
       ['lightvm_run_process', 'crun_process'], ['lightvm_run_process', 'fork_exec'],
-      ['lightvm_api_roundtrip', 'fork_exec'], ['lightvm_api_roundtrip', 'podman_api_start'], ['lightvm_warm', 'fork_exec'],
+      ['lightvm_api_roundtrip', 'fork_exec'], ['lightvm_api_roundtrip', 'podman_api_start'],
+      ['lightvm_api_lifecycle', 'podman_api_lifecycle'], ['lightvm_warm', 'fork_exec'],
       ['lightvm_cold', 'kvm_floor_monitor'], ['lightvm_cold', 'kvm_floor'],
     ]),
     ...pairRows('net.json', net?.results as Record<string, Series | null> | undefined, [

@@ -13,10 +13,10 @@ const CLI = join(ROOT, 'dist', 'cli', 'main.js');
 
 const REQUIRED = [
   'lightvm_run_process', 'qemu_process', 'runc_process', 'fork_exec', 'node_start', 'lightvm_api_roundtrip',
-  'podman_api_start', 'docker_api_start', 'lightvm_cold', 'kvm_floor', 'kvm_floor_monitor', 'lightvm_warm',
+  'podman_api_start', 'docker_api_start', 'lightvm_api_lifecycle', 'podman_api_lifecycle', 'lightvm_cold', 'kvm_floor', 'kvm_floor_monitor', 'lightvm_warm',
 ];
 /** What this host always has: no peer package is needed for these. */
-const ALWAYS = ['lightvm_run_process', 'fork_exec', 'node_start', 'lightvm_api_roundtrip', 'lightvm_cold', 'kvm_floor', 'kvm_floor_monitor', 'lightvm_warm'];
+const ALWAYS = ['lightvm_run_process', 'fork_exec', 'node_start', 'lightvm_api_roundtrip', 'lightvm_api_lifecycle', 'lightvm_cold', 'kvm_floor', 'kvm_floor_monitor', 'lightvm_warm'];
 
 interface Result {
   p50_ms: number;

@@ -68,6 +68,16 @@ export async function daemonMeasure(): Promise<Measure> {
     throw err;
   }
   const request = raw.prepare('POST', '/v1/vms', { image: 'noop', wait: 'booted' });
+  const toExit = raw.prepare('POST', '/v1/vms', { image: 'noop', wait: 'exit' });
+  /** Create to the end of the delete: the whole life cycle of a noop VM. */
+  const lifecycle = async (): Promise<number> => {
+    let t0 = 0n;
+    const r = await raw.send<{ vm: { id: number; exit: { kind: string; status?: number } | null } }>(toExit, (ns) => (t0 = ns));
+    if (r.vm.exit?.kind !== 'halt' || r.vm.exit.status !== 0) throw new Error(`lightvm_api_lifecycle: VM ${r.vm.id} ended ${JSON.stringify(r.vm.exit)}`);
+    const del = await raw.request(raw.prepare('DELETE', `/v1/vms/${r.vm.id}`));
+    if (del.status >= 300) throw new Error(`lightvm_api_lifecycle: DELETE of VM ${r.vm.id}: HTTP ${del.status} ${del.body}`);
+    return Number(process.hrtime.bigint() - t0) / 1e6;
+  };
   const one = async (): Promise<{ warm: number; roundtrip: number }> => {
     let t0 = 0n;
     const r = await raw.send<{ vm: { id: number; warm: boolean }; timings: { bootNs: number } }>(request, (ns) => (t0 = ns));
@@ -77,20 +87,24 @@ export async function daemonMeasure(): Promise<Measure> {
     return { warm: (r.timings.bootNs - Number(t0)) / 1e6, roundtrip: Number(t1 - t0) / 1e6 };
   };
   for (let i = 0; i < 10; i++) await one();
+  await lifecycle();
   return {
     series: {
       lightvm_warm: 'API request bytes sent (kept-alive unix socket) to the guest\'s first hypercall, stamped by the executor; from a prepared shell',
       lightvm_api_roundtrip: 'API request bytes sent to its reply (201, "booted": the VM runs) parsed by the client; REST create from a prepared shell through lightvmd and its executor process',
+      lightvm_api_lifecycle: 'API create (wait: exit) of the noop guest from a prepared shell, request bytes sent to the reply of its DELETE: create, run to its exit, delete',
     },
     // Back to back, from a full pool that refills in the background between rounds.
     sample: async (n) => {
       await waitForPool(client, 4, POOL);
-      const out = { lightvm_warm: [] as number[], lightvm_api_roundtrip: [] as number[] };
+      const out = { lightvm_warm: [] as number[], lightvm_api_roundtrip: [] as number[], lightvm_api_lifecycle: [] as number[] };
       for (let i = 0; i < n; i++) {
         const s = await one();
         out.lightvm_warm.push(s.warm);
         out.lightvm_api_roundtrip.push(s.roundtrip);
       }
+      await waitForPool(client, 4, POOL);
+      for (let i = 0; i < n; i++) out.lightvm_api_lifecycle.push(await lifecycle());
       return out;
     },
     stop: async () => {
@@ -150,20 +164,26 @@ async function peerMeasures(opts: BootBenchOptions, skipped: Record<string, stri
     });
   }
   const podmanWhy = podmanAvailable();
-  if (podmanWhy) skipped.podman_api_start = podmanWhy;
+  if (podmanWhy) skipped.podman_api_start = skipped.podman_api_lifecycle = podmanWhy;
   else {
     let service: PodmanService | undefined;
     try {
       service = await PodmanService.start();
       const s = service;
       out.push({
-        series: { podman_api_start: 'podman system service (Docker-compatible REST, runc): create request bytes sent to the start reply (204), a `true` container; wait and delete off the clock' },
+        series: {
+          podman_api_start: 'podman system service (Docker-compatible REST, runc): create request bytes sent to the start reply (204), a `true` container; wait and delete off the clock',
+          podman_api_lifecycle: 'podman system service: create request bytes sent to the delete reply: create, start, wait for the `true` container\'s exit, delete',
+        },
         limit: Math.min(containerRuns, 20),
-        sample: async (n) => ({ podman_api_start: await s.createStart(n) }),
+        sample: async (n) => {
+          const r = await s.lifecycles(n);
+          return { podman_api_start: r.start, podman_api_lifecycle: r.lifecycle };
+        },
         stop: () => s.stop(),
       });
     } catch (err) {
-      skipped.podman_api_start = (err as Error).message;
+      skipped.podman_api_start = skipped.podman_api_lifecycle = (err as Error).message;
     }
   }
   if (!dockerSocket()) skipped.docker_api_start = 'dockerd is not running here (no /var/run/docker.sock)';
@@ -296,7 +316,8 @@ export async function benchBoot(opts: BootBenchOptions, extra: Measure[] = []): 
     const pairs: [string, string][] = [
       ['lightvm_run_process', 'node_start'], ['qemu_process', 'lightvm_run_process'], ['runc_process', 'lightvm_run_process'],
       ['crun_process', 'lightvm_run_process'], ['lightvm_run_process', 'fork_exec'],
-      ['lightvm_api_roundtrip', 'fork_exec'], ['lightvm_api_roundtrip', 'podman_api_start'], ['lightvm_warm', 'fork_exec'],
+      ['lightvm_api_roundtrip', 'fork_exec'], ['lightvm_api_roundtrip', 'podman_api_start'], ['lightvm_api_lifecycle', 'podman_api_lifecycle'],
+      ['lightvm_warm', 'fork_exec'],
       ['lightvm_cold', 'kvm_floor_monitor'], ['lightvm_cold', 'kvm_floor'], ['kvm_floor_monitor', 'kvm_floor'], ['lightvm_cold', 'fork_exec'],
     ];
     for (const [a, b] of pairs) {

@@ -110,13 +110,22 @@ export class PodmanService {
   }
 
   /**
-   * n containers, each: create + start timed (until start's reply); then,
-   * off the clock, wait for its exit (status 0) and delete it. Samples in
+   * n containers, each: create + start timed (until start's reply); then
+   * wait for its exit (status 0) and delete it, off that clock. Samples in
    * ms. network: 'none', or 'bridge' (podman's own network set-up: CNI's
    * bridge plugin and host-local IPAM here, a veth on cni-podman0).
    */
   async createStart(n: number, network = 'none'): Promise<number[]> {
+    return (await this.lifecycles(n, network)).start;
+  }
+
+  /**
+   * As createStart; also each container's whole life cycle: create request
+   * sent to the delete reply (create, start, wait for its exit, delete).
+   */
+  async lifecycles(n: number, network = 'none'): Promise<{ start: number[]; lifecycle: number[] }> {
     const out: number[] = [];
+    const lifecycle: number[] = [];
     for (let i = 0; i < n; i++) {
       let t0 = 0n;
       const { Id } = await this.raw.send<{ Id: string }>(this.create(network), (ns) => (t0 = ns));
@@ -128,9 +137,10 @@ export class PodmanService {
       if (status !== 0) throw new Error(`podman container ${Id} exited ${status}: ${wait.body.trim()}`);
       const del = await request(this.socket, 'DELETE', `/v1.41/containers/${Id}?force=true`);
       if (del.status !== 204) throw new Error(`podman delete of ${Id}: HTTP ${del.status} ${del.body.trim()}`);
+      lifecycle.push(Number(process.hrtime.bigint() - t0) / 1e6);
       out.push(Number(t1 - t0) / 1e6);
     }
-    return out;
+    return { start: out, lifecycle };
   }
 
   async stop(): Promise<void> {
