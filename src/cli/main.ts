@@ -6,12 +6,27 @@
 // commander (see run-args.ts): a process that runs one VM loads only what
 // runs it. Everything else, and any `run` it does not take, goes through
 // commander.
-import { parseRunArgs } from './commands/run-args.js';
+//
+// npm run build also bundles the run command and all it imports into one
+// file (dist/cli/run.bundle.js, esbuild, packages left out): one module to
+// load instead of ~40 saves ~30 ms of CPU per run here. A bundle older
+// than the compiled command it was made from is not used.
+import { statSync } from 'node:fs';
 
-const direct = process.argv[2] === 'run' ? parseRunArgs(process.argv.slice(3)) : undefined;
-if (direct) {
-  const { runCommand } = await import('./commands/run.js');
-  await runCommand(direct.image, direct.opts);
+function bundled(): boolean {
+  try {
+    return statSync(new URL('./run.bundle.js', import.meta.url)).mtimeMs >= statSync(new URL('./commands/run.js', import.meta.url)).mtimeMs;
+  } catch {
+    return false;
+  }
+}
+
+const runModule = process.argv[2] === 'run'
+  ? (await import(bundled() ? './run.bundle.js' : './commands/run.js')) as typeof import('./commands/run.js')
+  : undefined;
+const direct = runModule?.parseRunArgs(process.argv.slice(3));
+if (runModule && direct) {
+  await runModule.runCommand(direct.image, direct.opts);
 } else {
   await commandLine();
 }
