@@ -821,6 +821,10 @@ export class Executor {
           // Take the kick (or timer) signal that interrupted KVM_RUN, then
           // serve whatever woke us: a request on a socket, a deadline.
           this.dropPendingKicks();
+          // VMs whose deadline passed during this slice queued up before
+          // its end: they go first (a guest spinning alone was stopped for
+          // them, and must not take another whole slice ahead of them).
+          this.wakeExpired(monotonicNs());
           this.makeRunnable(e);
           this.backgroundTurn = true;
           this.poll(0);
