@@ -9,6 +9,7 @@ export interface CreateBody {
   devices?: DeviceEntry[];
   warm?: boolean;
   wait?: 'started' | 'booted' | 'exit';
+  lease_ms?: number;
 }
 export interface IdParams {
   id: string;
@@ -127,6 +128,10 @@ export const createVm = {
       devices: { type: 'array', maxItems: 62, items: device },
       warm: { type: 'boolean', description: 'take a prepared shell if one is ready (default true)' },
       wait: { type: 'string', enum: ['started', 'booted', 'exit'], description: 'answer once the VM has started (default), made its first hypercall, or ended' },
+      lease_ms: {
+        type: 'integer', minimum: 1, maximum: 600_000,
+        description: 'the VM is owned by one client: the one that follows its console with lease=true. It is destroyed if nobody takes the lease within lease_ms, and when the holder\'s connection closes before the VM has ended',
+      },
     },
   },
   response: {
@@ -312,8 +317,14 @@ export const unlisten = {
 export const consoleVm = {
   tags, summary: 'the console: what it printed so far, then (follow) what it prints until it ends',
   params: idParams,
-  querystring: { type: 'object', properties: { follow: { type: 'boolean' } } },
-  response: { 200: { type: 'string', description: 'text/plain stream' }, 404: error },
+  querystring: {
+    type: 'object',
+    properties: {
+      follow: { type: 'boolean' },
+      lease: { type: 'boolean', description: 'with follow: take the VM\'s lease (see lease_ms at create): the VM is destroyed when this connection closes before it ends' },
+    },
+  },
+  response: { 200: { type: 'string', description: 'text/plain stream' }, 404: error, 409: error },
 } as const;
 
 export const events = {

@@ -93,6 +93,8 @@ export async function buildServer(daemon: Daemon): Promise<FastifyInstance> {
 
   const host = daemon.host;
   const followers = new Followers();
+  // VMs created with lease_ms, until their lease is taken (held) or lapses.
+  const leases = new WeakMap<VirtualMachine, { timer: NodeJS.Timeout | undefined; held: boolean }>();
   const find = (id: string): VirtualMachine => {
     const vm = host.get(id);
     if (!vm) throw notFound(id);
@@ -117,6 +119,16 @@ export async function buildServer(daemon: Daemon): Promise<FastifyInstance> {
       throw err;
     }
     const createdNs = Number(process.hrtime.bigint());
+    if (b.lease_ms !== undefined) {
+      const lease = { timer: undefined as NodeJS.Timeout | undefined, held: false };
+      lease.timer = setTimeout(() => {
+        if (lease.held || vm.state === 'exited') return;
+        daemon.options.logger.warn({ vm: vm.id, name: vm.name, lease_ms: b.lease_ms }, 'lease not taken: VM destroyed');
+        void vm.destroy();
+      }, b.lease_ms);
+      leases.set(vm, lease);
+      void vm.exited.then(() => clearTimeout(lease.timer));
+    }
     if (b.wait === 'booted') await Promise.race([vm.booted, vm.exited]);
     if (b.wait === 'exit') await vm.exited;
     if (vm.timings?.trace) {
@@ -222,9 +234,23 @@ export async function buildServer(daemon: Daemon): Promise<FastifyInstance> {
     return { listening: null };
   });
 
-  app.get<{ Params: S.IdParams; Querystring: { follow?: boolean } }>('/v1/vms/:id/console', { schema: S.withErrors(S.consoleVm) }, (req, reply) => {
+  app.get<{ Params: S.IdParams; Querystring: { follow?: boolean; lease?: boolean } }>('/v1/vms/:id/console', { schema: S.withErrors(S.consoleVm) }, (req, reply) => {
     const vm = find(req.params.id);
     const raw = reply.raw;
+    if (req.query.lease) {
+      const lease = leases.get(vm);
+      if (!req.query.follow) throw new ApiError(400, 'invalid', 'lease: only with follow=true', 'lease');
+      if (!lease) throw new ApiError(409, 'conflict', `VM ${vm.name} was not created with lease_ms`, 'lease');
+      if (lease.held) throw new ApiError(409, 'conflict', `VM ${vm.name}: its lease is already held`, 'lease');
+      lease.held = true;
+      clearTimeout(lease.timer);
+      // The response's close is the connection's end (or ours, once the VM has ended).
+      raw.on('close', () => {
+        if (vm.state === 'exited') return;
+        daemon.options.logger.info({ vm: vm.id, name: vm.name }, 'lease holder gone: VM destroyed');
+        void vm.destroy();
+      });
+    }
     raw.writeHead(200, { 'content-type': 'text/plain; charset=utf-8', 'cache-control': 'no-store' });
     raw.write(vm.consoleText());
     if (!req.query.follow || vm.state === 'exited') {
