@@ -2,7 +2,7 @@ import js from '@eslint/js';
 import tseslint from 'typescript-eslint';
 
 export default tseslint.config(
-  { ignores: ['dist/**', 'node_modules/**', 'guest/**', 'scratch/**', 'bench/results/**'] },
+  { ignores: ['dist/**', 'node_modules/**', 'guest/**', 'scratch/**', 'bench/results/**', 'src/shim/gen/**'] },
   js.configs.recommended,
   ...tseslint.configs.strict,
   {

@@ -33,10 +33,10 @@ if (runModule && direct) {
 
 async function commandLine(): Promise<void> {
   const [{ Command, CommanderError }, { registerRun }, { registerBench }, { registerBuild }, { registerCompletion }, { registerDoctor },
-    { registerDaemon }, { registerTop }, { registerVmCommands }, { registerTinyx }, { fail }] = await Promise.all([
+    { registerDaemon }, { registerTop }, { registerVmCommands }, { registerTinyx }, { registerImage }, { fail }] = await Promise.all([
     import('commander'), import('./commands/run.js'), import('./commands/bench.js'), import('./commands/build.js'),
     import('./commands/completion.js'), import('./commands/doctor.js'), import('./commands/daemon.js'), import('./commands/top.js'),
-    import('./commands/vm.js'), import('./commands/tinyx.js'), import('./output.js'),
+    import('./commands/vm.js'), import('./commands/tinyx.js'), import('./commands/image.js'), import('./output.js'),
   ]);
   const program = new Command('lightvm')
     .description('Lightweight virtual machines on Linux KVM')
@@ -53,6 +53,7 @@ async function commandLine(): Promise<void> {
   registerDoctor(program);
   registerTinyx(program);
   registerCompletion(program);
+  registerImage(program);
 
   try {
     await program.parseAsync(process.argv);

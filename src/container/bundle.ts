@@ -47,8 +47,12 @@ interface OciConfig {
   linux?: { resources?: { memory?: { limit?: unknown } } };
 }
 
-/** Reads <bundle>/config.json and finds the VM in it. */
-export function readBundle(bundleDir: string): VmSpec {
+/**
+ * Reads <bundle>/config.json and finds the VM in it. roots: look the kernel
+ * up in these directories in turn instead of root.path (a shim reads the
+ * layers of an unmounted overlay: upperdir, then lowerdir left to right).
+ */
+export function readBundle(bundleDir: string, opts: { roots?: string[] } = {}): VmSpec {
   const bundle = resolve(bundleDir);
   const file = join(bundle, 'config.json');
   let text: string;
@@ -87,10 +91,21 @@ export function readBundle(bundleDir: string): VmSpec {
   }
   // With the annotation, every arg is the guest's; else args[0] is the kernel.
   const guestArgs = annotations[KERNEL_ANNOTATION] ? argv : argv.slice(1);
-  const kernelHostPath = resolveInRoot(rootfs, kernelPath, `${file}: ${field}`);
+  let kernelHostPath = '';
+  let found = rootfs;
+  const roots = opts.roots?.length ? opts.roots : [rootfs];
+  for (const [i, r] of roots.entries()) {
+    try {
+      kernelHostPath = resolveInRoot(r, kernelPath, `${file}: ${field}`);
+      found = r;
+      break;
+    } catch (err) {
+      if (i === roots.length - 1) throw err;
+    }
+  }
   checkElf(kernelHostPath, `${file}: ${field}: ${kernelPath} in the rootfs`);
   return {
-    bundle, rootfs, kernelPath, kernelHostPath,
+    bundle, rootfs: found, kernelPath, kernelHostPath,
     cmdline: guestArgs.join(' '),
     memoryMiB: memoryOf(cfg, file),
     terminal: cfg.process?.terminal === true,
