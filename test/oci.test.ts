@@ -190,6 +190,9 @@ void describe('lightvm-oci with a real daemon', () => {
     assert.match(oci('create', '-b', mem, 'mem').stderr, /config\.json: linux\.resources\.memory\.limit: 1024 bytes is outside the 2-3072 MiB/);
     assert.match(oci('create', '-b', join(tmp.dir, 'nowhere'), 'x').stderr, /nowhere\/config\.json: cannot read the bundle's config: ENOENT/);
     assert.match(oci('create', '-b', b, 'a/b').stderr, /invalid container id "a\/b"/);
+    const tty = makeBundle(join(tmp.dir, 'tty'), 'hello', { process: { args: ['/unikernel.elf'], terminal: true } });
+    assert.match(oci('create', '-b', tty, 'tty').stderr, /tty\/config\.json: process\.terminal is true: create needs --console-socket/);
+    assert.match(oci('create', '-b', tty, '--console-socket', join(tmp.dir, 'no-console.sock'), 'tty').stderr, /connect failed: ENOENT \(.*no-console\.sock\)/);
     assert.match(oci('kill', 'nosuch').stderr, /container nosuch does not exist/);
     assert.match(oci('create', '--bundel', b, 'x').stderr, /create: unknown flag --bundel/);
     assert.match(oci('exec', 'x').stderr, /exec is not supported by lightvm-oci/);
@@ -247,7 +250,7 @@ void describe('podman with --runtime lightvm-oci', { skip: podmanSkip }, () => {
     // Private storage and state; cgroupfs (no systemd here, hybrid cgroups); file events.
     P = ['--root', join(pm, 'root'), '--runroot', join(pm, 'run'), '--tmpdir', join(pm, 'tmp'), '--cgroup-manager=cgroupfs', '--events-backend=file',
       '--runtime', ociWrapper(tmp.dir, daemon.socket)];
-    for (const g of ['hello', 'exit-status', 'sleeper']) {
+    for (const g of ['hello', 'exit-status', 'sleeper', 'echo-cmdline']) {
       const r = podman('import', '-q', '--change', 'ENTRYPOINT ["/unikernel.elf"]', rootfsTar(tmp.dir, g), `lightvm/${g}:1`);
       assert.equal(r.status, 0, r.stderr);
     }
@@ -268,6 +271,13 @@ void describe('podman with --runtime lightvm-oci', { skip: podmanSkip }, () => {
     const e = podman('run', '--rm', ...U, 'lightvm/exit-status:1', '7');
     assert.equal(e.status, 7, e.stderr);
     assert.deepEqual((await vms()).filter((v) => v.state !== 'exited'), []);
+  });
+
+  void it('run -t: the guest\'s console through the pty whose master went to conmon over --console-socket', () => {
+    const r = podman('run', '--rm', '-t', ...U, 'lightvm/echo-cmdline:1', 'x=1', 'y=2');
+    assert.equal(r.status, 0, r.stderr);
+    // The pty's line discipline turns the guest's \n into \r\n.
+    assert.equal(r.stdout, 'cmdline=[x=1 y=2]\r\n');
   });
 
   void it('run -d, then podman stop: running while it runs, exited after, no VM left', async () => {

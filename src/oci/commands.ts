@@ -10,6 +10,8 @@ import { ApiError, Client } from '../cli/client.js';
 import { checkElf, readBundle } from '../container/bundle.js';
 import { vmNameFor } from '../container/names.js';
 import { mkfifo } from '../sys/fifo.js';
+import { close } from '../sys/libc.js';
+import { openPty, sendFd, type Pty } from '../sys/terminal.js';
 import { flagValue, parseArgs, UsageError, type FlagSpec, type ParsedArgs } from './args.js';
 import {
   checkId, containerDir, fifoPath, localStatus, monitorAlive, OCI_VERSION, procStat, readRecord, stateJson, writeRecord,
@@ -86,7 +88,8 @@ async function create(g: Globals, argv: string[], opts: { detachMonitor: boolean
   const id = p.positional[0]!;
   checkId(id);
   const spec = readBundle(flagValue(p, 'bundle') ?? process.cwd());
-  if (spec.terminal) throw new OciError(`${join(spec.bundle, 'config.json')}: process.terminal: a terminal is not supported yet by lightvm-oci (run without -t)`);
+  const consoleSocket = flagValue(p, 'console-socket');
+  if (spec.terminal && !consoleSocket) throw new OciError(`${join(spec.bundle, 'config.json')}: process.terminal is true: create needs --console-socket`);
   const graceText = spec.annotations[GRACE_ANNOTATION];
   const graceMs = graceText === undefined ? DEFAULT_GRACE_MS : Number(graceText);
   if (!Number.isInteger(graceMs) || graceMs < 0 || graceMs > 600_000) {
@@ -108,6 +111,7 @@ async function create(g: Globals, argv: string[], opts: { detachMonitor: boolean
     throw err;
   }
   let monitor: ReturnType<typeof spawn> | undefined;
+  let pty: Pty | undefined;
   try {
     // A copy: the daemon reads it later, whatever becomes of the rootfs (or of its mount namespace).
     const kernel = join(dir, 'kernel.elf');
@@ -121,7 +125,13 @@ async function create(g: Globals, argv: string[], opts: { detachMonitor: boolean
       memoryMiB: spec.memoryMiB, terminal: spec.terminal, graceMs, monitorPid: 0, monitorStart: '',
     };
     // The monitor inherits our stdio: the caller's pipes (or fifos) are the container's.
-    monitor = spawn(process.execPath, ['--no-warnings', MONITOR, g.root, id], { stdio: 'inherit', detached: opts.detachMonitor });
+    // With a terminal, its stdio is a pty's slave and the caller gets the master.
+    if (spec.terminal) {
+      pty = openPty();
+      sendFd(consoleSocket!, pty.master, pty.name);
+    }
+    const stdio = pty ? [pty.slave, pty.slave, pty.slave] : 'inherit';
+    monitor = spawn(process.execPath, ['--no-warnings', MONITOR, g.root, id], { stdio, detached: opts.detachMonitor });
     const pid = monitor.pid;
     if (pid === undefined) throw new OciError(`container ${id}: the monitor process did not start`);
     const st = procStat(pid);
@@ -142,6 +152,11 @@ async function create(g: Globals, argv: string[], opts: { detachMonitor: boolean
     if (monitor?.pid) monitor.kill('SIGKILL');
     rmSync(dir, { recursive: true, force: true });
     throw err;
+  } finally {
+    if (pty) {
+      close(pty.master);
+      close(pty.slave);
+    }
   }
 }
 
