@@ -8,7 +8,7 @@ import { checkElf } from './bundle.js';
 
 const BLOCK = 512;
 
-/** One ustar entry (regular file) and its data, padded to the block size. */
+/** One ustar entry (a regular file, or a directory when the name ends in /) and its data, padded to the block size. */
 function tarEntry(name: string, data: Uint8Array, mode: number, mtime: number): Buffer {
   if (Buffer.byteLength(name) > 99) throw new Error(`tar: entry name "${name}" is longer than 99 bytes`);
   const h = Buffer.alloc(BLOCK);
@@ -20,7 +20,7 @@ function tarEntry(name: string, data: Uint8Array, mode: number, mtime: number): 
   octal(data.length, 12, 124);
   octal(mtime, 12, 136);
   h.write('        ', 148, 'ascii');
-  h.write('0', 156, 'ascii');
+  h.write(name.endsWith('/') ? '5' : '0', 156, 'ascii');
   h.write('ustar\0', 257, 'ascii');
   h.write('00', 263, 'ascii');
   h.write('root', 265, 'ascii');
@@ -45,6 +45,8 @@ export interface ImageBuild {
   tag: string;
   /** Default guest command line (the image's CMD). */
   cmd?: string[];
+  /** Where the file goes in the rootfs and the ENTRYPOINT (default /unikernel.elf). */
+  path?: string;
 }
 
 /** The archive's bytes, and the digests in it. */
@@ -53,12 +55,16 @@ export function buildImage(b: ImageBuild): { archive: Buffer; manifestDigest: st
     throw new Error(`-t: "${b.tag}" is not NAME:TAG (lower-case name parts separated by /, a tag of letters, digits, _ . -)`);
   }
   checkElf(b.kernel, `image: ${b.kernel}`);
-  const layer = tar([{ name: 'unikernel.elf', data: readFileSync(b.kernel), mode: 0o755 }]);
+  const path = b.path ?? '/unikernel.elf';
+  if (!/^(\/[\w.-]+)+$/.test(path) || path.split('/').some((p) => p === '..')) throw new Error(`path: "${path}" is not an absolute path of plain names`);
+  const parts = path.slice(1).split('/');
+  const dirs = parts.slice(0, -1).map((_, i) => ({ name: `${parts.slice(0, i + 1).join('/')}/`, data: new Uint8Array(0), mode: 0o755 }));
+  const layer = tar([...dirs, { name: path.slice(1), data: readFileSync(b.kernel), mode: 0o755 }]);
   const layerDigest = sha256(layer);
   const config = Buffer.from(JSON.stringify({
     architecture: 'amd64',
     os: 'linux',
-    config: { Entrypoint: ['/unikernel.elf'], ...(b.cmd?.length ? { Cmd: b.cmd } : {}), Labels: { 'org.lightvm.kernel': '/unikernel.elf' } },
+    config: { Entrypoint: [path], ...(b.cmd?.length ? { Cmd: b.cmd } : {}), Labels: { 'org.lightvm.kernel': path } },
     rootfs: { type: 'layers', diff_ids: [`sha256:${layerDigest}`] },
     history: [{ created_by: 'lightvm image build' }],
   }));

@@ -10,6 +10,9 @@ import { answers } from './address.js';
 import { LightvmTasks } from './task-service.js';
 import { TtrpcServer } from './ttrpc.js';
 
+/** How long a server with no task and no connection waits before it exits ($LIGHTVM_SHIM_IDLE_MS). */
+const IDLE_MS = Number(process.env.LIGHTVM_SHIM_IDLE_MS ?? 30_000);
+
 export async function serve(flags: Map<string, string>): Promise<void> {
   const sock = flags.get('socket');
   if (!sock) throw new Error('serve: -socket is required');
@@ -31,7 +34,9 @@ export async function serve(flags: Map<string, string>): Promise<void> {
     await server.listen(sock);
   }
   log.info({ socket: sock, containerd: ttrpcAddress, daemon: daemon.socketPath }, 'shim server listening');
-  // Exits once no task is left and nobody is connected (for a second).
+  // Exits once no task is left and nobody has been connected for IDLE_MS: a
+  // server started afresh costs a Node start and its modules (~0.5-1 s here),
+  // which ctr run --rm one after another would otherwise pay every time.
   let idleTimer: NodeJS.Timeout | undefined;
   const maybeExit = (): void => {
     clearTimeout(idleTimer);
@@ -48,7 +53,7 @@ export async function serve(flags: Map<string, string>): Promise<void> {
         log.flush();
         process.exit(0);
       })();
-    }, 1000);
+    }, IDLE_MS);
   };
   tasks.onEmpty = maybeExit;
   server.onDisconnect = maybeExit;

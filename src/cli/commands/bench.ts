@@ -113,6 +113,15 @@ export function registerBench(program: Command): void {
     });
 
   bench
+    .command('containers')
+    .description('ctr run and podman run with LightVM (shim, lightvm-oci) vs runc, and many tasks through one containerd')
+    .option('--runs <n>', 'samples per measurement', intOption('--runs', 3, 10000), 10)
+    .option('--tasks <n>', 'long-lived tasks started one after another through one containerd', intOption('--tasks', 10, 20000), 1000)
+    .option('--json', 'print one JSON object')
+    .action((opts: { runs: number; tasks: number; json?: boolean }) => report(opts.json, 'containers', async (progress) =>
+      (await import('../../bench/containers.js')).benchContainers({ runs: opts.runs, tasks: opts.tasks, onProgress: (phase, done, total) => progress(done, total, phase) })));
+
+  bench
     .command('net')
     .description('vif set-up, daytime first byte (running and just-in-time), ping, vs a crun container\'s veth set-up; in a private network namespace')
     .option('--runs <n>', 'samples per measurement', intOption('--runs', 3, 10000), 30)
