@@ -202,6 +202,8 @@ void describe('the OpenAPI document', () => {
     assert.equal(r.text, 'Hello from LightVM!\n');
     assert.match(String(r.headers['content-type']), /^text\/plain/);
     await call(CONSOLE, 'unknown', 'GET', '/v1/vms/nosuch/console');
+    r = await call(CONSOLE, 'a lease on a VM created without lease_ms', 'GET', '/v1/vms/doc-hello/console?follow=true&lease=true');
+    assert.match(r.text, /was not created with lease_ms/);
 
     const events = await openStream(d.socket, '/v1/events');
     try {

@@ -11,7 +11,7 @@ import net from 'node:net';
 import { join } from 'node:path';
 import { timestampFromDate, type Timestamp } from '@bufbuild/protobuf/wkt';
 import { ApiError, Client } from '../cli/client.js';
-import { BundleError, readBundle } from '../container/bundle.js';
+import { readBundle } from '../container/bundle.js';
 import { vmNameFor } from '../container/names.js';
 import { TaskCreateSchema, TaskDeleteSchema, TaskExitSchema, TaskPausedSchema, TaskResumedSchema, TaskStartSchema } from './gen/events_pb.js';
 import { Status, Task as TaskService, type CreateTaskRequest } from './gen/task_pb.js';
@@ -127,14 +127,15 @@ export class LightvmTasks {
     const ns = nsOf(ctx);
     if (this.tasks.has(`${ns}/${req.id}`)) throw new TtrpcError(Code.ALREADY_EXISTS, `task ${req.id} already exists in namespace ${ns}`);
     if (req.checkpoint) throw new TtrpcError(Code.UNIMPLEMENTED, 'create from a checkpoint is not supported yet');
+    // A CRI pod sandbox (the pause container) is a placeholder: the pod's VMs are its containers.
+    const sandbox = isSandbox(req.bundle);
     let spec;
-    let sandbox = false;
-    try {
-      spec = readBundle(req.bundle, { roots: layerDirs(req.rootfs, req.bundle) });
-    } catch (err) {
-      // A CRI pod sandbox (the pause image) has no unikernel: it is a placeholder.
-      if (!(err instanceof BundleError) || !isSandbox(req.bundle)) throw new TtrpcError(Code.INVALID_ARGUMENT, (err as Error).message);
-      sandbox = true;
+    if (!sandbox) {
+      try {
+        spec = readBundle(req.bundle, { roots: layerDirs(req.rootfs, req.bundle) });
+      } catch (err) {
+        throw new TtrpcError(Code.INVALID_ARGUMENT, (err as Error).message);
+      }
     }
     const grace = spec?.annotations['org.lightvm.grace_ms'];
     let markExited = (): void => {};
