@@ -14,24 +14,24 @@ interface Pair {
 }
 
 void describe('bench containers', { skip: containersUnavailable() ?? false }, () => {
-  void it('ctr and podman with LightVM vs runc, and 12 tasks through one containerd', async () => {
+  // podman's side is left out here: oci.test.ts runs podman with lightvm-oci.
+  void it('ctr with LightVM vs runc, and 10 tasks through one containerd', async () => {
     const before = readdirSync('/tmp').filter((f) => f.startsWith('lvbc-'));
-    const r = await benchContainers({ runs: 3, tasks: 12 }) as Record<string, unknown>;
+    const r = await benchContainers({ runs: 2, tasks: 10, podman: false }) as Record<string, unknown>;
     for (const key of ['ctr_run_exit', 'ctr_run_running']) {
       const p = r[key] as Pair;
-      assert.equal(p.lightvm.n, 3, key);
-      assert.equal(p.runc.n, 3, key);
+      assert.equal(p.lightvm.n, 2, key);
+      assert.equal(p.runc.n, 2, key);
       assert.ok(p.lightvm.p50_ms > 0 && p.runc.p50_ms > 0, key);
       assert.equal(p.runc_over_lightvm_p50, Math.round((p.runc.p50_ms / p.lightvm.p50_ms) * 100) / 100);
     }
-    const podman = r.podman as { skipped?: string; run_exit?: Pair };
-    if (!podman.skipped) assert.equal(podman.run_exit!.lightvm.n, 3);
+    assert.deepEqual(r.podman, { skipped: 'not asked for' });
     const tasks = r.tasks as { tasks: number; vms_running: number; shim_server: { fds: number; rss_kib: number } | null };
-    assert.equal(tasks.tasks, 12);
-    assert.equal(tasks.vms_running, 12, 'every task is a running VM');
+    assert.equal(tasks.tasks, 10);
+    assert.equal(tasks.vms_running, 10, 'every task is a running VM');
     assert.ok(tasks.shim_server, 'the shim server was found');
     // Per task: containerd's connection and the stdout fifo; plus a few dozen of Node's own.
-    assert.ok(tasks.shim_server.fds < 12 * 3 + 60, `shim server fds ${tasks.shim_server.fds}`);
+    assert.ok(tasks.shim_server.fds < 10 * 3 + 60, `shim server fds ${tasks.shim_server.fds}`);
     assert.deepEqual(readdirSync('/tmp').filter((f) => f.startsWith('lvbc-')), before, 'the benchmark removed its directory');
     assert.equal(spawnSync('pgrep', ['-f', 'serve -socket /tmp/lvbc-']).status, 1, 'no shim server left');
   });

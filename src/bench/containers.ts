@@ -21,6 +21,8 @@ import { ratio, summarize, type Percentiles } from './stats.js';
 export interface ContainersBenchOptions {
   runs: number;
   tasks: number;
+  /** Measure podman too (default true). */
+  podman?: boolean;
   onProgress?: (phase: string, done: number, total: number) => void;
 }
 
@@ -133,7 +135,7 @@ export async function benchContainers(opts: ContainersBenchOptions): Promise<Rec
     result.ctr_run_exit = { clock: 'ctr run --rm: spawn of ctr to its exit (container created, started, exited, deleted)', ...pair(exitL, exitR) };
     result.ctr_run_running = { clock: 'ctr run -d: spawn of ctr to its exit (the task is running); kill and delete off the clock', ...pair(runL, runR) };
 
-    result.podman = await benchPodman(dir, oci, images, opts.runs, progress);
+    result.podman = opts.podman === false ? { skipped: 'not asked for' } : await benchPodman(dir, oci, images, opts.runs, progress);
 
     // Many tasks through one containerd, one after another.
     const starts: number[] = [];
