@@ -120,6 +120,38 @@ void describe('containerd with the LightVM shim (ctr)', { skip }, () => {
     assert.deepEqual(await running(), []);
   });
 
+  void it('docker with --add-runtime lightvm=lightvm-oci (dockerd on this containerd): docker load, docker run --rm', { skip: have('dockerd', '--version') ? false : 'dockerd (docker.io) is not installed' }, async () => {
+    const dk = join(tmp.dir, 'dk');
+    const sockD = join(dk, 'd.sock');
+    const dockerd = spawn('dockerd', ['--containerd', c.sock, '--data-root', join(dk, 'data'), '--exec-root', join(dk, 'exec'), '-H', `unix://${sockD}`,
+      '--pidfile', join(dk, 'd.pid'), '--iptables=false', '--ip-masq=false', '--bridge=none', '--add-runtime', `lightvm=${ociWrapper(tmp.dir, daemon.socket)}`],
+    { stdio: ['ignore', 'ignore', 'pipe'] });
+    let log = '';
+    dockerd.stderr!.setEncoding('utf8').on('data', (x: string) => (log += x));
+    const docker = (...args: string[]): Ctr => {
+      const r = spawnSync('docker', ['-H', `unix://${sockD}`, ...args], { encoding: 'utf8', timeout: 60_000 });
+      return { status: r.status, stdout: r.stdout, stderr: r.stderr };
+    };
+    try {
+      const t0 = Date.now();
+      while (docker('version').status !== 0) {
+        if (dockerd.exitCode !== null || Date.now() - t0 > 30_000) throw new Error(`dockerd did not start: ${log.slice(-1500)}`);
+        await sleep(200);
+      }
+      for (const g of ['hello', 'exit-status']) assert.equal(docker('load', '-i', join(tmp.dir, `${g}.tar`)).status, 0);
+      const h = docker('run', '--rm', '--runtime', 'lightvm', '--network', 'none', 'lightvm/hello:1');
+      assert.equal(h.status, 0, h.stderr);
+      assert.equal(h.stdout, 'Hello from LightVM!\n');
+      const e = docker('run', '--rm', '--runtime', 'lightvm', '--network', 'none', 'lightvm/exit-status:1', '4');
+      assert.equal(e.status, 4, e.stderr);
+      assert.deepEqual(await running(), []);
+    } finally {
+      const gone = new Promise((r) => dockerd.once('exit', r));
+      dockerd.kill('SIGTERM');
+      await gone;
+    }
+  });
+
   void it('lightvm image build: podman load takes the same archive', { skip: have('podman') ? false : 'podman is not installed' }, () => {
     const pm = join(tmp.dir, 'pm');
     const P = ['--root', join(pm, 'root'), '--runroot', join(pm, 'run'), '--tmpdir', join(pm, 'tmp'), '--cgroup-manager=cgroupfs', '--events-backend=file'];
