@@ -23,7 +23,9 @@ export const KERNEL_OPTIONS: Record<string, string> = {
   NETDEVICES: 'network devices', NET_CORE: 'network devices',
   VIRTIO_MENU: 'virtio', VIRTIO: 'virtio', VIRTIO_MMIO: 'virtio-mmio transport (microvm, our monitor)',
   VIRTIO_MMIO_CMDLINE_DEVICES: 'devices declared by virtio_mmio.device=', VIRTIO_NET: 'the vif',
-  BLK_DEV: 'block devices', VIRTIO_BLK: 'a disk', VIRTIO_CONSOLE: 'a virtio console',
+  // No block layer (CONFIG_BLOCK, off in tinyconfig): the app lives in the
+  // initramfs. A disk for Linux guests comes with them (CONFIG_BLOCK, VIRTIO_BLK).
+  VIRTIO_CONSOLE: 'a virtio console',
   HYPERVISOR_GUEST: 'guest support', PARAVIRT: 'paravirtual clock', PVH: 'PVH entry for an uncompressed vmlinux',
   KVM_GUEST: 'kvmclock', NO_HZ_IDLE: 'no timer ticks while idle (each exit is dear)', HZ_100: 'few ticks',
   UNWINDER_GUESS: 'no ORC tables: smaller, no objtool pass', CC_OPTIMIZE_FOR_SIZE: 'small', KERNEL_XZ: 'the smallest bzImage',
@@ -69,15 +71,20 @@ async function source(cache: string, log: (l: string) => void): Promise<{ tree: 
   if (!tarball) throw new Error(`${name} holds no usr/src/${name}.tar.xz`);
   const deb = readdirSync(join(cache, 'debs')).find((f) => f.startsWith(`${name}_`))!;
   const version = deb.split('_')[1]!;
-  const tree = join(cache, 'src', `${name}_${version}`);
-  if (!existsSync(join(tree, 'Makefile'))) {
+  // One tree per source package, its version in a marker: kbuild's objects
+  // name the tree's path, so a tree that moved would rebuild every one.
+  const tree = join(cache, 'src', name);
+  const marker = join(tree, '.tinyx-version');
+  if (!existsSync(marker) || readFileSync(marker, 'utf8') !== version) {
     log(`unpacking ${name} ${version} (about 1.3 GB; once)`);
     const tmp = `${tree}.partial`;
     rmSync(tmp, { recursive: true, force: true });
     mkdirSync(tmp, { recursive: true });
     // system tar and xz: a 1.3 GB tree of 80,000 files is their job, not a JS stream's
     await run('tar', ['-xJf', tarball.abs, '--strip-components=1', '-C', tmp], cache);
+    rmSync(tree, { recursive: true, force: true });
     renameSync(tmp, tree);
+    writeFileSync(marker, version);
   }
   return { tree, version };
 }

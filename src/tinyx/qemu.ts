@@ -12,6 +12,8 @@ export interface QemuBoot {
   /** A tap device that exists (QEMU opens it by name); none: no network. */
   tap?: string;
   mac?: string;
+  /** Instead of a tap: QEMU's user network, a host port forwarded to the guest's. */
+  userNet?: { hostPort: number; guestPort: number };
   accel?: 'tcg' | 'kvm';
 }
 
@@ -34,6 +36,11 @@ export function qemuArgs(b: QemuBoot): string[] {
   if (b.tap) {
     args.push('-netdev', `tap,id=n0,ifname=${b.tap},script=no,downscript=no`,
       '-device', `virtio-net-device,netdev=n0${b.mac ? `,mac=${b.mac}` : ''}`);
+  }
+  if (b.userNet) {
+    // the guest's address and gateway are user networking's defaults, as in the cfg's ip=
+    args.push('-netdev', `user,id=n0,net=10.0.2.0/24,hostfwd=tcp:127.0.0.1:${b.userNet.hostPort}-10.0.2.15:${b.userNet.guestPort}`,
+      '-device', 'virtio-net-device,netdev=n0');
   }
   return args;
 }

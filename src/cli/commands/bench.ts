@@ -122,6 +122,17 @@ export function registerBench(program: Command): void {
       (await import('../../bench/containers.js')).benchContainers({ runs: opts.runs, tasks: opts.tasks, onProgress: (phase, done, total) => progress(done, total, phase) })));
 
   bench
+    .command('tinyx')
+    .description('a Tinyx image (kernel + initramfs): its size, the least RAM that serves, the time to its first answer under QEMU microvm (TCG)')
+    .argument('[app]', 'a recipe: nginx, redis-server, busybox-httpd', 'nginx')
+    .option('-o, --output <dir>', 'where the image is built', 'tinyx-bench')
+    .option('--json', 'print one JSON object')
+    .action((app: string, opts: { output: string; json?: boolean }) => report(opts.json, 'tinyx', async (progress) => {
+      const { benchTinyx } = await import('../../bench/tinyx.js');
+      return benchTinyx({ app, out: opts.output, onProgress: (d, t, phase) => progress(d, t, phase) });
+    }));
+
+  bench
     .command('net')
     .description('vif set-up, daytime first byte (running and just-in-time), ping, vs a crun container\'s veth set-up; in a private network namespace')
     .option('--runs <n>', 'samples per measurement', intOption('--runs', 3, 10000), 30)
