@@ -56,5 +56,6 @@ export function cpioNewc(entries: CpioEntry[]): Buffer {
  * (which Debian always has, and the kernel build uses) does it.
  */
 export function initramfs(entries: CpioEntry[], level = 9): Buffer {
-  return execFileSync('xz', ['--check=crc32', `-${level}`, '-T1', '-c'], { input: cpioNewc(entries), maxBuffer: 1 << 30 });
+  // the kernel allocates the whole dictionary while it unpacks: 2 MiB, not the preset's up to 64 MiB
+  return execFileSync('xz', ['--check=crc32', `--lzma2=preset=${level},dict=2MiB`, '-T1', '-c'], { input: cpioNewc(entries), maxBuffer: 1 << 30 });
 }
