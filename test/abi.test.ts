@@ -8,7 +8,7 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { before, describe, it } from 'node:test';
 import * as abi from '../src/vmm/abi.js';
-import { compileAndRunJson, GUEST_INCLUDE, jsonProbe } from './helpers.js';
+import { compileAndRunJson, GUEST_INCLUDE, jsonProbe, layoutMismatches, uncoveredNumbers } from './helpers.js';
 
 const camel = (s: string): string => s.replace(/_([a-z0-9])/g, (_m, c: string) => c.toUpperCase());
 
@@ -163,31 +163,11 @@ void describe('guest ABI: guest/include/lightvm/abi.h against src/vmm/abi.ts', (
   });
 
   void it('every number, struct size, field offset and field width matches', () => {
-    const mismatches: string[] = [];
-    for (const { c, ts, expected } of checks) {
-      const got = probed.get(c);
-      if (got === undefined) mismatches.push(`${c}: not printed by the probe`);
-      else if (expected === undefined) mismatches.push(`${ts}: missing in src/vmm/abi.ts (abi.h: ${c} = ${got})`);
-      else if (got !== expected) mismatches.push(`${ts} = ${expected} on the TypeScript side, but ${c} = ${got} in abi.h`);
-    }
-    assert.deepEqual(mismatches, []);
+    assert.deepEqual(layoutMismatches(checks, probed, 'src/vmm/abi.ts', 'abi.h'), []);
   });
 
   void it('nothing in abi.ts lacks a counterpart in abi.h', () => {
-    const covered = new Set(checks.map((c) => c.ts));
-    const stray: string[] = [];
-    const visit = (path: string, v: unknown): void => {
-      if (typeof v === 'number' || typeof v === 'bigint') {
-        if (!covered.has(path)) stray.push(path);
-      } else if (v !== null && typeof v === 'object') {
-        for (const [k, x] of Object.entries(v)) visit(`${path}.${k}`, x);
-      }
-    };
-    for (const [name, value] of Object.entries(abi)) {
-      if (typeof value === 'function') continue; // noxsDeviceOffset: checked entry by entry above
-      visit(name, value);
-    }
-    assert.deepEqual(stray, []);
+    assert.deepEqual(uncoveredNumbers(checks, abi), []);
   });
 
   void it('HC_COUNT is one past the highest hypercall and the numbers are distinct', () => {

@@ -284,3 +284,37 @@ export function craftElf(code: number[], data: number[] = [], memsz = 0x1000): U
 
 /** Little-endian u64 words, for a crafted image's data. */
 export const u64s = (...words: (number | bigint)[]): number[] => words.flatMap((w) => le(w, 8));
+
+/** One constant or layout figure, named on both sides of a shared guest layout. */
+export interface LayoutCheck {
+  c: string;
+  ts: string;
+  expected: bigint | undefined;
+}
+
+/** Where the TypeScript side and the C probe disagree, one line each (the ABI tests). */
+export function layoutMismatches(checks: LayoutCheck[], probed: Map<string, bigint>, tsFile: string, header: string): string[] {
+  const out: string[] = [];
+  for (const { c, ts, expected } of checks) {
+    const got = probed.get(c);
+    if (got === undefined) out.push(`${c}: not printed by the probe`);
+    else if (expected === undefined) out.push(`${ts}: missing in ${tsFile} (${header}: ${c} = ${got})`);
+    else if (got !== expected) out.push(`${ts} = ${expected} on the TypeScript side, but ${c} = ${got} in ${header}`);
+  }
+  return out;
+}
+
+/** Numbers exported by a layout module that no check covers, by dotted path (functions skipped). */
+export function uncoveredNumbers(checks: LayoutCheck[], module: Record<string, unknown>): string[] {
+  const covered = new Set(checks.map((c) => c.ts));
+  const stray: string[] = [];
+  const visit = (path: string, v: unknown): void => {
+    if (typeof v === 'number' || typeof v === 'bigint') {
+      if (!covered.has(path)) stray.push(path);
+    } else if (v !== null && typeof v === 'object') {
+      for (const [k, x] of Object.entries(v)) visit(`${path}.${k}`, x);
+    }
+  };
+  for (const [name, value] of Object.entries(module)) visit(name, value);
+  return stray;
+}

@@ -5,7 +5,6 @@
 // port), so the benchmark needs no tap and no root.
 import { execFileSync } from 'node:child_process';
 import { connect, createServer } from 'node:net';
-import { statSync } from 'node:fs';
 import { buildTinyx, readTinyxDir } from '../tinyx/image.js';
 import { bootQemu } from '../tinyx/qemu.js';
 import { RECIPES, type Check } from '../tinyx/recipes.js';
@@ -83,8 +82,7 @@ export async function benchTinyx(opts: { app: string; out: string; onProgress?: 
   const recipe = RECIPES[opts.app];
   if (!recipe) throw new Error(`bench tinyx: no recipe "${opts.app}" (one of ${Object.keys(RECIPES).join(', ')})`);
   const img = await buildTinyx(opts.app, { out: opts.out, progress: (d, t) => opts.onProgress?.(d, t, 'building Linux') });
-  const kernel = statSync(img.kernel).size;
-  const initramfs = statSync(img.initramfs).size;
+  const { kernelBytes: kernel, initramfsBytes: initramfs } = img;
   opts.onProgress?.(0, 6, 'first answer');
   const first = await firstAnswer(opts.out, 64, recipe.check, 120_000);
   // the least RAM that still serves: halve the range between a size that fails and one that works

@@ -66,7 +66,8 @@ function bash(program: Command): string {
     const valued = s.options.filter((o) => o.value).map((o) => `${o.flags.join('|')}) __${name}_value ${o.value}; return;;`);
     return [
       `    ${quote(s.path)})`,
-      `      subs=${quote(s.subcommands.join(' '))}; opts=${quote(opts)}; args=(${s.args.join(' ')})`,
+      // the walk above has set subs for this path already
+      `      opts=${quote(opts)}; args=(${s.args.join(' ')})`,
       ...(valued.length ? ['      case "$prev" in', ...valued.map((v) => `        ${v}`), '      esac'] : []),
       '      ;;',
     ].join('\n');

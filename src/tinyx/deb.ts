@@ -1,7 +1,7 @@
 // Unpacks a Debian package (.deb) without dpkg: an ar archive whose
 // data.tar.{xz,zst,gz} holds the files. ar is a 60-byte header per member and
 // nothing else, so it is read here; tar and the compressors are libraries.
-import { closeSync, fstatSync, lstatSync, mkdirSync, openSync, readSync, realpathSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { closeSync, fstatSync, lstatSync, mkdirSync, openSync, readFileSync, readSync, realpathSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { dirname, join, normalize } from 'node:path';
 import { Readable } from 'node:stream';
 import { createGunzip } from 'node:zlib';
@@ -146,12 +146,5 @@ export async function unpackDeb(file: string, dest: string, part: 'data' | 'cont
 function memberOf(dest: string, linkname: string): Buffer {
   const rel = normalize(linkname).replace(/^(\.\/)+/, '');
   if (rel.startsWith('..') || rel.startsWith('/')) throw new Error(`hard link to "${linkname}" leaves the package's root`);
-  const fd = openSync(join(dest, rel), 'r');
-  try {
-    const b = Buffer.alloc(fstatSync(fd).size);
-    readSync(fd, b, 0, b.length, 0);
-    return b;
-  } finally {
-    closeSync(fd);
-  }
+  return readFileSync(join(dest, rel));
 }

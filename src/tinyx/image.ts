@@ -12,6 +12,9 @@ import { closure, closureEntries } from './rootfs.js';
 
 export class TinyxError extends Error {}
 
+/** Directories every image has, made before its files. */
+const TOP_DIRS = ['bin', 'dev', 'etc', 'proc', 'sys', 'tmp', 'run', 'root', 'var'];
+
 export interface TinyxImage {
   app: string;
   kernel: string;
@@ -82,9 +85,7 @@ function recipeFor(app: string): { recipe: Recipe; source: 'packages' | 'host' }
 
 /** The program of a package without a recipe: an ELF in a bin directory, the one named like the package first. */
 function programOf(pkgs: DebianPackages, name: string): string {
-  const dirs = ['usr/sbin', 'usr/bin', 'sbin', 'bin'];
-  const candidates = dirs.flatMap((d) => [`${d}/${name}`]).filter((p) => pkgs.lookup(p));
-  const hit = candidates[0];
+  const hit = ['usr/sbin', 'usr/bin', 'sbin', 'bin'].map((d) => `${d}/${name}`).find((p) => pkgs.lookup(p));
   if (!hit) throw new TinyxError(`package ${name} has no program /usr/sbin/${name}, /usr/bin/${name}, /sbin/${name} or /bin/${name}: give the program's path instead`);
   return `/${hit}`;
 }
@@ -96,19 +97,20 @@ export async function buildTinyx(app: string, opts: BuildOptions): Promise<Tinyx
   const pkgs = new DebianPackages(cache, log);
   await pkgs.add('busybox-static');
   for (const p of r.packages) await pkgs.add(p);
-  const recipe = r.program ? r : { ...r, program: programOf(pkgs, app), command: programOf(pkgs, app) };
+  const program = r.program || programOf(pkgs, app);
+  const recipe = r.program ? r : { ...r, program, command: program };
   const source: FileSource = kind === 'host' ? new HostFiles() : pkgs;
   log(`resolving the libraries of ${recipe.program}`);
   const c = await closure(source, [recipe.program]);
 
-  const entries: CpioEntry[] = [];
-  for (const d of ['bin', 'dev', 'etc', 'proc', 'sys', 'tmp', 'run', 'root', 'var']) entries.push({ path: d, kind: 'dir', mode: d === 'tmp' ? 0o1777 : 0o755 });
+  const entries: CpioEntry[] = TOP_DIRS.map((d) => ({ path: d, kind: 'dir', mode: d === 'tmp' ? 0o1777 : 0o755 }));
   entries.push({ path: 'dev/console', kind: 'chardev', mode: 0o600, rdev: [5, 1] });
+  // BusyBox comes from its package whatever the app's source (a host program's closure is the host's)
   const busybox = pkgs.lookup('bin/busybox');
   if (!busybox) throw new TinyxError('busybox-static holds no /bin/busybox');
-  const files = closureEntries(c).filter((e) => !['bin', 'dev', 'etc', 'proc', 'sys', 'tmp', 'run', 'root', 'var'].includes(e.path));
+  if (!c.files.has('bin/busybox')) c.files.set('bin/busybox', busybox);
+  const files = closureEntries(c).filter((e) => !TOP_DIRS.includes(e.path));
   const have = new Set(files.map((e) => e.path));
-  if (!have.has('bin/busybox')) files.push(...closureEntries({ files: new Map([['bin/busybox', busybox]]), libraries: new Map() }));
   for (const applet of ['sh', 'mount', 'ip', 'reboot', 'poweroff', 'cat', 'ls', 'echo', 'sleep', 'mkdir']) {
     if (!have.has(`bin/${applet}`)) files.push({ path: `bin/${applet}`, kind: 'symlink', mode: 0o777, data: 'busybox' });
   }
@@ -128,13 +130,15 @@ export async function buildTinyx(app: string, opts: BuildOptions): Promise<Tinyx
         entries.push({ path: d, kind: 'dir', mode: 0o755 });
       }
     }
-    if (!path.endsWith('/.keep')) entries.push({ path, kind: 'file', mode: 0o644, data: text });
+    entries.push({ path, kind: 'file', mode: 0o644, data: text });
   }
+  for (const d of recipe.dirs ?? []) if (!dirs.has(d)) entries.push({ path: d, kind: 'dir', mode: 0o755 });
   entries.push({ path: 'init', kind: 'file', mode: 0o755, data: initScript(recipe) });
 
   mkdirSync(opts.out, { recursive: true });
   const initrd = join(opts.out, 'initramfs.cpio.xz');
-  writeFileSync(initrd, initramfs(entries, opts.xzLevel));
+  const initrdBytes = initramfs(entries, opts.xzLevel);
+  writeFileSync(initrd, initrdBytes);
   let kernel: Kernel | null = null;
   const kernelPath = join(opts.out, 'bzImage');
   if (!opts.noKernel) {
@@ -155,7 +159,7 @@ export async function buildTinyx(app: string, opts: BuildOptions): Promise<Tinyx
   return {
     app, kernel: kernelPath, initramfs: initrd, cfg,
     kernelBytes: kernel ? statSync(kernelPath).size : 0,
-    initramfsBytes: statSync(initrd).size,
+    initramfsBytes: initrdBytes.length,
     packages: pkgs.names(),
     libraries: Object.fromEntries(c.libraries),
     recipe,

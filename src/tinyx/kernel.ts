@@ -3,7 +3,7 @@
 // cache key is the source package and the options) with a progress line.
 import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { copyFileSync, existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { copyFileSync, existsSync, mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { cpus } from 'node:os';
 import { join } from 'node:path';
 import { DebianPackages } from './packages.js';
@@ -69,8 +69,7 @@ async function source(cache: string, log: (l: string) => void): Promise<{ tree: 
   await pkgs.add(name);
   const tarball = pkgs.lookup(`usr/src/${name}.tar.xz`);
   if (!tarball) throw new Error(`${name} holds no usr/src/${name}.tar.xz`);
-  const deb = readdirSync(join(cache, 'debs')).find((f) => f.startsWith(`${name}_`))!;
-  const version = deb.split('_')[1]!;
+  const version = pkgs.version(name)!;
   // One tree per source package, its version in a marker: kbuild's objects
   // name the tree's path, so a tree that moved would rebuild every one.
   const tree = join(cache, 'src', name);

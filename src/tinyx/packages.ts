@@ -84,6 +84,11 @@ export class DebianPackages implements FileSource {
     return `Debian packages ${[...this.fetched.keys()].join(', ')}`;
   }
 
+  /** The version of a fetched package (from its .deb's name). */
+  version(name: string): string | undefined {
+    return this.fetched.get(name)?.dir.split('/').pop()!.split('_')[1];
+  }
+
   names(): string[] {
     return [...this.fetched.keys()];
   }

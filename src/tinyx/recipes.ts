@@ -21,6 +21,8 @@ export interface Recipe {
   command: string;
   /** Files the app needs that its packages do not give as needed (configuration, a page). */
   files: Record<string, string>;
+  /** Empty directories the app expects (its log and state directories). */
+  dirs?: string[];
   check: Check;
   /** Guest memory for the app to serve, MiB. */
   memoryMiB: number;
@@ -41,10 +43,9 @@ export const RECIPES: Record<string, Recipe> = {
         '  proxy_temp_path /tmp/proxy;', '  fastcgi_temp_path /tmp/fastcgi;', '  uwsgi_temp_path /tmp/uwsgi;',
         '  scgi_temp_path /tmp/scgi;', '  server { listen 80; root /www; index index.html; }', '}', '',
       ].join('\n'),
-      'var/log/nginx/.keep': '',
-      'var/lib/nginx/.keep': '',
       'www/index.html': PAGE,
     },
+    dirs: ['var/log', 'var/log/nginx', 'var/lib', 'var/lib/nginx'],
     check: { port: 80, send: 'GET / HTTP/1.0\r\n\r\n', expect: 'served from a LightVM Tinyx image' },
     memoryMiB: 32,
   },
