@@ -9,7 +9,7 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { before, describe, it } from 'node:test';
 import * as abi from '../src/vmm/virtio/abi.js';
-import { compileAndRunJson, GUEST_INCLUDE, jsonProbe } from './helpers.js';
+import { compileAndRunJson, GUEST_INCLUDE, jsonProbe, layoutMismatches, uncoveredNumbers } from './helpers.js';
 
 const camel = (s: string): string => s.replace(/_([a-z0-9])/g, (_m, c: string) => c.toUpperCase());
 const HEADER = join(GUEST_INCLUDE, 'lightvm', 'virtio.h');
@@ -79,27 +79,10 @@ void describe('virtio ABI: guest/include/lightvm/virtio.h against src/vmm/virtio
   });
 
   void it('every number, struct size and field offset matches', () => {
-    const mismatches: string[] = [];
-    for (const { c, ts, expected } of checks) {
-      const got = probed.get(c);
-      if (got === undefined) mismatches.push(`${c}: not printed by the probe`);
-      else if (expected === undefined) mismatches.push(`${ts}: missing in src/vmm/virtio/abi.ts (virtio.h: ${c} = ${got})`);
-      else if (got !== expected) mismatches.push(`${ts} = ${expected} on the TypeScript side, but ${c} = ${got} in virtio.h`);
-    }
-    assert.deepEqual(mismatches, []);
+    assert.deepEqual(layoutMismatches(checks, probed, 'src/vmm/virtio/abi.ts', 'virtio.h'), []);
   });
 
   void it('nothing in abi.ts lacks a counterpart in virtio.h', () => {
-    const covered = new Set(checks.map((c) => c.ts));
-    const stray: string[] = [];
-    const visit = (path: string, v: unknown): void => {
-      if (typeof v === 'number' || typeof v === 'bigint') {
-        if (!covered.has(path)) stray.push(path);
-      } else if (v !== null && typeof v === 'object') {
-        for (const [k, x] of Object.entries(v)) visit(`${path}.${k}`, x);
-      }
-    };
-    for (const [name, value] of Object.entries(abi)) visit(name, value);
-    assert.deepEqual(stray, []);
+    assert.deepEqual(uncoveredNumbers(checks, abi), []);
   });
 });
