@@ -524,8 +524,8 @@ void describe('the snapshot file format', () => {
       ['a page outside memory', assemble(h, standard(pageRecords([[1024, filled(PAGE, 1)]]))), /page 1024 lies outside 4 MiB of memory/],
       ['a page twice', assemble(h, standard(pageRecords([[2, filled(PAGE, 1)], [2, filled(PAGE, 2)]]))), /page 2 appears twice/],
       ['a broken page record', assemble(h, standard(filled(4 + PAGE + 1, 0))), /section memory: 4101 bytes is not a whole number of page records/],
-      ['memory that is not whole pages', assemble(header({ vm: { ...h.vm, memory: MEM + 1 } }), standard()), /header\.vm\.memory: 4194305 is not a whole number of MiB/],
-      ['no memory size', assemble({ ...h, vm: { ...h.vm, memory: undefined } }, standard()), /header\.vm\.memory: undefined is not a whole number of MiB/],
+      ['memory that is not whole pages', assemble(header({ vm: { ...h.vm, memory: MEM + 1 } }), standard()), /header\.vm\.memory: 4194305 must be multiple of 1048576/],
+      ['no memory size', assemble({ ...h, vm: { ...h.vm, memory: undefined } }, standard()), /header\.vm\.memory: missing/],
       ['no MSRs', assemble({ ...h, msrs: undefined }, standard()), /header\.msrs: missing/],
       ['a header that is not JSON', assemble('{"vm":', standard()), /header: not valid JSON/],
     ];

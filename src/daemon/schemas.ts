@@ -1,5 +1,6 @@
 // JSON schemas of the REST API: request validation and the OpenAPI document.
 import type { DeviceEntry } from '../vmm/device-page.js';
+import { devices as deviceList, hostPath, vmCmdline, vmName } from '../vmm/vm-schema.js';
 
 export interface CreateBody {
   image: string;
@@ -83,28 +84,6 @@ const vmReply = { type: 'object', required: ['vm'], properties: { vm } } as cons
 
 
 
-const device = {
-  type: 'object',
-  required: ['type', 'id'],
-  additionalProperties: false,
-  properties: {
-    type: { type: 'string', enum: ['console', 'net', 'block'] },
-    id: { type: 'integer', minimum: 0, maximum: 62 },
-    backend: { type: 'integer', minimum: 0 },
-    mac: { type: 'string', pattern: '^[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}$' },
-    mtu: { type: 'integer', minimum: 68, maximum: 65535 },
-    bridge: { type: 'string', minLength: 1, maxLength: 15 },
-    path: { type: 'string', minLength: 1, maxLength: 4096, description: 'block: the disk file on the host, an absolute path' },
-    readonly: { type: 'boolean', description: 'block: the guest may only read the disk' },
-    ipv4: {
-      type: 'object',
-      required: ['addr', 'netmask'],
-      additionalProperties: false,
-      properties: { addr: { type: 'string' }, netmask: { type: 'string' }, gateway: { type: 'string' } },
-    },
-  },
-} as const;
-
 const idParams = {
   type: 'object',
   required: ['id'],
@@ -121,11 +100,11 @@ export const createVm = {
     required: ['image'],
     additionalProperties: false,
     properties: {
-      image: { type: 'string', minLength: 1, maxLength: 4096, description: 'ELF path on the host, or a built-in image name' },
-      name: { type: 'string', minLength: 1, maxLength: 63, pattern: '^[A-Za-z0-9][A-Za-z0-9_.-]*$', description: 'not digits only: a number names a VM by its id' },
+      image: { ...hostPath, description: 'ELF path on the host, or a built-in image name' },
+      name: vmName,
       memory: { type: 'integer', minimum: 2, maximum: 3072, description: 'MiB of guest memory (default 4)' },
-      cmdline: { type: 'string', maxLength: 512 },
-      devices: { type: 'array', maxItems: 62, items: device },
+      cmdline: vmCmdline,
+      devices: deviceList,
       warm: { type: 'boolean', description: 'take a prepared shell if one is ready (default true)' },
       wait: { type: 'string', enum: ['started', 'booted', 'exit'], description: 'answer once the VM has started (default), made its first hypercall, or ended' },
       lease_ms: {
@@ -188,7 +167,7 @@ export const listServices = {
 
 export const deleteService = {
   tags: ['services'], summary: 'stop serving: its VM ends and its taps go',
-  params: { type: 'object', required: ['name'], properties: { name: { type: 'string', minLength: 1, maxLength: 63 } } },
+  params: { type: 'object', required: ['name'], properties: { name: { type: 'string', minLength: 1, maxLength: vmName.maxLength } } },
   response: { 200: { type: 'object', required: ['service'], properties: { service } }, 404: error },
 } as const;
 
@@ -228,7 +207,7 @@ export const shutdownVm = {
   response: { 200: vmReply, 404: error },
 } as const;
 
-const snapshotFile = { type: 'string', minLength: 1, maxLength: 4096, description: 'absolute path on the daemon host' } as const;
+const snapshotFile = { ...hostPath, description: 'absolute path on the daemon host' } as const;
 
 export const saveVm = {
   tags, summary: 'save a VM to a snapshot file; it ends (as xl save) unless checkpoint',
@@ -256,7 +235,7 @@ export const restoreVm = {
   tags, summary: 'start a VM from a snapshot file, into a prepared shell when one is ready',
   body: {
     type: 'object', required: ['file'], additionalProperties: false,
-    properties: { file: snapshotFile, name: { type: 'string', minLength: 1, maxLength: 63, pattern: '^[A-Za-z0-9][A-Za-z0-9_.-]*$' } },
+    properties: { file: snapshotFile, name: vmName },
   },
   response: { 201: vmReply, 400: error, 409: error, 422: error, 503: error },
 } as const;

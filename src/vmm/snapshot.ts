@@ -16,6 +16,7 @@ import { createHash } from 'node:crypto';
 import { closeSync, openSync, readSync, renameSync, rmSync, writevSync } from 'node:fs';
 import type { VcpuState } from '../kvm/vcpu.js';
 import type { DeviceEntry } from './device-page.js';
+import { validateConsoleSection, validateDeviceState, validateSnapshotHeader, VmStateError } from './vm-schema.js';
 
 export const SNAPSHOT_MAGIC = 'LVMSNAP\0';
 export const SNAPSHOT_END = 'LVMSEND\0';
@@ -162,33 +163,24 @@ export function readSnapshotHeader(file: string): SnapshotHeader {
 }
 
 /**
- * The header's shape, checked before anything is placed from it: a damaged
- * header is refused here (the checksum, which covers it too, is checked
- * when the whole file is read).
+ * The header, checked whole (src/vmm/vm-schema.ts: the same definitions of a
+ * name, a cmdline and a device as a create's) before anything is placed
+ * from it. A damaged header is refused here; the checksum, which covers it
+ * too, is checked when the whole file is read.
  */
 export function checkHeader(file: string, h: unknown): SnapshotHeader {
-  const fail = (field: string, message: string): never => {
-    throw new SnapshotError(file, field, `${message}: the file is damaged or not from this LightVM`);
-  };
-  const o = h as Partial<SnapshotHeader> | null;
-  if (typeof o !== 'object' || o === null) return fail('header', 'not an object');
-  const vm = o.vm;
-  if (typeof vm !== 'object' || vm === null) return fail('header.vm', 'missing');
-  if (!Number.isSafeInteger(vm.id) || vm.id < 1) fail('header.vm.id', `${String(vm.id)} is not a VM id`);
-  if (typeof vm.name !== 'string' || vm.name.length === 0 || vm.name.length > 63) fail('header.vm.name', 'missing or not a name');
-  if (!Number.isSafeInteger(vm.memory) || vm.memory <= 0 || vm.memory % 1048576 !== 0) fail('header.vm.memory', `${String(vm.memory)} is not a whole number of MiB`);
-  if (typeof vm.cmdline !== 'string') fail('header.vm.cmdline', 'missing');
-  if (!Array.isArray(vm.devices)) fail('header.vm.devices', 'missing');
-  if (typeof o.image !== 'object' || o.image === null || typeof o.image.path !== 'string') fail('header.image', 'missing');
-  if (!Array.isArray(o.msrs) || o.msrs.some((m) => !Array.isArray(m) || typeof m[0] !== 'number' || typeof m[1] !== 'string' || !/^0x[0-9a-f]+$/.test(m[1]))) {
-    fail('header.msrs', 'missing or malformed');
+  asSnapshotError(file, () => validateSnapshotHeader(h));
+  return h as SnapshotHeader;
+}
+
+/** Runs a check of vm-schema.ts; its refusal becomes this file's. */
+function asSnapshotError(file: string, check: () => void): void {
+  try {
+    check();
+  } catch (err) {
+    if (err instanceof VmStateError) throw new SnapshotError(file, err.field, err.message.slice(err.field.length + 2));
+    throw err;
   }
-  const p = o.parked;
-  if (p !== null && (typeof p !== 'object' || !Number.isSafeInteger(p.arg) || typeof p.remainingNs !== 'number' || p.remainingNs < 0)) {
-    fail('header.parked', 'malformed');
-  }
-  if (typeof o.paused !== 'boolean') fail('header.paused', 'missing');
-  return o as SnapshotHeader;
 }
 
 const SIZES: Record<number, number> = { [SECTION.regs]: 144, [SECTION.sregs]: 312, [SECTION.xsave]: 4096, [SECTION.events]: 64, [SECTION.devicePage]: PAGE };
@@ -250,7 +242,8 @@ export function decodeSnapshot(file: string, buf: Uint8Array): Snapshot {
     // Views of the file's bytes, not copies: restore copies each once, into guest memory.
     pages.set(p, new Uint8Array(mem.buffer, mem.byteOffset + i + 4, PAGE));
   }
-  if (!Array.isArray(header.msrs)) fail('header.msrs', 'missing');
+  const consoleSection = sections.get(SECTION.console) ?? Buffer.alloc(0);
+  asSnapshotError(file, () => validateConsoleSection(consoleSection.length));
   return {
     header,
     vcpu: {
@@ -262,12 +255,12 @@ export function decodeSnapshot(file: string, buf: Uint8Array): Snapshot {
     },
     devicePage: copy(need(SECTION.devicePage, 'device page')),
     pages,
-    console: copy(sections.get(SECTION.console) ?? Buffer.alloc(0)),
-    devices: decodeDevices(file, sections.get(SECTION.devices)),
+    console: copy(consoleSection),
+    devices: decodeDevices(file, header, sections.get(SECTION.devices)),
   };
 }
 
-function decodeDevices(file: string, s: Buffer | undefined): Map<string, Uint8Array> | undefined {
+function decodeDevices(file: string, header: SnapshotHeader, s: Buffer | undefined): Map<string, Uint8Array> | undefined {
   if (!s) return undefined;
   let parsed: unknown;
   try {
@@ -278,8 +271,16 @@ function decodeDevices(file: string, s: Buffer | undefined): Map<string, Uint8Ar
   if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) throw new SnapshotError(file, 'section devices', 'not an object');
   const out = new Map<string, Uint8Array>();
   for (const [k, v] of Object.entries(parsed)) {
-    if (typeof v !== 'string') throw new SnapshotError(file, `section devices.${k}`, 'not base64');
-    out.set(k, new Uint8Array(Buffer.from(v, 'base64')));
+    if (typeof v !== 'string' || !/^[A-Za-z0-9+/]*={0,2}$/.test(v)) throw new SnapshotError(file, `section devices.${k}`, 'not base64');
+    const state = new Uint8Array(Buffer.from(v, 'base64'));
+    let json: unknown;
+    try {
+      json = JSON.parse(Buffer.from(state).toString('utf8'));
+    } catch (err) {
+      throw new SnapshotError(file, `section devices.${k}`, `not valid JSON: ${(err as Error).message}`);
+    }
+    asSnapshotError(file, () => validateDeviceState(k, json, header.vm));
+    out.set(k, state);
   }
   return out;
 }
