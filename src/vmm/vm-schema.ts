@@ -4,7 +4,8 @@
 // snapshot is guest-controlled input (its SHA-256 is a checksum, not a
 // signature): every field is checked here, and every address and length
 // against its RAM, before anything is built from it.
-import { Ajv, type ErrorObject } from 'ajv';
+import { createRequire } from 'node:module';
+import type { Ajv as AjvType, ErrorObject, ValidateFunction } from 'ajv';
 import { HC_STRUCT, NOXS_MAX_DEVICES } from './abi.js';
 import { DeviceConfigError, validateDevicePage, type DeviceEntry } from './device-page.js';
 import { PAGE_SIZE } from '../kvm/memory.js';
@@ -140,9 +141,17 @@ export class VmStateError extends Error {
   }
 }
 
-const ajv = new Ajv({ allErrors: false, strict: false });
-const checkSnapshotHeader = ajv.compile(snapshotHeader);
-const checkVirtioState = ajv.compile(virtioState);
+// ajv is loaded and the checks compiled on the first snapshot read, not at
+// import: `lightvm run` imports this module and must not pay for ajv.
+let compiled: { header: ValidateFunction; virtio: ValidateFunction } | undefined;
+function checks(): { header: ValidateFunction; virtio: ValidateFunction } {
+  if (!compiled) {
+    const { Ajv } = createRequire(import.meta.url)('ajv') as { Ajv: typeof AjvType };
+    const ajv = new Ajv({ allErrors: false, strict: false });
+    compiled = { header: ajv.compile(snapshotHeader), virtio: ajv.compile(virtioState) };
+  }
+  return compiled;
+}
 
 /** "/vm/devices/3/mac" under "header" → "header.vm.devices[3].mac". */
 function fieldOf(root: string, pointer: string): string {
@@ -184,6 +193,7 @@ function refuse(root: string, data: unknown, e: ErrorObject): never {
 
 /** The header's fields and every address in it against its RAM; throws VmStateError naming the field. */
 export function validateSnapshotHeader(h: unknown): void {
+  const checkSnapshotHeader = checks().header;
   if (!checkSnapshotHeader(h)) refuse('header', h, checkSnapshotHeader.errors![0]!);
   const { vm, parked } = h as { vm: { memory: number; devices: unknown[] }; parked: { arg: number } | null };
   if (parked && !inRam(vm.memory, parked.arg, HC_STRUCT.poll.size)) {
@@ -215,6 +225,7 @@ export function validateDeviceState(name: string, state: unknown, vm: { memory: 
   if (!m || !vm.devices.some((d) => d.type === type && d.id === Number(m[2]))) {
     throw new VmStateError(field, 'is the state of no device of this VM');
   }
+  const checkVirtioState = checks().virtio;
   if (!checkVirtioState(state)) refuse(field, state, checkVirtioState.errors![0]!);
   (state as { queues: QueueShape[] }).queues.forEach((q, i) => {
     if (!q.ready) return;
