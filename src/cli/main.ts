@@ -33,10 +33,11 @@ if (runModule && direct) {
 
 async function commandLine(): Promise<void> {
   const [{ Command, CommanderError }, { registerRun }, { registerBench }, { registerBuild }, { registerCompletion }, { registerDoctor },
-    { registerDaemon }, { registerTop }, { registerVmCommands }, { registerTinyx }, { registerImage }, { fail }] = await Promise.all([
+    { registerDaemon }, { registerTop }, { registerVmCommands }, { registerTinyx }, { registerImage }, { registerXenstored }, { fail, intOption }] = await Promise.all([
     import('commander'), import('./commands/run.js'), import('./commands/bench.js'), import('./commands/build.js'),
     import('./commands/completion.js'), import('./commands/doctor.js'), import('./commands/daemon.js'), import('./commands/top.js'),
-    import('./commands/vm.js'), import('./commands/tinyx.js'), import('./commands/image.js'), import('./output.js'),
+    import('./commands/vm.js'), import('./commands/tinyx.js'), import('./commands/image.js'), import('./commands/xenstored.js'),
+    import('./output.js'),
   ]);
   const program = new Command('lightvm')
     .description('Lightweight virtual machines on Linux KVM')
@@ -54,6 +55,7 @@ async function commandLine(): Promise<void> {
   registerTinyx(program);
   registerCompletion(program);
   registerImage(program);
+  registerXenstored(program, intOption);
 
   try {
     await program.parseAsync(process.argv);
