@@ -53,6 +53,10 @@ export class SocketPort implements ExecutorPort {
 
   send(ev: ProcessEvent): void {
     if (this.conn < 0) return;
+    // The hello's records carry each VM's console history up to now, and
+    // the toolstack ignores what came before it: console held back from
+    // before the hello, sent after it, would be heard twice.
+    if (ev.ev === 'hello') this.held.clear();
     if (ev.ev === 'console' && this.backedUp()) {
       this.hold(ev.vmId, ev.data, ev.dropped ?? 0);
       return;
