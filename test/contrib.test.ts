@@ -6,7 +6,7 @@ import { execFileSync, spawnSync } from 'node:child_process';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
-import { ok, startTestDaemon, type HostInfo } from './daemon-helpers.js';
+import { ok, startTestDaemon, until, type HostInfo } from './daemon-helpers.js';
 import { ROOT, tempDir } from './helpers.js';
 
 const UNIT = join(ROOT, 'contrib', 'lightvmd.service');
@@ -55,8 +55,9 @@ void describe('contrib/lightvmd.service', () => {
     assert.match(text, /^KillMode=process$/m);
     const d = await startTestDaemon({ args, prefix: 'unit' });
     try {
+      // The daemon answers before its pool's first executor has started.
+      await until('an executor to run the pool', async () => (await ok<HostInfo>(d.socket, 'GET', '/v1/host')).executors.length >= 1, 20_000);
       const h = await ok<HostInfo>(d.socket, 'GET', '/v1/host');
-      assert.ok(h.executors.length >= 1, 'an executor runs the pool');
       const pool = args[args.indexOf('--pool') + 1]!.split(':').map(Number);
       assert.deepEqual(h.pools.map((p) => [p.memory_mib, p.target]), [pool], 'the pool the unit asks for');
     } finally {
