@@ -16,12 +16,23 @@ const FD_FLOOR = 1024;
 const keepDebugfs = process.env.LIGHTVM_KVM_DEBUGFS === '1';
 
 /**
- * A new VM or vCPU fd, moved up to FD_FLOOR unless debugfs is kept. Where
- * the fd limit is below FD_FLOOR the fd stays: the VM then simply has its
- * directory.
+ * VM fds made so far by this process. Moving an fd to FD_FLOOR grows the
+ * process's fd table, and with threads sharing it the kernel waits for an
+ * RCU grace period: 12-17 ms here, the largest single cost of a `lightvm
+ * run`. A process with one VM has nothing to share a directory with, so
+ * the first VM and its vCPUs keep their fds; parking starts with the
+ * second (whose own directory is then the one the later VMs reuse).
  */
-export function parkFd(fd: number): number {
-  if (keepDebugfs || fd >= FD_FLOOR) return fd;
+let vmsMade = 0;
+
+/**
+ * A new VM or vCPU fd, moved up to FD_FLOOR unless debugfs is kept or it
+ * belongs to the process's first VM. Where the fd limit is below FD_FLOOR
+ * the fd stays: the VM then simply has its directory.
+ */
+export function parkFd(fd: number, kind: 'vm' | 'vcpu'): number {
+  if (kind === 'vm') vmsMade++;
+  if (keepDebugfs || fd >= FD_FLOOR || vmsMade < 2) return fd;
   try {
     return libc.moveFdUp(fd, FD_FLOOR);
   } catch {

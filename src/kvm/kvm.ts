@@ -80,7 +80,7 @@ export class Kvm {
   }
 
   createVm(): Vm {
-    const fd = parkFd(libc.ioctl(this.fd, KVM.CREATE_VM, 0, 'KVM_CREATE_VM'));
+    const fd = parkFd(libc.ioctl(this.fd, KVM.CREATE_VM, 0, 'KVM_CREATE_VM'), 'vm');
     return new Vm(this, fd);
   }
 

@@ -75,7 +75,7 @@ export class Vm {
   }
 
   createVcpu(id = 0): Vcpu {
-    const fd = parkFd(libc.ioctl(this.fd, KVM.CREATE_VCPU, id, 'KVM_CREATE_VCPU'));
+    const fd = parkFd(libc.ioctl(this.fd, KVM.CREATE_VCPU, id, 'KVM_CREATE_VCPU'), 'vcpu');
     let vcpu: Vcpu;
     try {
       vcpu = new Vcpu(this, fd, id);
