@@ -54,6 +54,10 @@ const WIDTH: Record<string, Record<string, number>> = {
   noxs_device: {
     type: 2, flags: 2, id: 4, backend: 8, mac: 6, mtu: 2, ipv4_addr: 4, ipv4_netmask: 4, ipv4_gateway: 4,
   },
+  lvm_xenstore_ring: {
+    req: abi.XENSTORE_RING_BYTES, rsp: abi.XENSTORE_RING_BYTES, req_cons: 4, req_prod: 4, rsp_cons: 4, rsp_prod: 4,
+    server_features: 4, connection: 4, error: 4,
+  },
 };
 
 

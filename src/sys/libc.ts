@@ -27,6 +27,7 @@ const c = {
   socket: libc.func('int socket(int domain, int type, int protocol)'),
   bind: libc.func('int bind(int fd, void *addr, uint32_t len)'),
   listen: libc.func('int listen(int fd, int backlog)'),
+  connect: libc.func('int connect(int fd, void *addr, uint32_t len)'),
   accept4: libc.func('int accept4(int fd, void *addr, void *len, int flags)'),
   gettid: libc.func('int gettid()'),
   setpriority: libc.func('int setpriority(int which, uint32_t who, int prio)'),
@@ -262,6 +263,24 @@ export function listenUnix(path: string, backlog = 16): number {
     const errno = koffi.errno();
     close(fd);
     throw new SysError('bind', errno, path);
+  }
+  return fd;
+}
+
+/** A non-blocking unix stream socket connected to path (a listener there must be up). */
+export function connectUnix(path: string): number {
+  const pathBytes = new TextEncoder().encode(path);
+  if (pathBytes.length >= 108) throw new SysError('connect', 36 /* ENAMETOOLONG */, path);
+  const addr = new Uint8Array(2 + 108);
+  new DataView(addr.buffer).setUint16(0, AF_UNIX, true);
+  addr.set(pathBytes, 2);
+  const fd = c.socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0) as number;
+  if (fd < 0) fail('socket');
+  // A unix socket connects at once or not at all (EAGAIN: the listener's backlog is full).
+  if ((c.connect(fd, addr, 2 + pathBytes.length + 1) as number) < 0) {
+    const errno = koffi.errno();
+    close(fd);
+    throw new SysError('connect', errno, path);
   }
   return fd;
 }

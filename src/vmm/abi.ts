@@ -11,8 +11,9 @@ export const HC = {
   HALT: 4,
   NET_WRITE: 5,
   NET_READ: 6,
+  XENBUS_NOTIFY: 7,
 } as const;
-export const HC_COUNT = 7;
+export const HC_COUNT = 8;
 export type HypercallName = keyof typeof HC;
 
 export const CONSOLE_WRITE_MAX = 65536;
@@ -60,6 +61,7 @@ export const NOXS_DEV = {
   CONSOLE: 1,
   NET: 2,
   BLOCK: 3,
+  XENSTORE: 4,
 } as const;
 
 export const NOXS_HEADER = {
@@ -90,3 +92,22 @@ export const NOXS_DEVICE = {
 export function noxsDeviceOffset(i: number): number {
   return NOXS_HEADER.size + i * NOXS_DEVICE.size;
 }
+
+/** The xenstore ring page's bytes per direction (Xen's XENSTORE_RING_SIZE); indices are free-running, masked with it less one. */
+export const XENSTORE_RING_BYTES = 1024;
+/** The largest payload of one message on the ring (XENSTORE_PAYLOAD_MAX). */
+export const XENSTORE_PAYLOAD_MAX = 4096;
+
+/** The ring page's layout: Xen's struct xenstore_domain_interface (io/xs_wire.h). */
+export const XENSTORE_RING = {
+  size: 2076,
+  req: 0,
+  rsp: 1024,
+  reqCons: 2048,
+  reqProd: 2052,
+  rspCons: 2056,
+  rspProd: 2060,
+  serverFeatures: 2064,
+  connection: 2068,
+  error: 2072,
+} as const;

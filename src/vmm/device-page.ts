@@ -1,16 +1,17 @@
 // noxs: one page per VM that describes its devices. The host writes it; the
 // guest sees it through a read-only memory slot. No central store exists.
 import { GuestMemory } from '../kvm/memory.js';
+import { XENSTORE_RING_GPA } from './layout.js';
 import {
   NOXS_DEVICE, NOXS_HEADER, NOXS_MAGIC, NOXS_MAX_DEVICES, NOXS_NAME_MAX, NOXS_PAGE_SIZE, NOXS_VERSION,
   noxsDeviceOffset,
 } from './abi.js';
 
-export type DeviceType = 'console' | 'net' | 'block';
+export type DeviceType = 'console' | 'net' | 'block' | 'xenstore';
 
 /** The bridge a net device's tap joins unless its entry names another. */
 export const DEFAULT_BRIDGE = 'lvbr0';
-const TYPE_CODE: Record<DeviceType, number> = { console: 1, net: 2, block: 3 };
+const TYPE_CODE: Record<DeviceType, number> = { console: 1, net: 2, block: 3, xenstore: 4 };
 
 export interface DeviceEntry {
   type: DeviceType;
@@ -26,6 +27,8 @@ export interface DeviceEntry {
   path?: string;
   /** A block device the guest may only read. */
   readonly?: boolean;
+  /** Host side of a xenstore device: the domain id it is in the store (default: the VM's id). Its path is the store's socket. */
+  domid?: number;
 }
 
 export interface DevicePageContents {
@@ -61,6 +64,15 @@ function parseIpv4(field: string, ip: string): number {
   return parts.reduce((acc, p, i) => acc | (Number(p) << (8 * i)), 0) >>> 0;
 }
 
+/** A xenstore device: one per VM (one ring page), the store's socket path, a domain id the store can hold. */
+function checkXenstore(field: string, d: DeviceEntry, earlier: DeviceEntry[]): void {
+  if (earlier.some((x) => x.type === 'xenstore')) throw new DeviceConfigError(`${field}.type`, 'a VM has one xenstore device at most (one ring page)');
+  if (typeof d.path !== 'string' || !d.path.startsWith('/')) throw new DeviceConfigError(`${field}.path`, 'the xenstore socket must be an absolute path');
+  if (d.domid !== undefined && (!Number.isInteger(d.domid) || d.domid < 1 || d.domid > 32751)) {
+    throw new DeviceConfigError(`${field}.domid`, `${d.domid} is not a guest domain id in 1..32751`);
+  }
+}
+
 const scratch = new DataView(new ArrayBuffer(NOXS_PAGE_SIZE));
 
 /** Checks a configuration without writing anything. */
@@ -85,7 +97,9 @@ function encode(v: DataView, c: DevicePageContents): void {
     ids.add(d.id);
     v.setUint16(o + NOXS_DEVICE.type, TYPE_CODE[d.type], true);
     v.setUint32(o + NOXS_DEVICE.id, d.id, true);
-    v.setBigUint64(o + NOXS_DEVICE.backend, BigInt(d.backend ?? 0), true);
+    if (d.type === 'xenstore') checkXenstore(field, d, c.devices.slice(0, i));
+    // A xenstore device's backend is where its ring page lies, whatever the entry said.
+    v.setBigUint64(o + NOXS_DEVICE.backend, BigInt(d.type === 'xenstore' ? XENSTORE_RING_GPA : d.backend ?? 0), true);
     if (d.mac !== undefined) parseMac(`${field}.mac`, d.mac).forEach((b, j) => v.setUint8(o + NOXS_DEVICE.mac + j, b));
     if (d.mtu !== undefined) {
       if (!Number.isInteger(d.mtu) || d.mtu < 68 || d.mtu > 65535) throw new DeviceConfigError(`${field}.mtu`, `${d.mtu} is not in 68..65535`);

@@ -80,6 +80,13 @@ export class DeviceBus {
   private readonly pioRanges: Range<PioHandler>[] = [];
   readonly watches: Watch[] = [];
   readonly modules: DeviceModule[] = [];
+  /** Set by a module outside any exit (a watched fd said so): the VM ends with it before it runs again. */
+  failure: GuestFault | undefined;
+
+  /** Ends the VM from a watch's onReady, where no exit is being handled to throw from (the watch then wakes it). */
+  fail(f: GuestFault): void {
+    this.failure ??= f;
+  }
 
   add<M extends DeviceModule>(m: M): M {
     if (this.modules.some((x) => x.name === m.name)) throw new Error(`device module ${m.name} is set up twice`);

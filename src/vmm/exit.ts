@@ -38,6 +38,7 @@ export type CrashCode =
   | 'device-page-write' // a write to the read-only device page
   | 'mmio' // an access to guest-physical memory with nothing behind it
   | 'virtio' // a virtio device driven against the spec: a queue outside RAM, a bad descriptor chain, a bad register write
+  | 'xenstore' // a xenstore ring driven against the protocol, or the store refusing or dropping the VM's domain
   | 'triple-fault'
   | 'hlt' // HLT with interrupts off: the vCPU could never resume
   | 'entry-failed'

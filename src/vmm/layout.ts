@@ -18,6 +18,8 @@ export const PDPT_GPA = 0x3000;
 export const PT0_GPA = 0x4000;
 /** Page directory that maps the device page (with one 2 MiB page). */
 export const PD_DEVICE_GPA = 0x5000;
+/** The xenstore ring page of a VM with a xenstore device (the device entry's backend tells the guest). */
+export const XENSTORE_RING_GPA = 0x6000;
 /** Page directories for RAM, one per GiB, from here up. */
 export const PD_RAM_GPA = 0x8000;
 export const MAX_RAM_GIB = 3;

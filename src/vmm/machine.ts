@@ -327,6 +327,8 @@ export class Machine implements VmContext {
     const run = this.vcpu.run;
     for (;;) {
       if (Atomics.load(control, 0) !== 0) return Outcome.Interrupted;
+      const failed = this.bus.failure;
+      if (failed) return this.crash(failed.code, failed.message);
       const r = this.vcpu.enter();
       if (r < 0) {
         if (r === -EINTR) return Outcome.Interrupted;

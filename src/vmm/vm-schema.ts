@@ -38,13 +38,14 @@ export const device = {
   required: ['type', 'id'],
   additionalProperties: false,
   properties: {
-    type: { type: 'string', enum: ['console', 'net', 'block'] },
+    type: { type: 'string', enum: ['console', 'net', 'block', 'xenstore'] },
     id: { type: 'integer', minimum: 0, maximum: 62 },
     backend: { type: 'integer', minimum: 0, maximum: 2 ** 53 - 1 },
     mac: { type: 'string', pattern: '^[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}$' },
     mtu: { type: 'integer', minimum: 68, maximum: 65535 },
     bridge: { type: 'string', minLength: 1, maxLength: 15 },
-    path: { ...hostPath, description: 'block: the disk file on the host, an absolute path' },
+    path: { ...hostPath, description: 'block: the disk file on the host, an absolute path; xenstore: the socket of the store (lightvm xenstored)' },
+    domid: { type: 'integer', minimum: 1, maximum: 32751, description: 'xenstore: the domain id the VM is in the store (default: its id)' },
     readonly: { type: 'boolean', description: 'block: the guest may only read the disk' },
     ipv4: {
       type: 'object',
@@ -63,6 +64,7 @@ const completeDevice = {
     device,
     { if: { properties: { type: { const: 'net' } } }, then: { required: ['mac', 'bridge'] } },
     { if: { properties: { type: { const: 'block' } } }, then: { required: ['path'] } },
+    { if: { properties: { type: { const: 'xenstore' } } }, then: { required: ['path'] } },
   ],
 } as const;
 

@@ -31,7 +31,8 @@
 #define LVM_HC_HALT 4
 #define LVM_HC_NET_WRITE 5
 #define LVM_HC_NET_READ 6
-#define LVM_HC_COUNT 7 /* one past the highest number */
+#define LVM_HC_XENBUS_NOTIFY 7
+#define LVM_HC_COUNT 8 /* one past the highest number */
 
 /* Largest buffer one CONSOLE_WRITE may pass. */
 #define LVM_CONSOLE_WRITE_MAX 65536
@@ -127,6 +128,7 @@ struct lvm_boot_info {
 #define NOXS_DEV_CONSOLE 1
 #define NOXS_DEV_NET 2
 #define NOXS_DEV_BLOCK 3
+#define NOXS_DEV_XENSTORE 4 /* backend: GPA of its ring page (struct lvm_xenstore_ring) */
 
 struct noxs_header {
     uint32_t magic;
@@ -155,6 +157,34 @@ struct noxs_device {
 struct noxs_page {
     struct noxs_header header;
     struct noxs_device devices[NOXS_MAX_DEVICES];
+};
+
+/*
+ * xenstore (a VM created with a xenstore device): Xen's xenstore ring page
+ * (struct xenstore_domain_interface of io/xs_wire.h), in guest RAM at the
+ * device entry's backend. The guest produces requests into req and
+ * consumes replies and watch events from rsp; each message is an xs_wire
+ * header (type, req_id, tx_id, len: u32 little-endian) and len payload
+ * bytes. Indices are free-running, masked with LVM_XENSTORE_RING_BYTES - 1;
+ * the host keeps its own copy of the indices it owns (req_cons, rsp_prod).
+ * XENBUS_NOTIFY (no argument: pass 0) says "requests written, replies
+ * consumed"; the device's bit in POLL's ready set says replies wait. A
+ * producer index more than the ring's size ahead of its consumer, or a
+ * message longer than LVM_XENSTORE_PAYLOAD_MAX, ends the VM.
+ */
+#define LVM_XENSTORE_RING_BYTES 1024
+#define LVM_XENSTORE_PAYLOAD_MAX 4096
+
+struct lvm_xenstore_ring {
+    char req[LVM_XENSTORE_RING_BYTES];
+    char rsp[LVM_XENSTORE_RING_BYTES];
+    uint32_t req_cons;
+    uint32_t req_prod;
+    uint32_t rsp_cons;
+    uint32_t rsp_prod;
+    uint32_t server_features;
+    uint32_t connection;
+    uint32_t error;
 };
 
 #endif
