@@ -290,20 +290,20 @@ static int set_state(const char *dir, int st, void (*seen)(const char *, int))
 }
 
 /* Waits (on the watch of its state) until the backend is at least in state want. */
-static int backend_reaches(const char *state_path, int want, int *last, void (*seen)(const char *, int))
+static int backend_reaches(const char *state_path, int want, void (*seen)(const char *, int))
 {
     char v[8], p[8], t[8];
     for (;;) {
         long st = 0;
         /* A backend not there yet has no state: wait for it. */
         if (xs_read(state_path, v, sizeof v) >= 0 && lvm_parse_long(v, &st) == 0) {
-            if (st != *last && seen)
-                seen("backend", (int)st);
-            *last = (int)st;
             if (st >= XENBUS_STATE_CLOSING)
                 return fail("ECONNRESET");
-            if (st >= want)
+            if (st >= want) {
+                if (seen)
+                    seen("backend", (int)st);
                 return 0;
+            }
         } else if (strcmp(why, "ENOENT") != 0) {
             return -1;
         }
@@ -316,14 +316,13 @@ int xs_front_connect(const char *dir, unsigned ring_ref, unsigned event_channel,
                      void (*seen)(const char *who, int state))
 {
     char path[128], backend[96], state_path[128], v[12];
-    int last = 0;
     lvm_snprintf(path, sizeof path, "%s/backend", dir);
     if (xs_read(path, backend, sizeof backend) < 0)
         return -1;
     lvm_snprintf(state_path, sizeof state_path, "%s/state", backend);
     if (set_state(dir, XENBUS_STATE_INITIALISING, seen) < 0 || xs_watch(state_path, "be") < 0)
         return -1;
-    if (backend_reaches(state_path, XENBUS_STATE_INIT_WAIT, &last, seen) < 0)
+    if (backend_reaches(state_path, XENBUS_STATE_INIT_WAIT, seen) < 0)
         return -1;
     lvm_snprintf(path, sizeof path, "%s/ring-ref", dir);
     lvm_snprintf(v, sizeof v, "%u", ring_ref);
@@ -333,7 +332,7 @@ int xs_front_connect(const char *dir, unsigned ring_ref, unsigned event_channel,
     lvm_snprintf(v, sizeof v, "%u", event_channel);
     if (xs_write(path, v) < 0 || set_state(dir, XENBUS_STATE_INITIALISED, seen) < 0)
         return -1;
-    if (backend_reaches(state_path, XENBUS_STATE_CONNECTED, &last, seen) < 0)
+    if (backend_reaches(state_path, XENBUS_STATE_CONNECTED, seen) < 0)
         return -1;
     if (set_state(dir, XENBUS_STATE_CONNECTED, seen) < 0)
         return -1;

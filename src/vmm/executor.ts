@@ -18,7 +18,7 @@ import { ImageCache } from './image-cache.js';
 import { nextBackoffNs, ShellSupply } from './shell-supply.js';
 import { NetDevice } from './net.js';
 import { NetModule } from './modules/net.js';
-import { XenstoreModule } from './modules/xenstore.js';
+import { setUpXenstore } from './modules/xenstore.js';
 import { setUpBlock } from './virtio/blk.js';
 import { setUpConsole } from './virtio/console.js';
 import { placeVirtio } from './virtio/mmio.js';
@@ -472,16 +472,8 @@ export class Executor {
   /** Sets up the device modules of the VM's configuration beyond core and noxs: net, virtio-blk. */
   private attachDevices(machine: Machine, req: CreateRequest, timings: Timings): void {
     this.attachVirtio(machine, req);
-    this.attachXenstore(machine, req);
+    setUpXenstore(machine, req.devices);
     this.attachNets(machine, req, timings);
-  }
-
-  /** The xenstore module (its ring, XENBUS_NOTIFY, its bound connection to the store) of a VM with a xenstore device; none without. */
-  private attachXenstore(machine: Machine, req: CreateRequest): void {
-    const i = req.devices.findIndex((d) => d.type === 'xenstore');
-    if (i < 0) return;
-    const d = req.devices[i]!;
-    machine.add(new XenstoreModule(machine, { id: d.id, socket: d.path!, domid: d.domid ?? req.vmId, field: `devices.${i}` }));
   }
 
   /** A virtio module per block device (its disk file opened) and console device, each with its MMIO window. */
@@ -569,7 +561,7 @@ export class Executor {
       timings.shellNs = monotonicNs();
       machine.load(this.images.get(req.image), { vmId, name: req.name, cmdline: req.cmdline, devices: req.devices });
       this.attachVirtio(machine, req);
-      this.attachXenstore(machine, req);
+      setUpXenstore(machine, req.devices);
       const lent = svc.nets.filter((d): d is NetDevice => d !== undefined);
       for (const dev of lent) {
         dev.pending = dev.held.length > 0;

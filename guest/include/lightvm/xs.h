@@ -62,8 +62,9 @@ int xs_watch_wait(char *path, size_t pcap, char *token, size_t tcap);
  * "device/vif/0"): reads dir/backend, says Initialising, waits for the
  * backend's InitWait, publishes dir/ring-ref and dir/event-channel, says
  * Initialised, waits for the backend's Connected and says Connected. seen
- * (may be NULL) hears each state as it is written (who = "frontend") or
- * read (who = "backend"). 0, or -1 (also when the backend closes).
+ * (may be NULL) hears each state as it is written (who = "frontend"), and
+ * each backend state that let it go on (who = "backend"). 0, or -1 (also
+ * when the backend closes).
  */
 int xs_front_connect(const char *dir, unsigned ring_ref, unsigned event_channel,
                      void (*seen)(const char *who, int state));

@@ -12,7 +12,7 @@
 import * as libc from '../../sys/libc.js';
 import { SysError } from '../../sys/errors.js';
 import { HC, XENSTORE_PAYLOAD_MAX, XENSTORE_RING, XENSTORE_RING_BYTES } from '../abi.js';
-import { DeviceConfigError } from '../device-page.js';
+import { DeviceConfigError, type DeviceEntry } from '../device-page.js';
 import { Next, type DeviceModule, type VmContext } from '../devices.js';
 import { GuestFault } from '../exit.js';
 import { XENSTORE_RING_GPA } from '../layout.js';
@@ -264,4 +264,12 @@ export class XenstoreModule implements DeviceModule {
     this.closed = true;
     libc.close(this.fd);
   }
+}
+
+/** The xenstore module of a VM whose configuration has a xenstore device; none without one (and so no XENBUS_NOTIFY). */
+export function setUpXenstore(vm: VmContext, devices: readonly DeviceEntry[]): XenstoreModule | undefined {
+  const i = devices.findIndex((d) => d.type === 'xenstore');
+  if (i < 0) return undefined;
+  const d = devices[i]!;
+  return vm.bus.add(new XenstoreModule(vm, { id: d.id, socket: d.path!, domid: d.domid ?? vm.vmId, field: `devices.${i}` }));
 }
