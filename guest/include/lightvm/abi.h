@@ -167,10 +167,12 @@ struct noxs_page {
  * header (type, req_id, tx_id, len: u32 little-endian) and len payload
  * bytes. Indices are free-running, masked with LVM_XENSTORE_RING_BYTES - 1;
  * the host keeps its own copy of the indices it owns (req_cons, rsp_prod).
- * XENBUS_NOTIFY (no argument: pass 0) says "requests written, replies
- * consumed"; the device's bit in POLL's ready set says replies wait. A
- * producer index more than the ring's size ahead of its consumer, or a
- * message longer than LVM_XENSTORE_PAYLOAD_MAX, ends the VM.
+ * XENBUS_NOTIFY (no argument: pass 0) says "requests written": the host
+ * takes them and puts what waits for the guest on rsp, as it also does at
+ * each POLL (no notify is needed after consuming); the device's bit in
+ * POLL's ready set says rsp holds bytes. A producer index more than the
+ * ring's size ahead of its consumer (either ring), or a request longer than
+ * LVM_XENSTORE_PAYLOAD_MAX, ends the VM.
  */
 #define LVM_XENSTORE_RING_BYTES 1024
 #define LVM_XENSTORE_PAYLOAD_MAX 4096
