@@ -205,6 +205,23 @@ void describe('the OpenAPI document', () => {
     r = await call(CONSOLE, 'a lease on a VM created without lease_ms', 'GET', '/v1/vms/doc-hello/console?follow=true&lease=true');
     assert.match(r.text, /was not created with lease_ms/);
 
+    // Console input: the counter never reads its virtio-console, so 64 KiB unread is all it takes.
+    const INPUT = 'POST /v1/vms/{id}/console/input';
+    r = await call(CREATE, 'counter with a virtio-console', 'POST', '/v1/vms', { image: 'counter', name: 'doc-con', devices: [{ type: 'console', id: 3 }] });
+    assert.equal(r.status, 201, r.text);
+    r = await call(INPUT, 'text', 'POST', '/v1/vms/doc-con/console/input', { text: 'hello\n' });
+    assert.deepEqual([r.status, r.json], [200, { bytes: 6 }], r.text);
+    for (let i = 0; i < 4 && r.status === 200; i++) {
+      r = await call(INPUT, 'unread input filling up', 'POST', '/v1/vms/doc-con/console/input', { base64: Buffer.alloc(16384, 'y').toString('base64') });
+    }
+    assert.equal(r.status, 503, r.text);
+    r = await call(INPUT, 'no virtio-console', 'POST', '/v1/vms/doc-sl/console/input', { text: 'a' });
+    assert.equal(r.status, 409, r.text);
+    r = await call(INPUT, 'ended VM', 'POST', '/v1/vms/doc-hello/console/input', { text: 'a' });
+    assert.equal(r.status, 409, r.text);
+    await call(INPUT, 'unknown', 'POST', '/v1/vms/nosuch/console/input', { text: 'a' });
+    assert.equal((await request(d.socket, 'DELETE', '/v1/vms/doc-con')).status, 200);
+
     const events = await openStream(d.socket, '/v1/events');
     try {
       await until('the hello event', () => Promise.resolve(events.text().includes('\n')), 5000);
@@ -340,6 +357,9 @@ void describe('the OpenAPI document', () => {
       { op: 'POST /v1/vms/{id}/shutdown', method: 'POST', path: '/v1/vms/x/shutdown', body: { grace: 1 }, field: 'grace' },
       { op: 'POST /v1/vms/{id}/shutdown', method: 'POST', path: '/v1/vms/x/shutdown', body: { grace_ms: 1, pad: 'x'.repeat(70_000) }, field: 'body' },
       { op: 'GET /v1/vms/{id}/console', method: 'GET', path: '/v1/vms/x/console?follow=maybe', field: 'follow' },
+      { op: 'POST /v1/vms/{id}/console/input', method: 'POST', path: '/v1/vms/x/console/input', body: { text: 5 }, field: 'text' },
+      { op: 'POST /v1/vms/{id}/console/input', method: 'POST', path: '/v1/vms/x/console/input', body: { text: 'a', base64: 'YQ==' }, field: 'base64' },
+      { op: 'POST /v1/vms/{id}/console/input', method: 'POST', path: '/v1/vms/nosuch/console/input', body: { text: 'a' }, field: 'id' },
       { op: 'POST /v1/vms/{id}/save', method: 'POST', path: '/v1/vms/x/save', body: { file: 5 }, field: 'file' },
       { op: 'POST /v1/restore', method: 'POST', path: '/v1/restore', body: { name: 'x' }, field: 'file' },
       { op: 'POST /v1/vms/{id}/migrate', method: 'POST', path: '/v1/vms/x/migrate', body: { to: 'a:1' }, field: 'token' },

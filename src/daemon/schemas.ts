@@ -306,6 +306,36 @@ export const consoleVm = {
   response: { 200: { type: 'string', description: 'text/plain stream' }, 404: error, 409: error },
 } as const;
 
+/** Bytes one console input request may carry (decoded). */
+export const CONSOLE_INPUT_MAX = 16 * 1024;
+
+export interface ConsoleInputBody {
+  text?: string;
+  base64?: string;
+}
+
+export const consoleInput = {
+  tags, summary: "send bytes to the VM's virtio-console (its receive queue): taken whole, or refused",
+  params: idParams,
+  body: {
+    type: 'object', additionalProperties: false,
+    description: 'exactly one of text and base64',
+    properties: {
+      text: { type: 'string', maxLength: CONSOLE_INPUT_MAX, description: `UTF-8 text, at most ${CONSOLE_INPUT_MAX} bytes`, example: 'hello\n' },
+      base64: {
+        type: 'string', maxLength: Math.ceil(CONSOLE_INPUT_MAX / 3) * 4, pattern: '^[A-Za-z0-9+/]*={0,2}$',
+        description: `any bytes, base64-encoded: at most ${CONSOLE_INPUT_MAX} bytes decoded`,
+      },
+    },
+  },
+  response: {
+    200: { type: 'object', required: ['bytes'], properties: { bytes: { type: 'integer', description: 'bytes taken (all that were sent)' } } },
+    404: error,
+    409: { ...error, description: 'the VM has ended, migrates, or has no virtio-console device' },
+    503: { ...error, description: 'the guest has left too much input unread (64 KiB): try again later' },
+  },
+} as const;
+
 export const events = {
   tags: ['host'], summary: 'a stream of events, one JSON object per line (vm.created, vm.exited, executor.lost)',
   response: { 200: { type: 'string', description: 'application/x-ndjson stream' } },

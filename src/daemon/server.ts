@@ -269,6 +269,28 @@ export async function buildServer(daemon: Daemon): Promise<FastifyInstance> {
     return reply;
   });
 
+  app.post<{ Params: S.IdParams; Body: S.ConsoleInputBody }>('/v1/vms/:id/console/input', { schema: S.withErrors(S.consoleInput) }, async (req) => {
+    // The request is checked whole before the VM is looked up: a bad body is bad for any VM.
+    const { text, base64 } = req.body ?? {};
+    if ((text === undefined) === (base64 === undefined)) throw new ApiError(400, 'invalid', 'body: give exactly one of text and base64', text === undefined ? 'text' : 'base64');
+    const data = text !== undefined ? Buffer.from(text, 'utf8') : Buffer.from(base64!, 'base64');
+    const field = text !== undefined ? 'text' : 'base64';
+    if (data.length > S.CONSOLE_INPUT_MAX) throw new ApiError(400, 'invalid', `${field}: ${data.length} bytes is more than the ${S.CONSOLE_INPUT_MAX} one request may carry`, field);
+    const vm = find(req.params.id);
+    if (vm.state === 'exited') throw new ApiError(409, 'conflict', `VM ${vm.name} has ended: it takes no input`, 'state');
+    notMigrating(vm);
+    try {
+      await vm.consoleInput(data);
+    } catch (err) {
+      const e = err as Error;
+      if (e.name === 'VmEnded') throw new ApiError(409, 'conflict', e.message, 'state');
+      if (e.name === 'NoConsoleDevice') throw new ApiError(409, 'no-console-device', e.message, 'devices');
+      if (e.name === 'ConsoleInputFull') throw new ApiError(503, 'console-input-full', e.message, field);
+      throw err;
+    }
+    return { bytes: data.length };
+  });
+
   app.get('/v1/events', { schema: S.withErrors(S.events) }, (req, reply) => {
     const raw = reply.raw;
     raw.writeHead(200, { 'content-type': 'application/x-ndjson', 'cache-control': 'no-store' });

@@ -164,6 +164,21 @@ export class VirtualMachine extends EventEmitter<VirtualMachineEvents> {
     return first === 'late' ? this.destroy() : first;
   }
 
+  private readonly inputs = new Map<number, { resolve: () => void; reject: (e: Error) => void }>();
+
+  /**
+   * Bytes for the guest's virtio-console (its receive queue), taken whole
+   * or refused: rejects naming why (no such device, its input unread, ended).
+   */
+  consoleInput(data: Uint8Array): Promise<void> {
+    if (this.state === 'exited') return Promise.reject(Object.assign(new Error(`VM ${this.name} has ended`), { name: 'VmEnded' }));
+    return this.answer(new Promise((resolve, reject) => {
+      const requestId = ++this.saveRequests;
+      this.inputs.set(requestId, { resolve, reject });
+      this.executor.send({ op: 'console-input', requestId, vmId: this.id, data });
+    }), 'console input');
+  }
+
   private saveRequests = 0;
   private readonly saves = new Map<number, { resolve: (r: SaveResult) => void; reject: (e: Error) => void }>();
   private readonly copies = new Map<number, { resolve: (r: { data: Uint8Array; count: number }) => void; reject: (e: Error) => void }>();
@@ -302,6 +317,13 @@ export class VirtualMachine extends EventEmitter<VirtualMachineEvents> {
         else d?.reject(Object.assign(new Error(ev.error?.message ?? 'no digest'), { name: ev.error?.name ?? 'Error' }));
         break;
       }
+      case 'console-input': {
+        const w = this.inputs.get(ev.requestId);
+        this.inputs.delete(ev.requestId);
+        if (!ev.error) w?.resolve();
+        else w?.reject(Object.assign(new Error(`VM ${this.name}: ${ev.error.message}`), { name: ev.error.name }));
+        break;
+      }
       case 'pages': {
         this.copies.get(ev.requestId)?.resolve({ data: ev.data, count: ev.count });
         this.copies.delete(ev.requestId);
@@ -356,6 +378,8 @@ export class VirtualMachine extends EventEmitter<VirtualMachineEvents> {
         this.copies.clear();
         for (const w of this.digests.values()) w.reject(new Error(`VM ${this.name} ended before its memory was read`));
         this.digests.clear();
+        for (const w of this.inputs.values()) w.reject(Object.assign(new Error(`VM ${this.name} ended before it took its console input`), { name: 'VmEnded' }));
+        this.inputs.clear();
         this.exitInfo = ev.exit;
         this.resolveExited(ev.exit);
         this.emit('exit', ev.exit);

@@ -46,6 +46,8 @@ export interface VmContext {
   readonly bus: DeviceBus;
   /** The VM's console output (CONSOLE_WRITE, virtio-console); how long (ns) the guest should now wait for its console's rate, or 0. */
   console(data: Uint8Array): number;
+  /** The guest waits waitNs for its console's rate (no wait if 0); then() runs before it resumes and may ask for another wait. */
+  hold(waitNs: number, then?: () => number): Next;
 }
 
 export interface DeviceModule {

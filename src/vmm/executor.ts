@@ -12,6 +12,7 @@ import { Kvm } from '../kvm/kvm.js';
 import { GuestArenas } from '../kvm/memory.js';
 import * as libc from '../sys/libc.js';
 import { POLL_CONTROL } from './abi.js';
+import { ConsoleRate } from './console-rate.js';
 import { DeadlineHeap, type HeapItem } from './deadline-heap.js';
 import type { VmExit } from './exit.js';
 import { ImageCache } from './image-cache.js';
@@ -20,7 +21,7 @@ import { NetDevice } from './net.js';
 import { NetModule } from './modules/net.js';
 import { setUpXenstore } from './modules/xenstore.js';
 import { setUpBlock } from './virtio/blk.js';
-import { setUpConsole } from './virtio/console.js';
+import { consoleInput, setUpConsole } from './virtio/console.js';
 import { placeVirtio } from './virtio/mmio.js';
 import { isHeld, isWaiting, transition, type ResumeTo, type VmState } from './vm-state.js';
 import { Rtnetlink } from '../sys/netlink.js';
@@ -91,15 +92,6 @@ function lastTraffic(m: Machine): number {
 /** Console bytes kept per VM for a toolstack that reconnects (executor processes). */
 export const CONSOLE_HISTORY = 16 * 1024;
 
-/**
- * Console bytes a VM may write per second, and in one burst. A guest past
- * its rate waits (parked, costing nothing) until it is back under it: one
- * guest writing without pause must not take its executor's thread and link
- * from the VMs beside it.
- */
-export const CONSOLE_RATE = 1 << 20;
-export const CONSOLE_BURST = 256 * 1024;
-
 /** How long a VM may hold the executor while others are runnable. */
 export const SLICE_NS = 10_000_000;
 /** Longest a new VM runs before the toolstack hears that it started. */
@@ -138,11 +130,8 @@ interface Entry extends HeapItem {
   warm: boolean;
   /** The last CONSOLE_HISTORY bytes of console, when kept. */
   console: Uint8Array;
-  /** Console bytes it may write now (CONSOLE_RATE), as of consoleAtNs; negative while it waits. */
-  consoleCredit: number;
-  consoleAtNs: number;
-  /** Time it waited, all told, for its console's rate. */
-  consoleThrottledNs: number;
+  /** Its console's rate (CONSOLE_WRITE and virtio-console spend it). */
+  consoleRate: ConsoleRate;
 }
 
 /** How an executor talks to its toolstack. */
@@ -381,6 +370,14 @@ export class Executor {
         this.emit({ ev: 'unpaused', vmId: req.vmId, ok: e !== undefined });
         break;
       }
+      case 'console-input': {
+        const e = this.vms.get(req.vmId);
+        const error = e ? consoleInput(e.machine.bus, req.data) : { name: 'Error', message: `no VM ${req.vmId} on this executor` };
+        // A guest waiting in POLL wakes to read it.
+        if (e && !error) this.deviceReady(e);
+        this.emit({ ev: 'console-input', requestId: req.requestId, vmId: req.vmId, ...(error ? { error } : {}) });
+        break;
+      }
       case 'shutdown': {
         const e = this.vms.get(req.vmId);
         if (!e) break;
@@ -399,7 +396,7 @@ export class Executor {
         this.emit({
           ev: 'stats', requestId: req.requestId,
           vms: [...this.vms.values()].map((e) => ({
-            vmId: e.vmId, cpuNs: e.cpuNs, exits: e.machine.exitCount, consoleThrottledNs: e.consoleThrottledNs,
+            vmId: e.vmId, cpuNs: e.cpuNs, exits: e.machine.exitCount, consoleThrottledNs: e.consoleRate.throttledNs,
             residentKiB: (e.machine.ram.residentBytes() + e.machine.devicePage.memory.residentBytes()) / 1024,
             nets: netCounters(e.machine),
           })),
@@ -681,7 +678,7 @@ export class Executor {
     const e: Entry = {
       vmId, machine, timings, deadlineNs: 0, heapIndex: -1, state: 'created', resume: 'runnable',
       countInstructions: req.countInstructions === true, cpuNs: 0,
-      config: req, warm, console: new Uint8Array(0), consoleCredit: CONSOLE_BURST, consoleAtNs: monotonicNs(), consoleThrottledNs: 0,
+      config: req, warm, console: new Uint8Array(0), consoleRate: new ConsoleRate(monotonicNs()),
     };
     // The boot marker is news at once: the guest may run on for a while.
     machine.onBoot = () => {
@@ -696,7 +693,7 @@ export class Executor {
       if (this.keepRecords) e.console = appendHistory(e.console, data);
       this.emit({ ev: 'console', vmId, data: data.slice() });
     };
-    machine.consoleWait = (bytes) => consoleWait(e, bytes);
+    machine.consoleWait = (bytes) => e.consoleRate.spend(bytes, monotonicNs());
     this.vms.set(vmId, e);
     // The fds its modules watch (a service's taps keep their own watch: they outlive the VM).
     for (const w of machine.bus.watches) {
@@ -1069,17 +1066,6 @@ export class Executor {
 
   /** Runs once the executor has stopped, before its epoll set is closed. */
   onStop: (() => void) | undefined;
-}
-
-/** Spends a VM's console credit; how long (ns) it must wait to be back under its rate, or 0. */
-function consoleWait(e: Entry, bytes: number): number {
-  const now = monotonicNs();
-  e.consoleCredit = Math.min(CONSOLE_BURST, e.consoleCredit + ((now - e.consoleAtNs) * CONSOLE_RATE) / 1e9) - bytes;
-  e.consoleAtNs = now;
-  if (e.consoleCredit >= 0) return 0;
-  const waitNs = Math.ceil((-e.consoleCredit * 1e9) / CONSOLE_RATE);
-  e.consoleThrottledNs += waitNs;
-  return waitNs;
 }
 
 function appendHistory(history: Uint8Array, data: Uint8Array): Uint8Array {

@@ -228,6 +228,11 @@ export class Machine implements VmContext {
     return this.consoleWait(data.length);
   }
 
+  /** Parks the guest for its console's rate (see CoreModule.hold). */
+  hold(waitNs: number, then?: () => number): Next {
+    return this.core ? this.core.hold(waitNs, then) : Next.Resume;
+  }
+
   /** Parked by its console's rate, not in a POLL (a snapshot restores it runnable). */
   get holding(): boolean {
     return this.core?.holding ?? false;
@@ -325,6 +330,13 @@ export class Machine implements VmContext {
    */
   run(control: Int32Array): Outcome {
     const run = this.vcpu.run;
+    // A device's work that its console's rate held back comes first.
+    try {
+      if (this.core?.resumeHeld() === Next.Park) return Outcome.Parked;
+    } catch (err) {
+      if (err instanceof GuestFault) return this.crash(err.code, err.message);
+      throw err;
+    }
     for (;;) {
       if (Atomics.load(control, 0) !== 0) return Outcome.Interrupted;
       const failed = this.bus.failure;

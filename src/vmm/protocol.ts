@@ -62,6 +62,8 @@ export type ExecutorRequest =
   | { op: 'destroy'; vmId: number; exit?: VmExit }
   | { op: 'pause'; vmId: number }
   | { op: 'unpause'; vmId: number }
+  /** Bytes for the VM's virtio-console receive queue, answered with 'console-input'. */
+  | { op: 'console-input'; requestId: number; vmId: number; data: Uint8Array }
   /** Ask the guest to end cleanly (it sees it at its next POLL). */
   | { op: 'shutdown'; vmId: number }
   /** Keep this many prepared shells of this memory size. */
@@ -125,6 +127,8 @@ export type ExecutorEvent =
   /** Preparing shells of this size failed; the pool for it is off. */
   | { ev: 'pool-error'; memory: number; error: SerializedError }
   | { ev: 'stats'; requestId: number; vms: VmStats[] }
+  /** The input was taken whole, or not at all (error says why). */
+  | { ev: 'console-input'; requestId: number; vmId: number; error?: SerializedError }
   | { ev: 'saved'; requestId: number; vmId: number; file?: string; data?: Uint8Array; bytes: number; pages: number; ns: number; sha256?: string }
   | { ev: 'save-failed'; requestId: number; vmId: number; error: SerializedError }
   /** Page records (u32 page number, then 4096 bytes) for live migration. */

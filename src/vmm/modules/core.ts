@@ -30,6 +30,8 @@ export class CoreModule implements DeviceModule {
   deadlineNs = 0;
   /** Parked by its console's rate, not in a POLL: a wake writes no ready set. */
   holding = false;
+  /** What the hold interrupted (a device's queue served in part): run before the guest resumes. */
+  private afterHold: (() => number) | undefined;
 
   constructor(private readonly vm: VmContext, hooks: CoreHooks, private readonly now: () => number) {
     const g = vm.guest;
@@ -46,11 +48,7 @@ export class CoreModule implements DeviceModule {
         throw new GuestFault('bad-hypercall', `CONSOLE_WRITE length ${len} exceeds the limit of ${CONSOLE_WRITE_MAX} bytes`);
       }
       // Past its console's rate, the guest waits (parked) until it is back under it.
-      const waitNs = hooks.console(g.bytes(data, Number(len), 'CONSOLE_WRITE buffer'));
-      if (waitNs <= 0) return Next.Resume;
-      this.holding = true;
-      this.deadlineNs = this.now() + waitNs;
-      return Next.Park;
+      return this.hold(hooks.console(g.bytes(data, Number(len), 'CONSOLE_WRITE buffer')));
     });
     bus.hypercall(HC.POLL, this.name, (arg) => {
       const s = g.argStruct(arg, HC_STRUCT.poll.size, 'POLL');
@@ -71,6 +69,26 @@ export class CoreModule implements DeviceModule {
       hooks.halt(exitStatus(g.argStruct(arg, HC_STRUCT.halt.size, 'HALT').getBigInt64(HC_STRUCT.halt.status, true)));
       return Next.Halt;
     });
+  }
+
+  /**
+   * The guest waits waitNs (parked, not in a POLL) for its console's rate;
+   * then, before it resumes, then() serves what the wait held back and says
+   * how long to wait again. 0 or less: no wait.
+   */
+  hold(waitNs: number, then?: () => number): Next {
+    if (waitNs <= 0) return Next.Resume;
+    this.holding = true;
+    this.deadlineNs = this.now() + waitNs;
+    this.afterHold = then;
+    return Next.Park;
+  }
+
+  /** Runs what a hold interrupted; Next.Park if that holds the guest again. */
+  resumeHeld(): Next {
+    const then = this.afterHold;
+    this.afterHold = undefined;
+    return then ? this.hold(then(), then) : Next.Resume;
   }
 
   /** Ends a POLL: writes which devices are ready into the guest's struct. */

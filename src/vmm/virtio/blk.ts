@@ -64,7 +64,8 @@ export class BlockDevice implements VirtioDevice {
     this.id = new TextEncoder().encode(basename(path)).subarray(0, VIRTIO_BLK_ID_BYTES);
   }
 
-  notify(q: VirtQueue): void {
+  /** Serves every request available; never holds the guest (0). */
+  notify(q: VirtQueue): number {
     const t0 = this.cost ? process.hrtime.bigint() : 0n;
     let n = 0;
     for (let c = q.pop(); c; c = q.pop()) {
@@ -73,6 +74,7 @@ export class BlockDevice implements VirtioDevice {
     }
     if (n) this.transport.signalUsed(q);
     if (this.cost && n) this.cost.samples.push({ ns: Number(process.hrtime.bigint() - t0), requests: n });
+    return 0;
   }
 
   /** Serves one request; returns the bytes written into its writable buffers. */

@@ -21,8 +21,13 @@ export interface VirtioDevice {
   readonly queueCount: number;
   /** The config space, as the driver reads it. */
   readonly config: Uint8Array;
-  /** The driver made buffers available on queue q (served before the guest resumes). */
-  notify(q: VirtQueue, index: number): void;
+  /**
+   * The driver made buffers available on queue q (served before the guest
+   * resumes); returns 0, or how long (ns) the guest must wait first: a
+   * device whose output counts against the VM's console rate (console)
+   * may serve part, and is called again after the wait for the rest.
+   */
+  notify(q: VirtQueue, index: number): number;
 }
 
 export interface VirtioState {
@@ -76,8 +81,14 @@ export class VirtioMmio implements DeviceModule {
     }
     if (len !== 4 || offset % 4 !== 0) this.fault(`${len}-byte access at register 0x${offset.toString(16)}: registers are 32-bit and aligned`);
     const v = new DataView(data.buffer, data.byteOffset, 4);
-    if (write) this.write(offset, v.getUint32(0, true));
-    else v.setUint32(0, this.read(offset), true);
+    if (write) {
+      const value = v.getUint32(0, true);
+      // A notify may hold the guest (its console's rate); other writes never do.
+      if (offset === VIRTIO_MMIO.QUEUE_NOTIFY) return this.queueNotify(value);
+      this.write(offset, value);
+    } else {
+      v.setUint32(0, this.read(offset), true);
+    }
     return Next.Resume;
   }
 
@@ -129,7 +140,6 @@ export class VirtioMmio implements DeviceModule {
       case VIRTIO_MMIO.QUEUE_DRIVER_HIGH: q().avail = high(q().avail); return;
       case VIRTIO_MMIO.QUEUE_DEVICE_LOW: q().used = low(q().used); return;
       case VIRTIO_MMIO.QUEUE_DEVICE_HIGH: q().used = high(q().used); return;
-      case VIRTIO_MMIO.QUEUE_NOTIFY: this.queueNotify(value); return;
       case VIRTIO_MMIO.INTERRUPT_ACK: this.interrupt &= ~value; return;
       case VIRTIO_MMIO.STATUS: this.setStatus(value); return;
       default:
@@ -154,11 +164,13 @@ export class VirtioMmio implements DeviceModule {
     this.status = value;
   }
 
-  private queueNotify(index: number): void {
+  private queueNotify(index: number): Next {
     if (!(this.status & VIRTIO_STATUS.DRIVER_OK)) this.fault(`queue ${index} notified before DRIVER_OK`);
     const q = this.queues[index];
     if (!q?.ready) this.fault(`queue ${index} notified, which is not ${q ? 'ready' : 'one of its queues'}`);
-    this.device.notify(q, index);
+    // A wait for the console's rate: the rest of the queue is served after it (if still ready).
+    const more = (): number => (q.ready ? this.device.notify(q, index) : 0);
+    return this.vm.hold(this.device.notify(q, index), more);
   }
 
   /** After the device put chains on q's used ring: the used-buffer bit, unless the driver asked for none. */
