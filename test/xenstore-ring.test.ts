@@ -249,6 +249,23 @@ void describe('xenstore ring module (no vCPU: the test is the guest)', () => {
     assert.equal(text((await good.call(XsType.READ, strings('before'))).reply), 'x');
   });
 
+  void it('a guest that does not read its ring is ended once a MiB of events waits for it, and the store goes on', async () => {
+    const home = await introduce(50);
+    const g = vm(50);
+    // A long token makes each event ~3 KiB: a few hundred writes pass the bound.
+    const token = 't'.repeat(3000);
+    assert.equal(text((await g.call(XsType.WATCH, Buffer.from(`flood\0${token}\0`))).reply), 'OK\0');
+    let writes = 0;
+    // The socket's readiness is handled after each write, as the executor's epoll would; the guest never moves rsp_cons.
+    while (!g.bus.failure && writes < 1000) {
+      await dom0.write(`${home}/flood`, String(writes++));
+      g.bus.watches[0]!.onReady();
+    }
+    assert.match(g.bus.failure?.message ?? 'no failure', /^does not read its xenstore ring: \d+ bytes of replies and events wait for it$/);
+    assert.ok(writes > 300 && writes < 400, `ended after ${writes} events of ~3 KiB`);
+    assert.equal(await dom0.read(`${home}/flood`), String(writes - 1));
+  });
+
   void it('a store that refuses the domain, or releases it, ends the VM with what the store said', async () => {
     const unknown = vm(99);
     // Written before the bind's answer: it must never reach the store, where the unbound connection is dom0's.
