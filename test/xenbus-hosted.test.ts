@@ -17,7 +17,7 @@ import { GuestMemory } from '../src/kvm/memory.js';
 import * as libc from '../src/sys/libc.js';
 import { NOXS_PAGE_SIZE } from '../src/vmm/abi.js';
 import { DevicePage, type DeviceEntry } from '../src/vmm/device-page.js';
-import { DeviceBus, type VmContext } from '../src/vmm/devices.js';
+import { DeviceBus, Next, type VmContext } from '../src/vmm/devices.js';
 import { GuestFault, type VmExit } from '../src/vmm/exit.js';
 import { GuestAccess } from '../src/vmm/guest-access.js';
 import { setUpXenstore } from '../src/vmm/modules/xenstore.js';
@@ -53,7 +53,7 @@ class HostedVm {
     }
     new DevicePage(this.pageMem).write({ vmId, name, devices });
     writeFileSync(pageFile, this.pageMem.bytes);
-    const vm: VmContext = { vmId, guest: new GuestAccess(this.ram, this.pageMem), bus: this.bus, console: () => 0 };
+    const vm: VmContext = { vmId, guest: new GuestAccess(this.ram, this.pageMem), bus: this.bus, console: () => 0, hold: () => Next.Resume };
     setUpXenstore(vm, devices);
     this.child = spawn(exe, [], {
       env: { LVM_RAM: ramFile, LVM_RAM_BYTES: String(RAM), LVM_PAGE: pageFile, LVM_CMDLINE: cmdline },

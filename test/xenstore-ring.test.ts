@@ -42,7 +42,7 @@ class RingVm {
   constructor(readonly domid: number) {}
 
   open(socket: string): this {
-    const ctx: VmContext = { vmId: this.domid, guest: new GuestAccess(this.ram, this.pageMem), bus: this.bus, console: () => 0 };
+    const ctx: VmContext = { vmId: this.domid, guest: new GuestAccess(this.ram, this.pageMem), bus: this.bus, console: () => 0, hold: () => Next.Resume };
     this.module = this.bus.add(new XenstoreModule(ctx, { id: 3, socket, domid: this.domid, field: 'devices.0' }));
     return this;
   }
