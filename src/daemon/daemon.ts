@@ -1,7 +1,7 @@
 // lightvmd: the control plane. It owns the VM registry (a Host), the fleet
 // of executor processes, the shell pool policy and the REST API on a unix
 // socket. It never maps guest memory and never runs a vCPU.
-import { chmodSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, lstatSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, unlinkSync, writeFileSync } from 'node:fs';
 import { connect } from 'node:net';
 import { dirname, join } from 'node:path';
 import type { FastifyInstance } from 'fastify';
@@ -12,6 +12,7 @@ import { MigrationListener } from '../toolstack/migration.js';
 import type { BridgeConfig } from '../toolstack/network.js';
 import { VirtualMachine } from '../toolstack/vm.js';
 import type { VmStats } from '../vmm/protocol.js';
+import { fileKind } from '../vmm/regular-file.js';
 import { buildServer } from './server.js';
 
 export interface DaemonOptions {
@@ -37,6 +38,33 @@ function answers(path: string): Promise<boolean> {
     });
     s.once('error', () => resolve(false));
   });
+}
+
+/**
+ * The socket path may be taken only where nothing is or a socket is that
+ * nothing answers on (a daemon killed outright left it): anything else at
+ * that path is someone's file, refused and left as it is (issue 10 F16).
+ * Returns whether a stale socket is there to remove.
+ */
+function checkSocketPath(path: string): boolean {
+  let st;
+  try {
+    st = lstatSync(path);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return false;
+    throw new Error(`socket ${path}: cannot be looked at: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`, { cause: err });
+  }
+  if (!st.isSocket()) throw new Error(`socket ${path} is not a socket but ${fileKind(st)}: refused, and left as it is (name a free path with --socket)`);
+  return true;
+}
+
+/** Removes a stale socket, and only a socket (whatever was put there since it was checked stays). */
+function removeSocket(path: string): void {
+  try {
+    if (lstatSync(path).isSocket()) unlinkSync(path);
+  } catch {
+    // Gone already.
+  }
 }
 
 /**
@@ -166,6 +194,8 @@ export class Daemon {
     if (await answers(options.socketPath)) {
       throw new Error(`a daemon already runs on ${options.socketPath} (stop it first: lightvm daemon stop)`);
     }
+    // Before anything starts: a path that is not ours to take stops the daemon here.
+    checkSocketPath(options.socketPath);
     const fleetOptions: FleetOptions = {
       runtimeDir: options.runtimeDir,
       vmsPerExecutor: options.vmsPerExecutor,
@@ -209,7 +239,7 @@ export class Daemon {
       const server = await buildServer(daemon);
       (daemon as { server: FastifyInstance }).server = server;
       mkdirSync(dirname(options.socketPath), { recursive: true, mode: 0o700 });
-      rmSync(options.socketPath, { force: true });
+      if (checkSocketPath(options.socketPath)) removeSocket(options.socketPath);
       await server.listen({ path: options.socketPath });
       chmodSync(options.socketPath, 0o600);
     } catch (err) {
@@ -268,6 +298,6 @@ export class Daemon {
       await saveAll(this.host, this.options.runtimeDir, this.options.logger);
     }
     await this.host.close();
-    rmSync(this.options.socketPath, { force: true });
+    removeSocket(this.options.socketPath);
   }
 }

@@ -323,7 +323,7 @@ export class Host extends EventEmitter<HostEvents> {
     try {
       if (options.file && !options.data && !options.snapshot) {
         // The executor reads and checks the whole file; here only what placing it needs.
-        header = readSnapshotHeader(options.file);
+        header = await readSnapshotHeader(options.file);
       } else {
         snapshot = options.snapshot ?? decodeSnapshot(label, options.data ?? new Uint8Array(0));
         header = snapshot.header;

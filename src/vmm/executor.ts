@@ -5,7 +5,6 @@
 // past its slice while others wait is interrupted by a thread-directed
 // timer signal; the host interrupts the thread the same way (a "kick").
 import { createHash } from 'node:crypto';
-import { readFileSync } from 'node:fs';
 import { release } from 'node:os';
 import { MessageChannel } from 'node:worker_threads';
 import { Kvm } from '../kvm/kvm.js';
@@ -31,7 +30,7 @@ import {
   CONTROL_IN_GUEST, CONTROL_PENDING, KICK_SIGNAL, serializeError,
   type AdoptedVm, type CreateRequest, type ProcessEvent, type ProcessRequest, type RestoreRequest, type Timings,
 } from './protocol.js';
-import { decodeSnapshot, encodeSnapshotParts, SnapshotError, writeSnapshotFile, type Snapshot } from './snapshot.js';
+import { decodeSnapshot, encodeSnapshotParts, readSnapshotFile, SnapshotError, writeSnapshotFile, type Snapshot } from './snapshot.js';
 import { startWorker } from './workers.js';
 
 const PAGE_BYTES = 4096;
@@ -441,7 +440,7 @@ export class Executor {
     try {
       if (this.vms.has(config.vmId)) throw new Error(`VM id ${config.vmId} already exists on this executor`);
       // The whole file is checked (checksum first) before a shell is taken for it.
-      snapshot = req.snapshot ?? decodeSnapshot(req.file ?? '', readFileSync(req.file ?? ''));
+      snapshot = req.snapshot ?? decodeSnapshot(req.file ?? '', readSnapshotFile(req.file ?? ''));
       if (snapshot.header.vm.memory !== config.memory) {
         throw new SnapshotError(req.file ?? 'snapshot', 'header.vm.memory', 'changed since it was first read');
       }

@@ -13,9 +13,10 @@
 // A file of another version, or damaged anywhere, is refused whole with
 // the reason: nothing is restored from it.
 import { createHash } from 'node:crypto';
-import { closeSync, openSync, readSync, renameSync, rmSync, writevSync } from 'node:fs';
+import { closeSync } from 'node:fs';
 import type { VcpuState } from '../kvm/vcpu.js';
 import type { DeviceEntry } from './device-page.js';
+import { openRegularFile, readAt, readRegularFile, writeFileReplacing } from './regular-file.js';
 import { validateConsoleSection, validateDeviceState, validateSnapshotHeader, VmStateError } from './vm-schema.js';
 
 export const SNAPSHOT_MAGIC = 'LVMSNAP\0';
@@ -131,25 +132,31 @@ export function encodeSnapshotParts(s: SnapshotSource): Buffer[] {
 /**
  * Reads only the start of a snapshot file: magic, version and header. The
  * whole file is checked (checksum included) by decodeSnapshot when restored.
+ * Asynchronous: the daemon's thread answers every other request meanwhile,
+ * and a path that is not a regular file (a FIFO would block a read
+ * forever) is refused, naming it, before anything is read (issue 10 F3).
  */
-export function readSnapshotHeader(file: string): SnapshotHeader {
+export async function readSnapshotHeader(file: string): Promise<SnapshotHeader> {
   const fail = (field: string, message: string): never => {
     throw new SnapshotError(file, field, message);
   };
-  // Synchronous on purpose: a few hundred bytes from the page cache cost
-  // less than the thread-pool round trips of the promise API (~4 hops).
-  const fd = openSync(file, 'r');
+  const { fd } = openRegularFile(file);
   try {
-    const pre = Buffer.alloc(16);
-    const got = readSync(fd, pre, 0, 16, 0);
+    // One read for the usual header (a few hundred bytes), a second one for a longer one.
+    const first = Buffer.alloc(16 + 16384);
+    const got = await readAt(fd, first, first.length, 0);
     if (got < 16) fail('file', `${got} bytes is too short to be a snapshot`);
-    if (pre.toString('latin1', 0, 8) !== SNAPSHOT_MAGIC) fail('magic', 'not a LightVM snapshot');
-    const version = pre.readUInt32LE(8);
+    if (first.toString('latin1', 0, 8) !== SNAPSHOT_MAGIC) fail('magic', 'not a LightVM snapshot');
+    const version = first.readUInt32LE(8);
     if (version !== SNAPSHOT_VERSION) fail('version', `snapshot version ${version}; this LightVM reads version ${SNAPSHOT_VERSION} only`);
-    const len = pre.readUInt32LE(12);
+    const len = first.readUInt32LE(12);
     if (len > 1 << 20) fail('header', `header length ${len} is implausible`);
-    const head = Buffer.alloc(len);
-    if (readSync(fd, head, 0, len, 16) < len) fail('header', 'the file ends inside the header: it is truncated');
+    let head = first.subarray(16, Math.min(got, 16 + len));
+    if (head.length < len && got === first.length) {
+      const rest = Buffer.alloc(len - head.length);
+      head = Buffer.concat([head, rest.subarray(0, await readAt(fd, rest, rest.length, got))]);
+    }
+    if (head.length < len) fail('header', 'the file ends inside the header: it is truncated');
     let header: unknown;
     try {
       header = JSON.parse(head.toString('utf8'));
@@ -160,6 +167,11 @@ export function readSnapshotHeader(file: string): SnapshotHeader {
   } finally {
     closeSync(fd);
   }
+}
+
+/** A whole snapshot file, for decodeSnapshot: a regular file only, never a FIFO that would stop its reader (F3). */
+export function readSnapshotFile(file: string): Buffer {
+  return readRegularFile(file);
 }
 
 /**
@@ -286,37 +298,9 @@ function decodeDevices(file: string, header: SnapshotHeader, s: Buffer | undefin
 }
 
 /**
- * Writes a snapshot whole or not at all: a temporary file, then a rename.
- * One writev per at most IOV_MAX parts; a short write goes on where it stopped.
+ * Writes a snapshot whole or not at all, 0600, never through a link nor
+ * over what is not a regular file (issue 10 F4, F8): src/vmm/regular-file.ts.
  */
 export function writeSnapshotFile(path: string, parts: Buffer[]): void {
-  const tmp = `${path}.tmp-${process.pid}`;
-  try {
-    const fd = openSync(tmp, 'w', 0o600);
-    try {
-      let left = parts.reduce((n, b) => n + b.length, 0);
-      let todo = parts;
-      while (left > 0) {
-        // writev may write less than asked (a full disk, a signal): go on from where it stopped.
-        let done = writevSync(fd, todo);
-        if (done === 0) throw new Error(`${tmp}: nothing written`);
-        left -= done;
-        const rest: Buffer[] = [];
-        for (const b of todo) {
-          if (done >= b.length) done -= b.length;
-          else {
-            rest.push(done > 0 ? b.subarray(done) : b);
-            done = 0;
-          }
-        }
-        todo = rest;
-      }
-    } finally {
-      closeSync(fd);
-    }
-    renameSync(tmp, path);
-  } catch (err) {
-    rmSync(tmp, { force: true });
-    throw err;
-  }
+  writeFileReplacing(path, parts);
 }
