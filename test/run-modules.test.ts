@@ -1,7 +1,8 @@
 // `lightvm run` pays only for what it runs: the daemon (fastify, pino,
 // ajv), the HTTP stack, the benchmarks and the charts stay unloaded. A
-// resolve hook records every module the main thread resolves, and
-// process.moduleLoadList every built-in loaded by the end.
+// resolve hook records every ES module the main thread resolves,
+// require.cache every CommonJS module (the bin and the run bundle are
+// CommonJS), and process.moduleLoadList every built-in loaded by the end.
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
@@ -10,7 +11,8 @@ import { fileURLToPath, pathToFileURL } from 'node:url';
 import { after, describe, it } from 'node:test';
 import { ROOT, tempDir } from './helpers.js';
 
-const CLI = join(ROOT, 'dist', 'cli', 'main.js');
+// The command as a user runs it: the package's bin.
+const CLI = join(ROOT, (JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')) as { bin: Record<string, string> }).bin.lightvm!);
 
 const HOOKS = `let port;
 export function initialize(data) { port = data.port; }
@@ -21,7 +23,8 @@ export async function resolve(specifier, context, next) {
 }
 `;
 
-const PRELOAD = (hooks: string, out: string): string => `import { register } from 'node:module';
+const PRELOAD = (hooks: string, out: string): string => `import { createRequire, register } from 'node:module';
+import { pathToFileURL } from 'node:url';
 import { writeFileSync } from 'node:fs';
 import { MessageChannel, receiveMessageOnPort } from 'node:worker_threads';
 const { port1, port2 } = new MessageChannel();
@@ -30,6 +33,7 @@ port1.unref();
 const urls = new Set();
 process.on('exit', () => {
   for (let m = receiveMessageOnPort(port1); m; m = receiveMessageOnPort(port1)) urls.add(m.message);
+  for (const f of Object.keys(createRequire(import.meta.url).cache)) urls.add(pathToFileURL(f).href);
   const builtins = process.moduleLoadList.filter((x) => x.startsWith('NativeModule ')).map((x) => x.slice(13));
   writeFileSync(${JSON.stringify(out)}, JSON.stringify({ urls: [...urls], builtins }));
 });
@@ -81,12 +85,11 @@ void describe('lightvm run loads only what it runs', () => {
     assert.ok(existsSync(CLI), `${CLI} is missing: run npm run build first`);
     const { code, loaded, stderr } = await traced(dir, ['run', 'noop']);
     assert.equal(code, 0, stderr);
-    // npm run build bundles the run command (dist/cli/run.bundle.js): what
+    // npm run build bundles the run command (dist/cli/run.bundle.cjs): what
     // is in it is named by esbuild's comments, one per module.
-    const bundle = loaded.urls.find((u) => u.endsWith('/dist/cli/run.bundle.js'));
-    const inBundle = bundle
-      ? [...readFileSync(fileURLToPath(bundle), 'utf8').matchAll(/^\/\/ (dist\/\S+\.js)$/gm)].map((m) => `file:///bundled/${m[1]}`)
-      : [];
+    const bundle = loaded.urls.find((u) => u.endsWith('/dist/cli/run.bundle.cjs'));
+    assert.ok(bundle, `lightvm run did not load the run bundle: ${loaded.urls.join(' ')}`);
+    const inBundle = [...readFileSync(fileURLToPath(bundle), 'utf8').matchAll(/^\/\/ (dist\/\S+\.js)$/gm)].map((m) => `file:///bundled/${m[1]}`);
     const modules = [...loaded.urls, ...inBundle];
     // The hook works: it saw the modules that run a VM.
     for (const m of ['/dist/cli/commands/run.js', '/dist/toolstack/host.js', '/dist/vmm/machine.js']) {

@@ -46,9 +46,9 @@ export interface Measure {
   stop?(): Promise<void>;
 }
 
-/** The CLI the way a user runs it: dist/cli/main.js with this Node. */
+/** The CLI the way a user runs it: the package's bin (dist/cli/lightvm.cjs) with this Node. */
 function cliPath(): string {
-  return join(PACKAGE_ROOT, 'dist', 'cli', 'main.js');
+  return join(PACKAGE_ROOT, 'dist', 'cli', 'lightvm.cjs');
 }
 
 /**
@@ -235,7 +235,7 @@ function baseMeasures(host: Host, noop: string, opts: BootBenchOptions): Measure
       sample: async (n) => ({ node_start: await processRuns(n, process.execPath, ['-e', '0']) }),
     },
     {
-      series: { lightvm_run_process: 'fork (C loop) of `node dist/cli/main.js run noop` to the wait that reaps it: Node start, module loading, KVM set-up, boot, halt, teardown, exit' },
+      series: { lightvm_run_process: 'fork (C loop) of `node dist/cli/lightvm.cjs run noop` (the bin) to the wait that reaps it: Node start, module loading, KVM set-up, boot, halt, teardown, exit' },
       limit: processLimit,
       sample: async (n) => ({ lightvm_run_process: await processRuns(n, process.execPath, [cliPath(), 'run', 'noop']) }),
     },

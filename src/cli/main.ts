@@ -2,27 +2,27 @@
 // The lightvm command line. Every command works through the library API
 // (or, for daemon commands, through the daemon's REST API).
 //
-// `lightvm run` with plain arguments goes straight to its command, without
-// commander (see run-args.ts): a process that runs one VM loads only what
-// runs it. Everything else, and any `run` it does not take, goes through
-// commander.
+// The package's bin is lightvm.cjs, which takes a plain `lightvm run`
+// itself (see there) and hands everything else here. A `run` that reaches
+// this file goes through commander (its help, its messages) or, when main.js
+// is started directly, the plain parser first (run-args.ts).
 //
-// npm run build also bundles the run command and all it imports into one
-// file (dist/cli/run.bundle.js, esbuild, packages left out): one module to
-// load instead of ~40 saves ~30 ms of CPU per run here. A bundle older
-// than the compiled command it was made from is not used.
+// npm run build bundles the run command and all it imports into one file
+// (dist/cli/run.bundle.cjs, esbuild, packages left out): one module to load
+// instead of ~40 saves ~30 ms of CPU per run here. A bundle older than the
+// compiled command it was made from is not used.
 import { statSync } from 'node:fs';
 
 function bundled(): boolean {
   try {
-    return statSync(new URL('./run.bundle.js', import.meta.url)).mtimeMs >= statSync(new URL('./commands/run.js', import.meta.url)).mtimeMs;
+    return statSync(new URL('./run.bundle.cjs', import.meta.url)).mtimeMs >= statSync(new URL('./commands/run.js', import.meta.url)).mtimeMs;
   } catch {
     return false;
   }
 }
 
 const runModule = process.argv[2] === 'run'
-  ? (await import(bundled() ? './run.bundle.js' : './commands/run.js')) as typeof import('./commands/run.js')
+  ? (await import(bundled() ? './run.bundle.cjs' : './commands/run.js')) as typeof import('./commands/run.js')
   : undefined;
 const direct = runModule?.parseRunArgs(process.argv.slice(3));
 if (runModule && direct) {

@@ -6,7 +6,7 @@ import { parseDisk, parseVif } from '../cfg.js';
 import { fail, ms } from '../output.js';
 import { RUN_OPTIONS, type RunOptions } from './run-args.js';
 
-// The parser main.ts tries first, from the same module (run.bundle.js holds both).
+// The parser main.ts tries first, from the same module (run.bundle.cjs holds both).
 export { parseRunArgs } from './run-args.js';
 
 /** Exit code of `lightvm run` when the VM ended without an exit status. */
