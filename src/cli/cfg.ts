@@ -1,6 +1,7 @@
 // VM configuration files, xl style (name = "x", memory = 4, vif = [ '...' ], disk = [ 'path,rw' ])
 // or JSON. Written here because no library reads xl's format; the grammar
 // we take is small: key = integer | "string" | 'string' | [ strings ].
+import { closeSync, openSync, readSync } from 'node:fs';
 import { dirname, isAbsolute, resolve } from 'node:path';
 import type { DeviceEntry } from '../vmm/device-page.js';
 
@@ -21,28 +22,136 @@ export interface VmCfg {
 
 type Value = number | string | string[];
 
+/** Largest configuration file read: a VM's is a few lines, and the daemon takes bodies of 64 KiB. */
+export const CFG_MAX_BYTES = 1 << 20;
+/** Most characters of the input an error quotes. */
+const QUOTE_CHARS = 80;
+
+/** At most n characters of s, saying when it was cut. */
+function clip(s: string, n = QUOTE_CHARS): string {
+  return s.length > n ? `${s.slice(0, n)}... (${s.length} characters)` : s;
+}
+
+/** s as an error quotes it: cut to QUOTE_CHARS, control characters escaped (JSON). */
+function quote(s: string, n = QUOTE_CHARS): string {
+  return s.length > n ? `${JSON.stringify(s.slice(0, n))}... (${s.length} characters)` : JSON.stringify(s);
+}
+
+/**
+ * Reads a configuration file: at most CFG_MAX_BYTES, UTF-8 only. A path
+ * with bytes that are not UTF-8 cannot pass through the API's JSON, so such
+ * a file is refused naming its first such line rather than read with
+ * replacement characters (which name some other file).
+ */
+export function readCfgFile(file: string): string {
+  const bytes = readBounded(file);
+  try {
+    return new TextDecoder('utf-8', { fatal: true }).decode(bytes);
+  } catch {
+    throw new CfgError(file, firstNonUtf8Line(bytes), 'encoding', 'not UTF-8 text (a path with other bytes cannot be named here: rename it, or link to it from a UTF-8 name)');
+  }
+}
+
+/** The file's bytes, refused past CFG_MAX_BYTES; a pipe is read up to one byte past the limit, no further. */
+function readBounded(file: string): Uint8Array {
+  let fd: number | undefined;
+  try {
+    fd = openSync(file, 'r');
+    const buf = Buffer.allocUnsafe(CFG_MAX_BYTES + 1);
+    let n = 0;
+    for (let got = 1; got > 0 && n < buf.length; n += got) got = readSync(fd, buf, n, buf.length - n, null);
+    if (n > CFG_MAX_BYTES) throw new CfgError(file, null, 'file', `larger than ${CFG_MAX_BYTES / 1024} KiB: a VM configuration is a few lines`);
+    return buf.subarray(0, n);
+  } catch (err) {
+    if (err instanceof CfgError) throw err;
+    const code = (err as NodeJS.ErrnoException).code;
+    throw new Error(`${file}: ${code === 'ENOENT' ? 'no such file' : (err as Error).message}`, { cause: err });
+  } finally {
+    if (fd !== undefined) closeSync(fd);
+  }
+}
+
+function firstNonUtf8Line(bytes: Uint8Array): number {
+  const decoder = new TextDecoder('utf-8', { fatal: true });
+  let line = 1;
+  for (let start = 0; start <= bytes.length; line++) {
+    let end = bytes.indexOf(0x0a, start);
+    if (end < 0) end = bytes.length;
+    try {
+      decoder.decode(bytes.subarray(start, end));
+    } catch {
+      return line;
+    }
+    start = end + 1;
+  }
+  return line;
+}
+
+/**
+ * A quoted string ('...' or "...", a backslash taking the next character
+ * as it is) starting at t[at]: its value and the index past its closing
+ * quote, or undefined if it is not closed. A scan, not a regular
+ * expression: one of those backtracked through a long string until the
+ * stack ran out.
+ */
+function readQuoted(t: string, at: number): { value: string; end: number } | undefined {
+  const q = t[at];
+  let value = '';
+  let from = at + 1;
+  for (let i = from; i < t.length; i++) {
+    const c = t[i];
+    if (c === '\\') {
+      value += t.slice(from, i);
+      from = ++i;
+    } else if (c === q) {
+      return { value: value + t.slice(from, i), end: i + 1 };
+    }
+  }
+  return undefined;
+}
+
+const isSpace = (c: string | undefined): boolean => c !== undefined && /\s/.test(c);
+
+function skipSpaces(t: string, i: number): number {
+  while (isSpace(t[i])) i++;
+  return i;
+}
+
+function parseList(file: string, line: number, key: string, inner: string): string[] {
+  const items: string[] = [];
+  let pos = skipSpaces(inner, 0);
+  while (pos < inner.length) {
+    const item = inner[pos] === '"' || inner[pos] === "'" ? readQuoted(inner, pos) : undefined;
+    const after = item ? skipSpaces(inner, item.end) : pos;
+    if (!item || (after < inner.length && inner[after] !== ',')) {
+      throw new CfgError(file, line, key, `cannot read list item at ${quote(inner.slice(item ? after : pos), 20)}`);
+    }
+    items.push(item.value);
+    pos = skipSpaces(inner, after + 1);
+  }
+  return items;
+}
+
 function parseValue(file: string, line: number, key: string, text: string): Value {
   const t = text.trim();
   if (/^-?\d+$/.test(t)) return Number(t);
-  const str = /^"((?:[^"\\]|\\.)*)"$|^'((?:[^'\\]|\\.)*)'$/.exec(t);
-  if (str) return (str[1] ?? str[2] ?? '').replace(/\\(.)/g, '$1');
+  if (t[0] === '"' || t[0] === "'") {
+    const str = readQuoted(t, 0);
+    if (str && str.end === t.length) return str.value;
+  }
   if (t.startsWith('[')) {
     if (!t.endsWith(']')) throw new CfgError(file, line, key, 'list is not closed with ]');
-    const inner = t.slice(1, -1).trim();
-    if (!inner) return [];
-    const items: string[] = [];
-    const re = /\s*(?:"((?:[^"\\]|\\.)*)"|'((?:[^'\\]|\\.)*)')\s*(,|$)/y;
-    let m: RegExpExecArray | null;
-    let pos = 0;
-    while (pos < inner.length && (m = re.exec(inner))) {
-      items.push((m[1] ?? m[2] ?? '').replace(/\\(.)/g, '$1'));
-      pos = re.lastIndex;
-      if (!m[3]) break;
-    }
-    if (pos < inner.length) throw new CfgError(file, line, key, `cannot read list item at "${inner.slice(pos, pos + 20)}"`);
-    return items;
+    return parseList(file, line, key, t.slice(1, -1));
   }
-  throw new CfgError(file, line, key, `"${t}" is not a number, a quoted string or a list of quoted strings`);
+  throw new CfgError(file, line, key, `${quote(t)} is not a number, a quoted string or a list of quoted strings`);
+}
+
+/** The line without its comment: from a # at its start or after a space. */
+function stripComment(line: string): string {
+  for (let i = line.indexOf('#'); i >= 0; i = line.indexOf('#', i + 1)) {
+    if (i === 0 || isSpace(line[i - 1])) return line.slice(0, i);
+  }
+  return line;
 }
 
 /** Parses one vif spec: "mac=..,ip=10.0.0.2/24,gateway=..,mtu=1500". */
@@ -51,17 +160,17 @@ export function parseVif(file: string, line: number, index: number, spec: string
   const field = `vif[${index}]`;
   for (const part of spec.split(',').map((p) => p.trim()).filter(Boolean)) {
     const eq = part.indexOf('=');
-    if (eq < 0) throw new CfgError(file, line, field, `"${part}" is not key=value`);
+    if (eq < 0) throw new CfgError(file, line, field, `${quote(part)} is not key=value`);
     const k = part.slice(0, eq).trim();
     const v = part.slice(eq + 1).trim();
     switch (k) {
       case 'mac':
-        if (!/^[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}$/.test(v)) throw new CfgError(file, line, `${field}.mac`, `"${v}" is not a MAC address`);
+        if (!/^[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}$/.test(v)) throw new CfgError(file, line, `${field}.mac`, `${quote(v)} is not a MAC address`);
         dev.mac = v.toLowerCase();
         break;
       case 'ip': {
         const m = /^(\d{1,3}(?:\.\d{1,3}){3})(?:\/(\d{1,2}))?$/.exec(v);
-        if (!m) throw new CfgError(file, line, `${field}.ip`, `"${v}" is not an IPv4 address (a.b.c.d or a.b.c.d/len)`);
+        if (!m) throw new CfgError(file, line, `${field}.ip`, `${quote(v)} is not an IPv4 address (a.b.c.d or a.b.c.d/len)`);
         const len = m[2] === undefined ? 24 : Number(m[2]);
         if (len > 32) throw new CfgError(file, line, `${field}.ip`, `prefix length ${len} is more than 32`);
         const mask = len === 0 ? 0 : (0xffffffff << (32 - len)) >>> 0;
@@ -72,14 +181,14 @@ export function parseVif(file: string, line: number, index: number, spec: string
         dev.ipv4 = { ...(dev.ipv4 ?? { addr: '', netmask: '' }), gateway: v };
         break;
       case 'mtu':
-        if (!/^\d+$/.test(v)) throw new CfgError(file, line, `${field}.mtu`, `"${v}" is not a number`);
+        if (!/^\d+$/.test(v)) throw new CfgError(file, line, `${field}.mtu`, `${quote(v)} is not a number`);
         dev.mtu = Number(v);
         break;
       case 'bridge':
         dev.bridge = v;
         break;
       default:
-        throw new CfgError(file, line, field, `unknown vif key "${k}" (known: mac, ip, gateway, mtu, bridge)`);
+        throw new CfgError(file, line, field, `unknown vif key ${quote(k)} (known: mac, ip, gateway, mtu, bridge)`);
     }
   }
   return dev;
@@ -96,7 +205,7 @@ export function parseDisk(file: string, line: number, index: number, id: number,
   if (!path) throw new CfgError(file, line, field, 'no path: a disk is "path,rw" or "path,ro"');
   const access = parts[1] ?? 'rw';
   if (parts.length > 2 || (access !== 'rw' && access !== 'ro')) {
-    throw new CfgError(file, line, field, `"${spec}" is not "path,rw" or "path,ro"`);
+    throw new CfgError(file, line, field, `${quote(spec)} is not "path,rw" or "path,ro"`);
   }
   return { type: 'block', id, path: resolve(base, path), ...(access === 'ro' ? { readonly: true } : {}) };
 }
@@ -122,20 +231,25 @@ export function parseCfg(file: string, text: string): VmCfg {
   const lines = text.split('\n');
   for (let i = 0; i < lines.length; i++) {
     const lineNo = i + 1;
-    let line = lines[i]!.replace(/(^|\s)#.*$/, '').trim();
+    let line = stripComment(lines[i]!).trim();
     if (!line) continue;
-    // A list may run over several lines.
-    while (line.includes('[') && !line.includes(']') && i + 1 < lines.length) {
-      line += ` ${lines[++i]!.replace(/(^|\s)#.*$/, '').trim()}`;
+    // A list may run over several lines (each piece looked at once: no rescans of the whole).
+    if (line.includes('[')) {
+      for (let closed = line.includes(']'); !closed && i + 1 < lines.length;) {
+        const more = stripComment(lines[++i]!).trim();
+        line += ` ${more}`;
+        closed = more.includes(']');
+      }
     }
-    const m = /^([A-Za-z_][A-Za-z0-9_]*)\s*=\s*(.*?);?$/.exec(line);
-    if (!m) throw new CfgError(file, lineNo, 'syntax', `expected key = value, got "${line}"`);
-    const key = m[1]!;
+    const eq = line.indexOf('=');
+    const key = eq < 0 ? '' : line.slice(0, eq).trimEnd();
+    if (!/^[A-Za-z_][A-Za-z0-9_]*$/.test(key)) throw new CfgError(file, lineNo, 'syntax', `expected key = value, got ${quote(line)}`);
     if (!(KEYS as readonly string[]).includes(key)) {
-      throw new CfgError(file, lineNo, key, `unknown key (known: ${KEYS.join(', ')})`);
+      throw new CfgError(file, lineNo, clip(key), `unknown key (known: ${KEYS.join(', ')})`);
     }
     if (values.has(key)) throw new CfgError(file, lineNo, key, `set twice (first on line ${values.get(key)!.line})`);
-    values.set(key, { value: parseValue(file, lineNo, key, m[2]!), line: lineNo });
+    const value = line.slice(eq + 1);
+    values.set(key, { value: parseValue(file, lineNo, key, value.endsWith(';') ? value.slice(0, -1) : value), line: lineNo });
   }
   const get = <T extends Value>(key: string, type: 'number' | 'string' | 'list'): { value: T; line: number } | undefined => {
     const v = values.get(key);
@@ -170,7 +284,7 @@ function parseJsonCfg(file: string, text: string, imagePath: (s: string) => stri
   if (typeof o !== 'object' || o === null || Array.isArray(o)) throw new CfgError(file, null, 'json', 'expected an object');
   const obj = o as Record<string, unknown>;
   const allowed = ['name', 'kernel', 'image', 'memory', 'cmdline', 'vif', 'disk', 'devices'];
-  for (const k of Object.keys(obj)) if (!allowed.includes(k)) throw new CfgError(file, null, k, `unknown key (known: ${allowed.join(', ')})`);
+  for (const k of Object.keys(obj)) if (!allowed.includes(k)) throw new CfgError(file, null, clip(k), `unknown key (known: ${allowed.join(', ')})`);
   const image = obj.image ?? obj.kernel;
   if (typeof image !== 'string' || !image) throw new CfgError(file, null, 'image', 'missing or not a string');
   const cfg: VmCfg = { image: imagePath(image) };

@@ -1,6 +1,7 @@
 // The REST API of lightvmd, on a unix socket. Every route declares its
 // schemas: fastify validates requests with them and @fastify/swagger turns
 // them into the OpenAPI document (docs/openapi.json, GET /v1/openapi.json).
+import type { IncomingMessage, ServerResponse } from 'node:http';
 import { isAbsolute } from 'node:path';
 import swagger from '@fastify/swagger';
 import { Ajv } from 'ajv';
@@ -33,6 +34,24 @@ function notFound(id: string): ApiError {
   return new ApiError(404, 'not-found', `no VM with id or name "${id}"`, 'id');
 }
 
+const tooLarge = { error: { code: 'too-large', message: `request body exceeds ${BODY_LIMIT} bytes`, field: 'body' } };
+
+/**
+ * A client that asks first (Expect: 100-continue) hears a 413 before it
+ * sends a byte of a body over the limit. Answered after the body, a client
+ * still writing it met a closed socket (EPIPE) and never read the 413.
+ */
+function refuseLargeBodiesFirst(app: FastifyInstance): void {
+  app.server.on('checkContinue', (req: IncomingMessage, res: ServerResponse) => {
+    if (Number(req.headers['content-length'] ?? 0) > BODY_LIMIT) {
+      res.writeHead(413, { 'content-type': 'application/json; charset=utf-8', connection: 'close' }).end(JSON.stringify(tooLarge));
+      return;
+    }
+    res.writeContinue();
+    app.server.emit('request', req, res);
+  });
+}
+
 export async function buildServer(daemon: Daemon): Promise<FastifyInstance> {
   const app = Fastify({
     // Requests are logged at info: the API logger starts at warn.
@@ -41,6 +60,7 @@ export async function buildServer(daemon: Daemon): Promise<FastifyInstance> {
     // Streams (console -f, events) must not hold the daemon up when it stops.
     forceCloseConnections: true,
   });
+  refuseLargeBodiesFirst(app);
   // Query strings and path parameters are text: coerce them ("true" → true).
   // Bodies are JSON: take their types as they are.
   const strict = new Ajv({ allErrors: false, removeAdditional: false, coerceTypes: false, useDefaults: true });
@@ -77,7 +97,7 @@ export async function buildServer(daemon: Daemon): Promise<FastifyInstance> {
       return reply.code(415).send({ error: { code: 'unsupported-media-type', message: fe.message, field: 'content-type' } });
     }
     if (fe.statusCode === 413) {
-      return reply.code(413).send({ error: { code: 'too-large', message: `request body exceeds ${BODY_LIMIT} bytes`, field: 'body' } });
+      return reply.code(413).send(tooLarge);
     }
     if (fe.statusCode && fe.statusCode >= 400 && fe.statusCode < 500) {
       return reply.code(fe.statusCode).send({ error: { code: 'bad-request', message: fe.message, field: null } });

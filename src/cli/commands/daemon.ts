@@ -1,4 +1,3 @@
-import { readFileSync } from 'node:fs';
 import type { Command } from 'commander';
 import { fail, intOption } from '../output.js';
 
@@ -83,12 +82,4 @@ export function registerDaemon(program: Command): void {
         fail(err);
       }
     });
-}
-
-export function readCfgFile(path: string): string {
-  try {
-    return readFileSync(path, 'utf8');
-  } catch (err) {
-    throw new Error(`${path}: ${(err as NodeJS.ErrnoException).code === 'ENOENT' ? 'no such file' : (err as Error).message}`, { cause: err });
-  }
 }

@@ -4,10 +4,9 @@ import { resolve } from 'node:path';
 import type { Command } from 'commander';
 import type { VmView } from '../../daemon/view.js';
 import { describeExit } from '../../vmm/exit.js';
-import { parseCfg } from '../cfg.js';
+import { parseCfg, readCfgFile } from '../cfg.js';
 import type { Client } from '../client.js';
 import { fail } from '../output.js';
-import { readCfgFile } from './daemon.js';
 
 interface Common {
   socket?: string;
@@ -32,6 +31,14 @@ async function api(opts: Common, work: (c: Client) => Promise<void>): Promise<vo
   }
 }
 
+/** A request too large for the daemon comes from the cfg file: the refusal names it. */
+function namingFile(file: string): (err: unknown) => never {
+  return (err) => {
+    if (err instanceof Error && (err as { status?: number }).status === 413) throw new Error(`${file}: ${err.message}`, { cause: err });
+    throw err;
+  };
+}
+
 function describe(vm: VmView): string {
   if (!vm.exit) return vm.state;
   if (vm.exit.kind === 'halt') return `exited ${vm.exit.status}`;
@@ -48,7 +55,7 @@ export function registerVmCommands(program: Command): void {
     .option('--json', 'print the VM as JSON')
     .action((file: string, opts: Common & { json?: boolean }) => api(opts, async (c) => {
       const cfg = parseCfg(file, readCfgFile(file));
-      const { vm } = await c.request<{ vm: VmView }>('POST', '/v1/vms', cfg);
+      const { vm } = await c.request<{ vm: VmView }>('POST', '/v1/vms', cfg).catch(namingFile(file));
       process.stdout.write(opts.json ? `${JSON.stringify(vm)}\n` : `created ${vm.name} (id ${vm.id}) on executor ${vm.executor}${vm.warm ? ', from a prepared shell' : ''}\n`);
     }));
 
@@ -149,7 +156,7 @@ export function registerVmCommands(program: Command): void {
     .action((file: string, opts: Common & { idle: string }) => api(opts, async (c) => {
       const cfg = parseCfg(file, readCfgFile(file));
       if (!cfg.name) throw new Error(`${file}: name: a service needs a name`);
-      const r = await c.request<{ service: { name: string; vm: VmView | null } }>('POST', '/v1/services', { ...cfg, idle_ms: Number(opts.idle) });
+      const r = await c.request<{ service: { name: string; vm: VmView | null } }>('POST', '/v1/services', { ...cfg, idle_ms: Number(opts.idle) }).catch(namingFile(file));
       const ip = /(?:^|\s)ip=([\d.]+)/.exec(cfg.cmdline ?? '')?.[1] ?? cfg.devices?.find((d) => d.ipv4)?.ipv4?.addr ?? '?';
       process.stdout.write(`serving ${r.service.name} at ${ip}: a VM boots on the first packet (Ctrl-C stops)\n`);
       await new Promise<void>((resolve) => {
