@@ -132,6 +132,18 @@ void describe('a request over the daemon\'s body limit gets its 413', () => {
     }
   });
 
+  void it('a body between the client\'s ask-first size (16 KiB) and the limit is heard whole: the schema\'s answer, not a 413', async () => {
+    const c = new Client(d.socket);
+    try {
+      const err = await c.request('POST', '/v1/vms', { image: 'hello', cmdline: 'a'.repeat(40_000) }).then(() => undefined, (e: unknown) => e);
+      assert.ok(err instanceof ApiError, String(err));
+      assert.equal(err.status, 400, err.message);
+      assert.equal(err.field, 'cmdline');
+    } finally {
+      c.close();
+    }
+  });
+
   void it('the client with bodies of 100 KB to 5 MB, 10 of each on fresh connections: ApiError 413 every time', async () => {
     for (const size of [100_000, 1_000_000, 5_000_000]) {
       for (let i = 0; i < 10; i++) {
