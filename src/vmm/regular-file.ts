@@ -2,9 +2,9 @@
 // may be anything: a FIFO, a directory, a device node, a symlink someone
 // planted. They are read and written here only as the regular files they
 // claim to be (issue 10 F3, F4, F8). A read never blocks on a FIFO and
-// never opens a device (opening one can have effects: a watchdog arms, a
-// tape rewinds); a write never follows a link nor replaces what is not a
-// regular file.
+// does not open a device it is pointed at (opening one can have effects: a
+// watchdog arms, a tape rewinds); a write never follows a link nor
+// replaces what is not a regular file.
 import { randomBytes } from 'node:crypto';
 import { closeSync, constants as fsc, fstatSync, lstatSync, openSync, read, readSync, renameSync, statSync, unlinkSync, writevSync, type Stats } from 'node:fs';
 import { basename, dirname, join } from 'node:path';
@@ -43,9 +43,10 @@ function mustBeRegular(file: string, st: Stats): void {
 
 /**
  * Opens a regular file for reading (a symlink to one is followed) without
- * ever waiting on what is not one: stat first, so a device or a FIFO is
- * never opened, then fstat of what was opened, so one swapped in between
- * (the race the stat alone would lose) is refused too. Metadata calls
+ * ever waiting on what is not one: stat first, so a device or a FIFO the
+ * path names is not opened, then fstat of what was opened, so one swapped
+ * in between (the race the stat alone would lose) is refused too, its
+ * open having returned at once (O_NONBLOCK). Metadata calls
  * only, none of which waits for a peer: the daemon's thread may make them.
  * The caller reads (asynchronously, on that thread) and closes.
  */
