@@ -11,7 +11,8 @@
 #   sh scripts/kvm-box.sh node dist/cli/main.js run hello
 #   sh scripts/kvm-box.sh sh scripts/in-netns.sh node --import tsx --test test/x.test.ts
 #
-# Exits with the command's status. KVM_BOX_MEM (MiB, default 6144) and
+# Exits with the command's status. Test helpers scale their waits by
+# LIGHTVM_TEST_TIME_SCALE (set here, default 30). KVM_BOX_MEM (MiB, default 6144) and
 # KVM_BOX_CPUS (default 2) size the box. Needs root, apt-get (for the kernel
 # package, fetched once into the cache), qemu-system-x86_64 and a static
 # busybox (scripts/install-peers.sh installs both).
@@ -84,7 +85,7 @@ run=$(mktemp "$cache/run.XXXXXX")
 out=$(mktemp "$cache/out.XXXXXX")
 trap 'rm -f "$run" "$out"' EXIT
 {
-    echo "export PATH='$PATH' HOME='$HOME' TERM=dumb CI='${CI:-}' LIGHTVM_IN_KVM_BOX=1"
+    echo "export PATH='$PATH' HOME='$HOME' TERM=dumb CI='${CI:-}' LIGHTVM_IN_KVM_BOX=1 LIGHTVM_TEST_TIME_SCALE=${LIGHTVM_TEST_TIME_SCALE:-30}"
     printf 'cd %s || exit 125\n' "'$(pwd)'"
     printf 'exec'
     for a in "$@"; do printf " '%s'" "$(printf '%s' "$a" | sed "s/'/'\\\\''/g")"; done

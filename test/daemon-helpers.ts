@@ -7,7 +7,7 @@ import { existsSync, mkdtempSync, readdirSync, readlinkSync, rmSync } from 'node
 import http from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { ROOT, sleep } from './helpers.js';
+import { ROOT, scaled, sleep } from './helpers.js';
 
 export const CLI = join(ROOT, 'dist', 'cli', 'main.js');
 
@@ -92,7 +92,8 @@ export function request(socket: string, method: string, path: string, opts: Requ
         resolve({ status: res.statusCode ?? 0, headers: res.headers, text, json });
       });
     });
-    req.setTimeout(opts.timeoutMs ?? 30_000, () => req.destroy(new Error(`${method} ${path}: no answer after ${opts.timeoutMs ?? 30_000} ms`)));
+    const timeoutMs = scaled(opts.timeoutMs ?? 30_000);
+    req.setTimeout(timeoutMs, () => req.destroy(new Error(`${method} ${path}: no answer after ${timeoutMs} ms`)));
     req.on('error', reject);
     req.end(data);
   });
@@ -200,6 +201,7 @@ export interface StartOptions {
  * daemon lists (none is still starting), the same for 300 ms in a row.
  */
 export async function settle(socket: string, runtimeDir: string, timeoutMs = 10_000): Promise<void> {
+  timeoutMs = scaled(timeoutMs);
   const t0 = Date.now();
   let sameSince = 0;
   let last = '';
@@ -278,9 +280,9 @@ export async function startTestDaemon(options: StartOptions = {}): Promise<TestD
         // Not listening yet.
       }
     }
-    if (Date.now() - t0 > 30_000) {
+    if (Date.now() - t0 > scaled(30_000)) {
       child.kill('SIGKILL');
-      throw new Error(`lightvmd did not serve ${socket} within 30 s: ${stderr}`);
+      throw new Error(`lightvmd did not serve ${socket} within ${scaled(30)} s: ${stderr}`);
     }
     await sleep(20);
   }
@@ -300,13 +302,13 @@ export async function startTestDaemon(options: StartOptions = {}): Promise<TestD
       if (alive() && opts.settle !== false) await settle(socket, runtimeDir).catch(() => {});
       if (alive()) {
         child.kill('SIGTERM');
-        const t = setTimeout(() => child.kill('SIGKILL'), opts.timeoutMs ?? 20_000);
+        const t = setTimeout(() => child.kill('SIGKILL'), scaled(opts.timeoutMs ?? 20_000));
         await exited;
         clearTimeout(t);
       }
       // Executors exit right after the daemon's stop: give them a moment.
       const t1 = Date.now();
-      while (processesOf(base).length && Date.now() - t1 < 5000) await sleep(50);
+      while (processesOf(base).length && Date.now() - t1 < scaled(5000)) await sleep(50);
       const left = processesOf(base);
       for (const p of left) {
         try {
@@ -334,7 +336,7 @@ export interface CliResult {
 /** Runs `node dist/cli/main.js ...args` to its end. */
 export function lightvm(args: string[], timeoutMs = 20_000): Promise<CliResult> {
   return new Promise((resolve) => {
-    execFile(process.execPath, [CLI, ...args], { timeout: timeoutMs, cwd: ROOT }, (err, stdout, stderr) => {
+    execFile(process.execPath, [CLI, ...args], { timeout: scaled(timeoutMs), cwd: ROOT }, (err, stdout, stderr) => {
       const code = err ? (typeof err.code === 'number' ? err.code : null) : 0;
       resolve({ code, stdout, stderr });
     });
@@ -375,6 +377,7 @@ export function fdDiff(before: string[], after: string[]): string {
 
 /** Polls an async condition every 20 ms until it holds; fails with `what` after timeoutMs. */
 export async function until(what: string, cond: () => Promise<boolean>, timeoutMs = 10_000): Promise<void> {
+  timeoutMs = scaled(timeoutMs);
   const t0 = Date.now();
   while (!(await cond())) {
     if (Date.now() - t0 > timeoutMs) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);

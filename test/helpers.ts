@@ -20,8 +20,18 @@ export function guestBytes(name: string): Uint8Array {
 
 export const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
+/**
+ * How much slower than this host the tests' host is: scripts/kvm-box.sh
+ * sets LIGHTVM_TEST_TIME_SCALE where everything is emulated. The helpers'
+ * waits and deadlines are multiplied by it (1 elsewhere): there the tests
+ * check behaviour, not speed.
+ */
+export const TIME_SCALE = Math.max(1, Number(process.env.LIGHTVM_TEST_TIME_SCALE) || 1);
+export const scaled = (ms: number): number => ms * TIME_SCALE;
+
 /** Polls cond every few ms until it holds; fails with `what` after timeoutMs. */
 export async function waitFor(what: string, cond: () => boolean, timeoutMs = 5000): Promise<void> {
+  timeoutMs = scaled(timeoutMs);
   const t0 = Date.now();
   while (!cond()) {
     if (Date.now() - t0 > timeoutMs) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
@@ -205,6 +215,7 @@ export function assertSameResources(before: Resources, after: Resources, what: s
 
 /** Resolves as promise does, or rejects if it takes longer than ms. */
 export async function within<T>(promise: Promise<T>, ms: number, what: string): Promise<T> {
+  ms = scaled(ms);
   let timer: NodeJS.Timeout | undefined;
   const late = new Promise<never>((_r, reject) => {
     timer = setTimeout(() => reject(new Error(`${what}: not done after ${ms} ms`)), ms);
