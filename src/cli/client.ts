@@ -77,10 +77,10 @@ export class Client {
     });
   }
 
-  /** Streams a response body (console, events) to onData until it ends. */
-  stream(path: string, onData: (chunk: Buffer) => void): Promise<void> {
+  /** Streams a response body (console, events) to onData until it ends, or until signal aborts it (then it resolves). */
+  stream(path: string, onData: (chunk: Buffer) => void, signal?: AbortSignal): Promise<void> {
     return new Promise((resolve, reject) => {
-      const req = http.request({ socketPath: this.socketPath, path, method: 'GET' }, (res) => {
+      const req = http.request({ socketPath: this.socketPath, path, method: 'GET', signal }, (res) => {
         if ((res.statusCode ?? 500) >= 400) {
           const chunks: Buffer[] = [];
           res.on('data', (c: Buffer) => chunks.push(c));
@@ -92,10 +92,11 @@ export class Client {
         }
         res.on('data', onData);
         res.on('end', () => resolve());
-        res.on('error', reject);
+        res.on('error', (err) => (signal?.aborted ? resolve() : reject(err)));
       });
       req.on('error', (err: NodeJS.ErrnoException) => {
-        if (err.code === 'ENOENT' || err.code === 'ECONNREFUSED') reject(new DaemonNotRunningError(this.socketPath, err.code === 'ENOENT' ? 'no socket' : 'connection refused'));
+        if (signal?.aborted) resolve();
+        else if (err.code === 'ENOENT' || err.code === 'ECONNREFUSED') reject(new DaemonNotRunningError(this.socketPath, err.code === 'ENOENT' ? 'no socket' : 'connection refused'));
         else reject(err);
       });
       req.end();

@@ -1,5 +1,5 @@
 // xl-style commands on the daemon's API: create, list, destroy, pause,
-// unpause, shutdown, console.
+// unpause, shutdown, console (attach: console.ts).
 import { resolve } from 'node:path';
 import type { Command } from 'commander';
 import type { VmView } from '../../daemon/view.js';
@@ -168,11 +168,21 @@ export function registerVmCommands(program: Command): void {
     }));
 
   program.command('console')
-    .description("print a VM's console; with -f, follow it until the VM ends")
+    .description("attach this terminal to a VM's console: its output here, your keys to its virtio-console, Ctrl-] detaches " +
+      '(on a terminal, or with --attach); otherwise print it, and with -f follow it until the VM ends')
     .argument('<vm>', 'VM name or id')
-    .option('-f, --follow', 'keep printing what the VM writes')
+    .option('-f, --follow', 'keep printing what the VM writes (no input)')
+    .option('-a, --attach', 'attach even when stdin is not a terminal: what it reads goes to the guest')
+    .option('-p, --print', 'print what the VM wrote so far and exit, even on a terminal')
     .option(...socket)
-    .action((vm: string, opts: Common & { follow?: boolean }) => api(opts, async (c) => {
+    .action((vm: string, opts: Common & { follow?: boolean; attach?: boolean; print?: boolean }) => api(opts, async (c) => {
+      if (opts.attach && (opts.follow || opts.print)) throw new Error('console: --attach does not go with -f or --print');
+      const interactive = process.stdin.isTTY && process.stdout.isTTY && !opts.follow && !opts.print;
+      if (opts.attach || interactive) {
+        const { attach } = await import('./console.js');
+        await attach(c, vm, { stdin: process.stdin, stdout: process.stdout, stderr: process.stderr });
+        return;
+      }
       await c.stream(`/v1/vms/${encodeURIComponent(vm)}/console${opts.follow ? '?follow=true' : ''}`, (b) => process.stdout.write(b));
     }));
 }
