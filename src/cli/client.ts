@@ -93,6 +93,9 @@ export class Client {
         res.on('data', onData);
         res.on('end', () => resolve());
         res.on('error', (err) => (signal?.aborted ? resolve() : reject(err)));
+        res.on('close', () => {
+          if (signal?.aborted) resolve();
+        });
       });
       req.on('error', (err: NodeJS.ErrnoException) => {
         if (signal?.aborted) resolve();

@@ -47,7 +47,8 @@ export async function attach(c: Client, vm: string, io: AttachIo): Promise<'deta
   let inputOff = false;
   let sending = Promise.resolve();
   const note = (s: string): void => {
-    io.stderr.write(tty ? `\r\n[lightvm: ${s}]\r\n` : `lightvm: ${s}\n`);
+    // On a terminal the line discipline adds the CR (libuv's raw mode keeps ONLCR).
+    io.stderr.write(tty ? `\n[lightvm: ${s}]\n` : `lightvm: ${s}\n`);
   };
   const send = async (piece: Uint8Array): Promise<void> => {
     for (const until = Date.now() + FULL_RETRY_MS; !inputOff && !ended;) {
