@@ -173,6 +173,9 @@ void describe('the OpenAPI document', () => {
     await call(CREATE, 'name in use', 'POST', '/v1/vms', { image: 'hello', name: 'doc-ctr' });
     await call(CREATE, 'oversized', 'POST', '/v1/vms', { image: 'hello', cmdline: 'x'.repeat(70_000) });
     await call(CREATE, 'unknown image', 'POST', '/v1/vms', { image: 'nosuch' });
+    // Outside the directories the daemon may use (its runtime directory, the built-ins, each --allow-path).
+    r = await call(CREATE, 'image outside the allowed paths', 'POST', '/v1/vms', { image: '/etc/passwd' });
+    assert.equal(r.status, 403, r.text);
 
     await call('GET /v1/vms', 'list', 'GET', '/v1/vms');
     const ONE = 'GET /v1/vms/{id}';
@@ -263,6 +266,8 @@ void describe('the OpenAPI document', () => {
     await call(SAVE, 'no such directory', 'POST', '/v1/vms/snap-src/save', { file: join(snapDir, 'no', 'such', 'dir.snap') });
     await ok(d.socket, 'POST', '/v1/vms', { image: 'hello', name: 'snap-ended', wait: 'exit' }, 201);
     await call(SAVE, 'ended VM', 'POST', '/v1/vms/snap-ended/save', { file: join(snapDir, 'b.snap') });
+    r = await call(SAVE, 'outside the allowed paths', 'POST', '/v1/vms/snap-src/save', { file: '/etc/lightvm-api-test.snap' });
+    assert.equal(r.status, 403, r.text);
 
     r = await call(RESTORE, 'new name', 'POST', '/v1/restore', { file, name: 'snap-copy' });
     assert.equal(r.status, 201, r.text);
@@ -271,6 +276,8 @@ void describe('the OpenAPI document', () => {
     await call(RESTORE, 'relative file', 'POST', '/v1/restore', { file: 'a.snap' });
     await call(RESTORE, 'not a snapshot', 'POST', '/v1/restore', { file: join(ROOT, 'package.json') });
     await call(RESTORE, 'no such file', 'POST', '/v1/restore', { file: join(snapDir, 'nosuch.snap') });
+    r = await call(RESTORE, 'outside the allowed paths', 'POST', '/v1/restore', { file: '/etc/passwd' });
+    assert.equal(r.status, 403, r.text);
     noProblems();
   });
 
@@ -393,8 +400,10 @@ void describe('the OpenAPI document', () => {
     const armed = (r.json as { service: { vm: { id: number } } }).service.vm.id;
     r = await call(SVC, 'same name again', 'POST', '/v1/services', { name: 'doc-svc', image: 'daytime', devices: [dev] });
     assert.equal(r.status, 409, r.text);
-    r = await call(SVC, 'no such image', 'POST', '/v1/services', { name: 'doc-svc2', image: '/nonexistent.elf', devices: [{ ...dev, id: 1 }] });
+    r = await call(SVC, 'no such image', 'POST', '/v1/services', { name: 'doc-svc2', image: join(snapDir, 'nonexistent.elf'), devices: [{ ...dev, id: 1 }] });
     assert.equal(r.status, 422, r.text);
+    r = await call(SVC, 'image outside the allowed paths', 'POST', '/v1/services', { name: 'doc-svc2', image: '/etc/passwd', devices: [{ ...dev, id: 1 }] });
+    assert.equal(r.status, 403, r.text);
     r = await call(SVC, 'no devices', 'POST', '/v1/services', { name: 'doc-svc3', image: 'daytime', devices: [] });
     assert.equal(r.status, 400, r.text);
     r = await call('GET /v1/services', 'list', 'GET', '/v1/services');

@@ -194,7 +194,16 @@ export interface StartOptions {
   prefix?: string;
   /** An existing runtime directory (another daemon's, stopped): this daemon's stop() removes it. */
   runtimeDir?: string;
+  /** Only the default path roots (runtime directory, built-in images): no ALLOW_TEST_PATHS. */
+  confined?: boolean;
 }
+
+/**
+ * The tests' files (images built into temporary directories, disks,
+ * snapshots, the repo's examples) lie in these: a daemon allows only its
+ * runtime directory and the built-in images unless told more.
+ */
+export const ALLOW_TEST_PATHS = ['--allow-path', tmpdir(), '--allow-path', ROOT];
 
 /**
  * Waits until every executor process of the runtime directory is one the
@@ -240,7 +249,7 @@ export async function startTestDaemon(options: StartOptions = {}): Promise<TestD
   const base = options.runtimeDir ?? mkdtempSync(join(tmpdir(), `lightvm-t${options.prefix ?? 'd'}-`));
   const runtimeDir = options.subdir ? join(base, 'run') : base;
   const socket = join(runtimeDir, 'lightvmd.sock');
-  const argv = [CLI, 'daemon', '--runtime-dir', runtimeDir, '--log-level', 'warn', ...(options.args ?? [])];
+  const argv = [CLI, 'daemon', '--runtime-dir', runtimeDir, '--log-level', 'warn', ...(options.confined ? [] : ALLOW_TEST_PATHS), ...(options.args ?? [])];
   const child = options.umask === undefined
     ? spawn(process.execPath, argv, { stdio: ['ignore', 'pipe', 'pipe'], cwd: ROOT })
     // exec: the daemon is the shell's process itself, so child.pid is the daemon's.

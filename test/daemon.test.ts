@@ -9,7 +9,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import {
-  CLI, executorProcesses, fdTargets, isAlive, lightvm, ok, openStream, outLines, processesOf, request, settle, startTestDaemon, until,
+  ALLOW_TEST_PATHS, CLI, executorProcesses, fdTargets, isAlive, lightvm, ok, openStream, outLines, processesOf, request, settle, startTestDaemon, until,
   type HostInfo, type TestDaemon, type VmView,
 } from './daemon-helpers.js';
 import { craftElf, ROOT, sleep, waitFor, within } from './helpers.js';
@@ -256,7 +256,7 @@ void describe('the daemon killed, then started again', () => {
     ]);
 
     // A new daemon on the same runtime directory.
-    const child = spawn(process.execPath, [CLI, 'daemon', '--runtime-dir', d.runtimeDir, '--log-level', 'warn', '--pool', '4:1'], {
+    const child = spawn(process.execPath, [CLI, 'daemon', '--runtime-dir', d.runtimeDir, '--log-level', 'warn', ...ALLOW_TEST_PATHS, '--pool', '4:1'], {
       stdio: ['ignore', 'ignore', 'pipe'], cwd: ROOT,
     });
     d2 = {
@@ -307,7 +307,7 @@ void describe('two daemons on one runtime directory', () => {
     // and touch nothing, not take over the first one's socket and executors.
     await ok(d.socket, 'POST', '/v1/vms', { image: 'counter', name: 'first' }, 201);
     await settle(d.socket, d.runtimeDir);
-    const child = spawn(process.execPath, [CLI, 'daemon', '--runtime-dir', d.runtimeDir, '--log-level', 'warn'], {
+    const child = spawn(process.execPath, [CLI, 'daemon', '--runtime-dir', d.runtimeDir, '--log-level', 'warn', ...ALLOW_TEST_PATHS], {
       stdio: ['ignore', 'ignore', 'pipe'], cwd: ROOT,
     });
     let stderr = '';

@@ -2,10 +2,11 @@
 // daemon, the daemon's VM lease that takes a VM down with its monitor, and
 // real podman running LightVM containers through it (skipped without podman).
 import { spawn, spawnSync } from 'node:child_process';
-import { closeSync, existsSync, openSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { closeSync, existsSync, openSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { join, resolve } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
+import { vmNameFor } from '../src/container/names.js';
 import { ok, openStream, request, startTestDaemon, type TestDaemon, type VmView } from './daemon-helpers.js';
 import { guestImage, sleep, tempDir, waitFor } from './helpers.js';
 import { have, makeBundle, OCI_MAIN, ociWrapper, rootfsTar } from './oci-helpers.js';
@@ -77,7 +78,9 @@ function state(id: string): State {
 before(async () => {
   tmp = tempDir('oci');
   root = join(tmp.dir, 'root');
-  daemon = await startTestDaemon({ prefix: 'oci' });
+  // Confined to its own directories (no --allow-path for the bundles): a
+  // container's kernel is copied where the daemon may read it (F18).
+  daemon = await startTestDaemon({ prefix: 'oci', confined: true });
 });
 
 after(async () => {
@@ -86,6 +89,20 @@ after(async () => {
 });
 
 void describe('lightvm-oci with a real daemon', () => {
+  void it('create copies the kernel into the daemon\'s runtime directory, the one place a confined daemon reads it; delete removes the copy (F18)', async () => {
+    const b = makeBundle(join(tmp.dir, 'kc'), 'hello');
+    const c = await ociToFile(join(tmp.dir, 'kc.out'), 'create', '--bundle', b, 'kc');
+    assert.equal(c.status, 0, c.stdout);
+    const copy = join(daemon.runtimeDir, 'kernels', `${vmNameFor(resolve(root), 'kc')}.elf`);
+    assert.deepEqual(readFileSync(copy), readFileSync(guestImage('hello')));
+    assert.equal(statSync(copy).mode & 0o777, 0o600);
+    assert.equal((JSON.parse(readFileSync(join(root, 'kc', 'state.json'), 'utf8')) as { kernel: string }).kernel, copy);
+    const d = oci('delete', '--force', 'kc');
+    assert.equal(d.status, 0, d.stderr);
+    assert.ok(!existsSync(copy), 'delete removes the copy');
+    assert.deepEqual(readdirSync(join(daemon.runtimeDir, 'kernels')), []);
+  });
+
   void it('run: the guest\'s console on stdout, its exit status as ours', async () => {
     const b = makeBundle(join(tmp.dir, 'run5'), 'exit-status', { process: { args: ['/unikernel.elf', '5'] } });
     const r1 = await ociToFile(join(tmp.dir, 'run5.out'), 'run', '--bundle', b, 'run5');

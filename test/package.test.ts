@@ -191,7 +191,8 @@ void describe('the npm package, installed as a user installs it', { timeout: 600
     assert.ok(app, 'installed by the test before');
     const bin = join(app, 'node_modules', '.bin', 'lightvm');
     await run(['npx', 'lightvm', 'build', '--net', 'examples/upcase.c', '-o', 'upcase.elf'], app);
-    const d = await startDaemon(bin, app, ['--bridge', 'lvpkg0', '--bridge-address', '10.77.0.1/24']);
+    // The example's image is the app's: the daemon reads only files under the directories it allows.
+    const d = await startDaemon(bin, app, ['--bridge', 'lvpkg0', '--bridge-address', '10.77.0.1/24', '--allow-path', app]);
     try {
       writeFileSync(join(app, 'upcase.cfg'), `name = "upcase"\nkernel = "./upcase.elf"\nvif = [ 'ip=10.77.0.2/24,gateway=10.77.0.1' ]\n`);
       const created = await run(['npx', 'lightvm', 'create', 'upcase.cfg', '--socket', d.socket], app);

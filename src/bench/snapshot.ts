@@ -91,7 +91,8 @@ function summary(rs: Round[]): Record<string, Percentiles | number> {
 
 export async function benchSnapshot(opts: SnapshotBenchOptions): Promise<Record<string, unknown>> {
   const dir = mkdtempSync(join(tmpdir(), 'lightvm-snap-'));
-  const a = await startDaemon(['--pool', '4:16']);
+  // The snapshots go to dir: a daemon writes only under the directories it allows.
+  const a = await startDaemon(['--pool', '4:16', '--allow-path', dir]);
   let b: BenchDaemon | undefined;
   try {
     b = await startDaemon(['--pool', '4:16']);

@@ -8,7 +8,9 @@ import type { FastifyInstance } from 'fastify';
 import type { Logger } from 'pino';
 import { ExecutorFleet, type FleetOptions } from '../toolstack/fleet.js';
 import { Host, type CreateOptions } from '../toolstack/host.js';
+import { BUILTIN_DIR } from '../toolstack/images.js';
 import { MigrationListener } from '../toolstack/migration.js';
+import { PathPolicy } from '../toolstack/path-policy.js';
 import type { BridgeConfig } from '../toolstack/network.js';
 import { VirtualMachine } from '../toolstack/vm.js';
 import type { VmStats } from '../vmm/protocol.js';
@@ -25,6 +27,11 @@ export interface DaemonOptions {
   bridge?: BridgeConfig;
   /** Prepared shells kept ready, per memory size in MiB. */
   pool?: Record<number, number>;
+  /**
+   * Directories, besides the runtime directory and the built-in images,
+   * whose files requests may name (images, disks, snapshots).
+   */
+  allowPaths?: string[];
   logger: Logger;
 }
 
@@ -190,6 +197,11 @@ export class Daemon {
   static async start(options: DaemonOptions): Promise<Daemon> {
     const log = options.logger;
     mkdirSync(options.runtimeDir, { recursive: true, mode: 0o700 });
+    const pathPolicy = new PathPolicy([
+      { dir: options.runtimeDir, what: 'runtime directory' },
+      { dir: BUILTIN_DIR, what: 'built-in images', optional: true },
+      ...(options.allowPaths ?? []).map((dir) => ({ dir, what: '--allow-path' })),
+    ]);
     // One daemon per runtime directory: a second one would take the first one's executors.
     if (await answers(options.socketPath)) {
       throw new Error(`a daemon already runs on ${options.socketPath} (stop it first: lightvm daemon stop)`);
@@ -206,6 +218,7 @@ export class Daemon {
     const { fleet, adopted } = await ExecutorFleet.start(fleetOptions);
     const host = new Host(fleet, new IdBlocks(join(options.runtimeDir, 'next-id')));
     if (options.bridge) host.bridge = options.bridge;
+    host.pathPolicy = pathPolicy;
     for (const { link, vms, services } of adopted) {
       for (const a of vms) {
         const vm = new VirtualMachine(link, a.config);

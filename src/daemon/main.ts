@@ -15,6 +15,8 @@ export interface DaemonCliOptions {
   destroyOnStop?: boolean;
   bridge?: string;
   bridgeAddress?: string;
+  /** More directories requests may name files in (--allow-path). */
+  allowPaths?: string[];
 }
 
 export async function runDaemon(opts: DaemonCliOptions): Promise<void> {
@@ -26,6 +28,7 @@ export async function runDaemon(opts: DaemonCliOptions): Promise<void> {
     vmsPerExecutor: opts.vmsPerExecutor,
     spareExecutors: opts.spare,
     pool: opts.pool,
+    allowPaths: opts.allowPaths,
     bridge: opts.bridge || opts.bridgeAddress
       ? { name: opts.bridge ?? DEFAULT_BRIDGE_CONFIG.name, address: opts.bridgeAddress === 'none' ? undefined : opts.bridgeAddress ?? DEFAULT_BRIDGE_CONFIG.address }
       : undefined,

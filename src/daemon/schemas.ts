@@ -100,7 +100,7 @@ export const createVm = {
     required: ['image'],
     additionalProperties: false,
     properties: {
-      image: { ...hostPath, description: 'ELF path on the host, or a built-in image name' },
+      image: { ...hostPath, description: 'ELF path on the host (inside a directory the daemon may use: 403 otherwise), or a built-in image name' },
       name: vmName,
       memory: { type: 'integer', minimum: 2, maximum: 3072, description: 'MiB of guest memory (default 4)' },
       cmdline: vmCmdline,
@@ -119,7 +119,7 @@ export const createVm = {
       required: ['vm', 'timings', 'console'],
       properties: { vm, timings, console: { type: ['string', 'null'], description: 'the console, with wait=exit' } },
     },
-    400: error, 409: error, 413: error, 422: error, 503: error,
+    400: error, 403: error, 409: error, 413: error, 422: error, 503: error,
   },
 } as const;
 
@@ -157,7 +157,7 @@ export const createService = {
       idle_ms: { type: 'integer', minimum: 100, maximum: 86_400_000, description: 'stop the VM after this long without traffic (default 30000)' },
     },
   },
-  response: { 201: { type: 'object', required: ['service'], properties: { service } }, 400: error, 409: error, 422: error },
+  response: { 201: { type: 'object', required: ['service'], properties: { service } }, 400: error, 403: error, 409: error, 422: error },
 } as const;
 
 export const listServices = {
@@ -207,7 +207,7 @@ export const shutdownVm = {
   response: { 200: vmReply, 404: error },
 } as const;
 
-const snapshotFile = { ...hostPath, description: 'absolute path on the daemon host' } as const;
+const snapshotFile = { ...hostPath, description: 'absolute path on the daemon host, inside a directory the daemon may use (403 otherwise)' } as const;
 
 export const saveVm = {
   tags, summary: 'save a VM to a snapshot file; it ends (as xl save) unless checkpoint',
@@ -227,7 +227,7 @@ export const saveVm = {
         },
       },
     },
-    400: error, 404: error, 409: error, 422: error,
+    400: error, 403: error, 404: error, 409: error, 422: error,
   },
 } as const;
 
@@ -237,7 +237,7 @@ export const restoreVm = {
     type: 'object', required: ['file'], additionalProperties: false,
     properties: { file: snapshotFile, name: vmName },
   },
-  response: { 201: vmReply, 400: error, 409: error, 422: error, 503: error },
+  response: { 201: vmReply, 400: error, 403: error, 409: error, 422: error, 503: error },
 } as const;
 
 export const migrateVm = {
@@ -374,7 +374,7 @@ export const hostInfo = {
   response: {
     200: {
       type: 'object',
-      required: ['version', 'pid', 'uptime_s', 'vms', 'vms_per_executor', 'executors', 'pools', 'daemon_rss_kib'],
+      required: ['version', 'pid', 'uptime_s', 'vms', 'vms_per_executor', 'executors', 'pools', 'daemon_rss_kib', 'runtime_dir', 'allowed_paths'],
       properties: {
         version: { type: 'string' },
         pid: { type: 'integer' },
@@ -390,6 +390,11 @@ export const hostInfo = {
         },
         pools,
         daemon_rss_kib: { type: 'integer' },
+        runtime_dir: { type: 'string', description: 'where the daemon keeps its state; a client may place files for it under it (as lightvm-oci does kernels)' },
+        allowed_paths: {
+          type: 'array', items: { type: 'string' },
+          description: 'the directories (symlinks resolved) images, disks and snapshot files named in requests must lie in: the runtime directory, the built-in images, each --allow-path',
+        },
       },
     },
   },

@@ -2,7 +2,7 @@
 // schemas: fastify validates requests with them and @fastify/swagger turns
 // them into the OpenAPI document (docs/openapi.json, GET /v1/openapi.json).
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import { isAbsolute } from 'node:path';
+import { isAbsolute, resolve } from 'node:path';
 import swagger from '@fastify/swagger';
 import { Ajv } from 'ajv';
 import Fastify, { type FastifyBaseLogger, type FastifyError, type FastifyInstance, type FastifyReply } from 'fastify';
@@ -28,6 +28,11 @@ class ApiError extends Error {
 /** A VM a live migration moves takes no other state change but destroy. */
 function notMigrating(vm: VirtualMachine): void {
   if (vm.migrating) throw new ApiError(409, 'conflict', `VM ${vm.name} is migrating`, 'state');
+}
+
+/** A path the daemon's policy refuses (PathRefusedError): 403, naming the field and the allowed roots. */
+function refused(message: string, field: string | undefined): ApiError {
+  return new ApiError(403, 'path-not-allowed', message, field);
 }
 
 function notFound(id: string): ApiError {
@@ -132,6 +137,7 @@ export async function buildServer(daemon: Daemon): Promise<FastifyInstance> {
     } catch (err) {
       if (err instanceof VmCreateError) {
         if (err.kind === 'NameError') throw new ApiError(400, 'invalid', err.message, 'name');
+        if (err.kind === 'PathRefusedError') throw refused(err.message, err.field);
         const status = err.kind === 'ExecutorError' || err.kind === 'KvmUnavailableError' ? 503 : err.field === 'name' ? 409 : 422;
         // The request's field is the image; which part of the file is wrong is in the message.
         throw new ApiError(status, status === 409 ? 'conflict' : 'create-failed', err.message, err.file ? 'image' : err.field);
@@ -195,8 +201,15 @@ export async function buildServer(daemon: Daemon): Promise<FastifyInstance> {
     if (vm.state === 'exited') throw new ApiError(409, 'conflict', `VM ${vm.name} has ended: nothing to save`, 'state');
     notMigrating(vm);
     if (!isAbsolute(req.body.file)) throw new ApiError(400, 'invalid', `file: "${req.body.file}" is not an absolute path`, 'file');
+    let file = req.body.file;
     try {
-      const r = await vm.save(req.body.file, { checkpoint: req.body.checkpoint });
+      // The real path is written: a symlink is not followed out of the allowed directories.
+      if (host.pathPolicy) file = host.pathPolicy.check(file, 'file');
+    } catch (err) {
+      throw refused((err as Error).message, 'file');
+    }
+    try {
+      const r = await vm.save(file, { checkpoint: req.body.checkpoint });
       return { vm: vmView(vm), snapshot: { file: req.body.file, bytes: r.bytes, pages: r.pages, ms: r.ms } };
     } catch (err) {
       throw new ApiError(422, 'save-failed', (err as Error).message, 'file');
@@ -211,6 +224,7 @@ export async function buildServer(daemon: Daemon): Promise<FastifyInstance> {
     } catch (err) {
       if (err instanceof VmCreateError) {
         if (err.kind === 'NameError') throw new ApiError(400, 'invalid', err.message, 'name');
+        if (err.kind === 'PathRefusedError') throw refused(err.message, 'file');
         const status = err.kind === 'ExecutorError' ? 503 : err.field === 'name' ? 409 : 422;
         throw new ApiError(status, status === 409 ? 'conflict' : 'restore-failed', err.message, err.field === 'name' ? 'name' : 'file');
       }
@@ -341,6 +355,7 @@ export async function buildServer(daemon: Daemon): Promise<FastifyInstance> {
       return await reply.code(201).send({ service: serviceView(svc) });
     } catch (err) {
       if (err instanceof VmCreateError && err.kind === 'NameError') throw new ApiError(400, 'invalid', err.message, 'name');
+      if (err instanceof VmCreateError && err.kind === 'PathRefusedError') throw refused(err.message, err.field);
       if (err instanceof VmCreateError) throw new ApiError(err.field === 'name' ? 409 : 422, 'serve-failed', err.message, err.field);
       throw new ApiError(422, 'serve-failed', (err as Error).message, 'devices');
     }
@@ -373,6 +388,8 @@ export async function buildServer(daemon: Daemon): Promise<FastifyInstance> {
       executors: procs.map((p) => ({ id: p.id, pid: p.pid, vms: p.load, shells: p.shells })),
       pools: poolView(daemon),
       daemon_rss_kib: Math.round(process.memoryUsage().rss / 1024),
+      runtime_dir: resolve(daemon.options.runtimeDir),
+      allowed_paths: host.pathPolicy?.roots ?? [],
     };
   });
 

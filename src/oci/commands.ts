@@ -1,6 +1,6 @@
 // The commands of lightvm-oci, with runc's shapes, exit codes and state JSON.
 import { spawn } from 'node:child_process';
-import { chmodSync, copyFileSync, existsSync, mkdirSync, readdirSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { open } from 'node:fs/promises';
 import { constants as fsc } from 'node:fs';
 import { constants } from 'node:os';
@@ -8,6 +8,7 @@ import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { ApiError, Client } from '../cli/client.js';
 import { checkElf, readBundle } from '../container/bundle.js';
+import { placeKernel, removeKernel } from '../container/kernel-copy.js';
 import { vmNameFor } from '../container/names.js';
 import { mkfifo } from '../sys/fifo.js';
 import { close } from '../sys/libc.js';
@@ -97,8 +98,9 @@ async function create(g: Globals, argv: string[], opts: { detachMonitor: boolean
   }
   // The daemon must be there now: `start` cannot report errors of the container's process.
   const client = new Client(g.socket);
+  let runtimeDir: string;
   try {
-    await client.request('GET', '/v1/host');
+    ({ runtime_dir: runtimeDir } = await client.request<{ runtime_dir: string }>('GET', '/v1/host'));
   } finally {
     client.close();
   }
@@ -112,16 +114,16 @@ async function create(g: Globals, argv: string[], opts: { detachMonitor: boolean
   }
   let monitor: ReturnType<typeof spawn> | undefined;
   let pty: Pty | undefined;
+  const vm = vmNameFor(resolve(g.root), id);
+  let kernel: string | undefined;
   try {
     // A copy: the daemon reads it later, whatever becomes of the rootfs (or of its mount namespace).
-    const kernel = join(dir, 'kernel.elf');
-    copyFileSync(spec.kernelHostPath, kernel);
-    chmodSync(kernel, 0o600);
+    kernel = placeKernel(runtimeDir, spec.kernelHostPath, vm);
     checkElf(kernel, `${spec.kernelPath} in the rootfs (copied)`);
     mkfifo(fifoPath(dir), 0o600);
     const rec: ContainerRecord = {
       id, bundle: spec.bundle, rootfs: spec.rootfs, created: new Date().toISOString(), annotations: spec.annotations,
-      vm: vmNameFor(resolve(g.root), id), socket: g.socket, kernel, kernelPath: spec.kernelPath, cmdline: spec.cmdline,
+      vm, socket: g.socket, kernel, kernelPath: spec.kernelPath, cmdline: spec.cmdline,
       memoryMiB: spec.memoryMiB, terminal: spec.terminal, graceMs, monitorPid: 0, monitorStart: '',
     };
     // The monitor inherits our stdio: the caller's pipes (or fifos) are the container's.
@@ -151,6 +153,7 @@ async function create(g: Globals, argv: string[], opts: { detachMonitor: boolean
   } catch (err) {
     if (monitor?.pid) monitor.kill('SIGKILL');
     rmSync(dir, { recursive: true, force: true });
+    removeKernel(kernel);
     throw err;
   } finally {
     if (pty) {
@@ -293,6 +296,7 @@ const deleteCmd: Command = async (g, argv) => {
   // Also when stopped: the monitor may have died without its VM ending (the daemon's lease ends it too).
   await destroy(rec);
   rmSync(dir, { recursive: true, force: true });
+  removeKernel(rec.kernel);
   return 0;
 };
 
@@ -316,6 +320,7 @@ const runCmd: Command = async (g, argv) => {
     if (!p.flags.has('keep')) {
       await destroy(rec).catch(() => {});
       rmSync(containerDir(g.root, rec.id), { recursive: true, force: true });
+      removeKernel(rec.kernel);
     }
     return code;
   } finally {

@@ -1,6 +1,6 @@
 // lightvm-oci's record of a container: <root>/<id>/state.json, the
-// exec.fifo its monitor waits on until `start`, and the kernel copied out of
-// the rootfs at create. A container's status comes from its monitor process
+// exec.fifo its monitor waits on until `start`; the kernel copied out of the
+// rootfs at create is in the daemon's runtime directory (which it may read). A container's status comes from its monitor process
 // (alive, waiting on the fifo) and, for paused, from the daemon.
 import { existsSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -21,7 +21,7 @@ export interface ContainerRecord {
   vm: string;
   /** The daemon's socket, as create found it: later commands may come with another environment. */
   socket: string;
-  /** The kernel copied out of the rootfs, and its path there. */
+  /** The kernel copied out of the rootfs (into the daemon's runtime directory), and its path there. */
   kernel: string;
   kernelPath: string;
   cmdline: string;

@@ -3,6 +3,7 @@
 import { create, toBinary } from '@bufbuild/protobuf';
 import { timestampNow } from '@bufbuild/protobuf/wkt';
 import { ApiError, Client } from '../cli/client.js';
+import { kernelCopyPath, removeKernel } from '../container/kernel-copy.js';
 import { vmNameFor } from '../container/names.js';
 import { defaultSocketPath } from '../daemon/paths.js';
 import { DeleteResponseSchema } from './gen/task_pb.js';
@@ -14,9 +15,14 @@ export async function deleteTask(flags: Map<string, string>): Promise<void> {
   const vm = vmNameFor(`${flags.get('address') ?? ''}/${ns}`, id);
   const client = new Client(defaultSocketPath());
   try {
-    await client.request('DELETE', `/v1/vms/${vm}`);
-  } catch (err) {
-    if (!(err instanceof ApiError && err.status === 404)) throw err;
+    try {
+      await client.request('DELETE', `/v1/vms/${vm}`);
+    } catch (err) {
+      if (!(err instanceof ApiError && err.status === 404)) throw err;
+    }
+    // The server copied its kernel there at start.
+    const { runtime_dir: runtimeDir } = await client.request<{ runtime_dir: string }>('GET', '/v1/host');
+    removeKernel(kernelCopyPath(runtimeDir, vm));
   } finally {
     client.close();
   }

@@ -12,6 +12,7 @@ import { join } from 'node:path';
 import { timestampFromDate, type Timestamp } from '@bufbuild/protobuf/wkt';
 import { ApiError, Client } from '../cli/client.js';
 import { readBundle } from '../container/bundle.js';
+import { placeKernel, removeKernel } from '../container/kernel-copy.js';
 import { vmNameFor } from '../container/names.js';
 import { TaskCreateSchema, TaskDeleteSchema, TaskExitSchema, TaskPausedSchema, TaskResumedSchema, TaskStartSchema } from './gen/events_pb.js';
 import { Status, Task as TaskService, type CreateTaskRequest } from './gen/task_pb.js';
@@ -35,7 +36,9 @@ interface Task {
   vm: string;
   /** No VM: a CRI pod sandbox (pause container) is a placeholder. */
   sandbox: boolean;
+  /** The kernel in the rootfs layers; its copy under the daemon's runtime directory once started. */
   kernel: string;
+  kernelCopy: string | undefined;
   cmdline: string;
   memoryMiB: number;
   graceMs: number;
@@ -142,7 +145,7 @@ export class LightvmTasks {
     const exited = new Promise<void>((r) => (markExited = r));
     const t: Task = {
       ns, id: req.id, bundle: req.bundle, vm: vmNameFor(`${this.scope}/${ns}`, req.id), sandbox,
-      kernel: spec?.kernelHostPath ?? '', cmdline: spec?.cmdline ?? '', memoryMiB: spec?.memoryMiB ?? 4,
+      kernel: spec?.kernelHostPath ?? '', kernelCopy: undefined, cmdline: spec?.cmdline ?? '', memoryMiB: spec?.memoryMiB ?? 4,
       graceMs: grace !== undefined && /^\d+$/.test(grace) ? Number(grace) : DEFAULT_GRACE_MS,
       stdin: req.stdin, stdout: req.stdout, stderr: req.stderr, terminal: req.terminal,
       out: undefined, status: Status.CREATED, exitStatus: 0, exitedAt: undefined, signal: undefined,
@@ -163,7 +166,10 @@ export class LightvmTasks {
     if (t.status !== Status.CREATED) throw new TtrpcError(Code.FAILED_PRECONDITION, `task ${t.id} is not created (it was started before)`);
     if (!t.sandbox) {
       try {
-        await this.daemon.request('POST', '/v1/vms', { image: t.kernel, name: t.vm, memory: t.memoryMiB, cmdline: t.cmdline, lease_ms: LEASE_MS });
+        // The daemon reads no file outside its allowed directories: the layers are not among them.
+        const { runtime_dir: runtimeDir } = await this.daemon.request<{ runtime_dir: string }>('GET', '/v1/host');
+        t.kernelCopy ??= placeKernel(runtimeDir, t.kernel, t.vm);
+        await this.daemon.request('POST', '/v1/vms', { image: t.kernelCopy, name: t.vm, memory: t.memoryMiB, cmdline: t.cmdline, lease_ms: LEASE_MS });
       } catch (err) {
         throw new TtrpcError(err instanceof ApiError && err.status < 500 ? Code.FAILED_PRECONDITION : Code.UNAVAILABLE, `task ${t.id}: the VM did not start: ${(err as Error).message}`);
       }
@@ -260,6 +266,7 @@ export class LightvmTasks {
     if (!t.sandbox && t.status !== Status.CREATED && t.status !== Status.STOPPED) {
       await this.daemon.request('DELETE', `/v1/vms/${t.vm}`).catch(() => {});
     }
+    removeKernel(t.kernelCopy);
     if (this.tasks.size === 0) this.onEmpty?.();
   }
 

@@ -17,6 +17,7 @@ import type { ExecutorLink } from './executor-link.js';
 import { decodeSnapshot, readSnapshotHeader, type Snapshot, type SnapshotHeader } from '../vmm/snapshot.js';
 import { resolveImage } from './images.js';
 import { checkDisks } from './disks.js';
+import type { PathPolicy } from './path-policy.js';
 import { bridgesOf, BridgeError, completeDevices, DEFAULT_BRIDGE_CONFIG, ensureBridge, removeIdleBridges, type BridgeConfig } from './network.js';
 import { VirtualMachine, VmCreateError } from './vm.js';
 
@@ -219,6 +220,11 @@ export class Host extends EventEmitter<HostEvents> {
 
   /** The bridge net devices join unless they name another. */
   bridge: BridgeConfig = DEFAULT_BRIDGE_CONFIG;
+  /**
+   * Set by a daemon: the directories images, disks and snapshots must lie
+   * in. Unset (the library), any file the process can open will do.
+   */
+  pathPolicy: PathPolicy | undefined;
 
   /** ids: where VM ids come from (default: 1, 2, 3... in this process). */
   constructor(placement: Placement, private readonly ids?: { take(atLeast: number): number }) {
@@ -249,14 +255,18 @@ export class Host extends EventEmitter<HostEvents> {
     if (options.name !== undefined) checkName(options.name);
     const id = this.newId();
     const name = options.name ?? `vm${id}`;
-    const devices = completeDevices(id, options.devices ?? [], this.bridge.name);
+    let devices = completeDevices(id, options.devices ?? [], this.bridge.name);
     let image: string;
     try {
       const same = this.byName.get(name);
       if (same && same.state !== 'exited') throw Object.assign(new Error(`name: a VM named "${name}" already exists`), { field: 'name' });
       validateDevicePage({ vmId: id, name, devices });
+      // Before checkDisks: a refused path is not even looked at. The
+      // executor opens the real paths the policy judged (path-policy.ts).
+      if (this.pathPolicy) devices = this.pathPolicy.checkDevices(devices);
       checkDisks(devices);
       image = resolveImage(options.image);
+      if (this.pathPolicy) image = this.pathPolicy.check(image, 'image');
       // Checked whole before anything is made: a refused create leaves no bridge.
       this.ensureBridges(devices);
       // An ended VM gives its name up to a new one.
@@ -318,15 +328,23 @@ export class Host extends EventEmitter<HostEvents> {
   async restore(options: RestoreOptions): Promise<VirtualMachine> {
     if (this.closed) throw new Error('host is closed');
     const label = options.file ?? 'snapshot';
+    let file = options.file && !options.data && !options.snapshot ? options.file : undefined;
     let snapshot: Snapshot | undefined;
     let header: SnapshotHeader;
+    let devices: DeviceEntry[] | undefined;
     try {
-      if (options.file && !options.data && !options.snapshot) {
+      if (file) {
         // The executor reads and checks the whole file; here only what placing it needs.
-        header = await readSnapshotHeader(options.file);
+        if (this.pathPolicy) file = this.pathPolicy.check(file, 'file');
+        header = await readSnapshotHeader(file);
       } else {
         snapshot = options.snapshot ?? decodeSnapshot(label, options.data ?? new Uint8Array(0));
         header = snapshot.header;
+      }
+      // A snapshot names the files its VM needs: they are held to the same rule as a create's.
+      if (this.pathPolicy) {
+        this.pathPolicy.check(header.image.path, 'file', `${label}: its image `);
+        devices = this.pathPolicy.checkDevices(header.vm.devices, `${label}: its disk `);
       }
     } catch (err) {
       const e = err as Error & { field?: string; code?: string };
@@ -353,9 +371,9 @@ export class Host extends EventEmitter<HostEvents> {
     if (same) this.drop(same);
     const config: CreateRequest = {
       op: 'create', vmId: id, name, image: header.image.path, memory: h.memory,
-      cmdline: h.cmdline, devices: h.devices, warm: options.warm ?? true,
+      cmdline: h.cmdline, devices: devices ?? h.devices, warm: options.warm ?? true,
     };
-    return this.launch(config, { op: 'restore', config, snapshot, file: snapshot ? undefined : options.file });
+    return this.launch(config, { op: 'restore', config, snapshot, file });
   }
 
   private nextServiceId = 1;
@@ -378,6 +396,16 @@ export class Host extends EventEmitter<HostEvents> {
     checkName(options.name);
     if (this.services.has(options.name) || this.get(options.name)) {
       throw new VmCreateError({ name: 'Error', field: 'name', message: `name: "${options.name}" is taken` });
+    }
+    if (this.pathPolicy) {
+      // Refused before an executor is taken for it (each armed VM is checked again: armVm).
+      try {
+        this.pathPolicy.check(resolveImage(options.image), 'image');
+        this.pathPolicy.checkDevices(options.devices ?? []);
+      } catch (err) {
+        const e = err as Error & { field?: string };
+        throw new VmCreateError({ name: e.name, message: e.message, field: e.field });
+      }
     }
     const executor = await this.placement.pick(MIN_MEMORY);
     const svc = new JitService(this, executor, this.nextServiceId++, options);
@@ -439,6 +467,10 @@ export class Host extends EventEmitter<HostEvents> {
         memory: (options.memoryMiB ?? DEFAULT_MEMORY_MIB) * 1048576, cmdline: options.cmdline ?? '',
         devices: completeDevices(svc.id, options.devices ?? [], this.bridge.name), warm: true,
       };
+      if (this.pathPolicy) {
+        config.image = this.pathPolicy.check(config.image, 'image');
+        config.devices = this.pathPolicy.checkDevices(config.devices);
+      }
       validateDevicePage({ vmId: id, name: config.name, devices: config.devices });
       this.ensureBridges(config.devices);
     } catch (err) {

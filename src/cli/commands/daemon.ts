@@ -22,6 +22,7 @@ interface DaemonOpts {
   destroyOnStop?: boolean;
   bridge?: string;
   bridgeAddress?: string;
+  allowPath?: string[];
 }
 
 export function daemonCommand(cmd: Command): Command {
@@ -35,6 +36,8 @@ export function daemonCommand(cmd: Command): Command {
     .option('--destroy-on-stop', 'on SIGTERM destroy the VMs (default: save them, and restore them at the next start)')
     .option('--bridge <name>', 'bridge that VM taps join (created if missing)', 'lvbr0')
     .option('--bridge-address <cidr>', 'host address on the bridge, or none', '10.0.0.1/24')
+    .option('--allow-path <dir>', 'a directory whose files API requests may name (images, disks, snapshots), besides the runtime directory and the built-in images; repeatable',
+      (dir: string, dirs: string[]) => [...dirs, dir], [] as string[])
     .action(async (opts: DaemonOpts) => {
       try {
         // Loaded here: the daemon's modules (fastify, pino) cost ~0.2 s to
@@ -43,7 +46,7 @@ export function daemonCommand(cmd: Command): Command {
         await runDaemon({
           socket: opts.socket, runtimeDir: opts.runtimeDir, vmsPerExecutor: opts.vmsPerExecutor,
           spare: opts.spare, pool: parsePool(opts.pool ?? ''), logLevel: opts.logLevel, destroyOnStop: opts.destroyOnStop,
-          bridge: opts.bridge, bridgeAddress: opts.bridgeAddress,
+          bridge: opts.bridge, bridgeAddress: opts.bridgeAddress, allowPaths: opts.allowPath,
         });
       } catch (err) {
         fail(err);
