@@ -15,7 +15,7 @@ import { MAX_MEMORY, MIN_MEMORY } from '../vmm/layout.js';
 import type { AdoptedService, CreateRequest, ExecutorEvent, ExecutorRequest, SerializedError, VmStats } from '../vmm/protocol.js';
 import type { ExecutorLink } from './executor-link.js';
 import { decodeSnapshot, readSnapshotHeader, type Snapshot, type SnapshotHeader } from '../vmm/snapshot.js';
-import { resolveImage } from './images.js';
+import { isBuiltinName, resolveImage } from './images.js';
 import { checkDisks } from './disks.js';
 import type { PathPolicy } from './path-policy.js';
 import { bridgesOf, BridgeError, completeDevices, DEFAULT_BRIDGE_CONFIG, ensureBridge, removeIdleBridges, type BridgeConfig } from './network.js';
@@ -266,7 +266,7 @@ export class Host extends EventEmitter<HostEvents> {
       if (this.pathPolicy) devices = this.pathPolicy.checkDevices(devices);
       checkDisks(devices);
       image = resolveImage(options.image);
-      if (this.pathPolicy) image = this.pathPolicy.check(image, 'image');
+      if (this.pathPolicy && !isBuiltinName(options.image)) image = this.pathPolicy.check(image, 'image');
       // Checked whole before anything is made: a refused create leaves no bridge.
       this.ensureBridges(devices);
       // An ended VM gives its name up to a new one.

@@ -29,6 +29,15 @@ export function resolveImage(image: string): string {
   throw new UnknownImageError(image);
 }
 
+/**
+ * Whether resolveImage took `image` as a built-in's name: its file is the
+ * package's own, under BUILTIN_DIR, and needs no path policy check (a
+ * realpath costs about three stats, on every create).
+ */
+export function isBuiltinName(image: string): boolean {
+  return builtins.has(image);
+}
+
 /** Names of every image under guest/build. */
 export function builtinImages(): string[] {
   try {
