@@ -29,3 +29,16 @@ export const MIN_MEMORY = 2 * 1024 * 1024;
 export const MAX_MEMORY = MAX_RAM_GIB * 1024 * 1024 * 1024;
 /** Room kept free between the image and the top of RAM for the stack. */
 export const MIN_STACK = 64 * 1024;
+
+// A Linux VM (bzImage, 64-bit boot protocol) uses the same low pages for
+// its entry GDT and page tables; the monitor's low 64 KiB is reserved in its
+// e820 map (Linux keeps the first 64 KiB to itself anyway). The zero page
+// and the command line sit just above, in RAM the kernel copies them out of.
+/** End of the monitor's low pages in a Linux VM's e820 map. */
+export const LINUX_LOW_RESERVED = 0x10000;
+export const LINUX_ZERO_PAGE_GPA = 0x10000;
+export const LINUX_CMDLINE_GPA = 0x20000;
+/** Longest command line the monitor gives a Linux kernel (its cmdline_size may say less); the NUL follows. */
+export const LINUX_CMDLINE_MAX = 0xffff;
+/** End of conventional low memory in the e820 map (the EBDA and BIOS area above it are not RAM). */
+export const LINUX_LOW_RAM_END = 0x9fc00;
