@@ -5,7 +5,8 @@
 // path, without a blocking read on the daemon's thread, and without
 // following, replacing or deleting what is there. The restore refusals go
 // through a real daemon; the save's file handling is the executor's
-// writeSnapshotFile, run here directly (its API path needs a VM).
+// writeSnapshotFile, run here directly, and through the API where there is
+// /dev/kvm (a save needs a VM).
 import assert from 'node:assert/strict';
 import { execFileSync, spawn } from 'node:child_process';
 import {
@@ -16,9 +17,10 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { NotRegularFileError } from '../src/vmm/regular-file.js';
-import { readSnapshotFile, writeSnapshotFile } from '../src/vmm/snapshot.js';
+import { decodeSnapshot, readSnapshotFile, writeSnapshotFile } from '../src/vmm/snapshot.js';
 import { CLI, ok, processesOf, request, startTestDaemon, type ApiErrorBody, type TestDaemon, type VmView } from './daemon-helpers.js';
 import { ROOT } from './helpers.js';
+import { untilCount } from './vm-helpers.js';
 
 const errorOf = (r: { json: unknown }): ApiErrorBody['error'] | undefined => (r.json as ApiErrorBody | undefined)?.error;
 
@@ -188,6 +190,63 @@ void describe('save targets (writeSnapshotFile, as the executor writes a snapsho
     }
     assert.equal(readFileSync(victim, 'utf8'), 'kept\n');
     assert.ok(lstatSync(fifo).isFIFO(), 'the FIFO behind the link is still one');
+    if (why !== undefined) t.skip(`the character device case: ${why}`);
+  });
+});
+
+void describe('save through the API, as a VM\'s executor writes it', { skip: existsSync('/dev/kvm') ? false : 'no /dev/kvm on this host (sh scripts/kvm-box.sh runs it)' }, () => {
+  let d: TestDaemon;
+  let dir: string;
+  before(async () => {
+    d = await startTestDaemon({ prefix: 'ftapi' });
+    dir = join(d.runtimeDir, 'files');
+    mkdirSync(dir);
+    await ok(d.socket, 'POST', '/v1/vms', { image: 'counter', name: 'c' }, 201);
+    await untilCount(d.socket, 'c', 2, 60_000);
+  });
+  after(async () => {
+    for (const f of existsSync(dir) ? readdirSync(dir) : []) if (lstatSync(join(dir, f)).isFIFO()) releaseFifo(join(dir, f));
+    await d.stop();
+  });
+
+  void it('F4: a symlink at <file>.tmp-<executor pid> is not followed; the snapshot is private and whole', async () => {
+    const victim = join(dir, 'victim');
+    writeFileSync(victim, 'precious\n');
+    const vm = (await ok<{ vm: VmView }>(d.socket, 'GET', '/v1/vms/c')).vm;
+    const pid = (await d.host()).executors.find((e) => e.id === vm.executor)!.pid;
+    const file = join(dir, 'c.snap');
+    const trap = `${file}.tmp-${pid}`;
+    symlinkSync(victim, trap);
+    await ok(d.socket, 'POST', '/v1/vms/c/save', { file, checkpoint: true });
+    assert.equal(readFileSync(victim, 'utf8'), 'precious\n', 'the symlink was followed: its target was overwritten');
+    assert.equal(readlinkSync(trap), victim, 'the symlink is left alone');
+    const st = lstatSync(file);
+    assert.ok(st.isFile(), 'the snapshot is a regular file');
+    assert.equal(st.mode & 0o777, 0o600, 'the snapshot is private');
+    rmSync(trap);
+    assert.deepEqual(temps(dir), [], 'no temporary file left');
+    // A whole snapshot of that VM, checksum and all.
+    assert.equal(decodeSnapshot(file, readFileSync(file)).header.vm.name, 'c');
+  });
+
+  void it('F8: a save over a FIFO or a device node is refused with 422 naming it; it stays, and the VM runs on', async (t) => {
+    const fifo = join(dir, 'out.fifo');
+    execFileSync('mkfifo', [fifo]);
+    const cases: [string, string, RegExp, (p: string) => boolean][] = [['a FIFO', fifo, /is a FIFO, not a regular file/, (p) => lstatSync(p).isFIFO()]];
+    const dev = join(dir, 'out.dev');
+    const why = charDevice(dev);
+    if (why === undefined) cases.push(['a character device', dev, /is a character device, not a regular file/, (p) => lstatSync(p).isCharacterDevice()]);
+    for (const [what, file, says, still] of cases) {
+      const r = await request(d.socket, 'POST', '/v1/vms/c/save', { body: { file }, timeoutMs: 30_000 });
+      assert.equal(r.status, 422, `${what}: ${r.text}`);
+      assert.equal(errorOf(r)?.field, 'file', what);
+      assert.match(errorOf(r)?.message ?? '', says, what);
+      assert.ok(errorOf(r)!.message.includes(file), `${what}: the message does not name the file: ${r.text}`);
+      assert.ok(still(file), `${what}: it was replaced`);
+    }
+    // Not a checkpoint, yet refused before the VM ended: it runs on.
+    assert.equal((await ok<{ vm: VmView }>(d.socket, 'GET', '/v1/vms/c')).vm.state, 'running', 'the VM runs on');
+    assert.deepEqual(temps(dir), [], 'no temporary file left');
     if (why !== undefined) t.skip(`the character device case: ${why}`);
   });
 });
