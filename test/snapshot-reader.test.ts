@@ -154,7 +154,7 @@ void describe('SnapshotReader', () => {
     const fifo = join(dir, 'fifo.snap');
     execFileSync('mkfifo', [fifo]);
     // A FIFO would block the executor's thread on its open or its read: refused at once, no writer needed.
-    assert.equal(refusalOf(() => new SnapshotReader(fifo)), `SnapshotError: ${fifo}: file: not a regular file`);
+    assert.equal(refusalOf(() => new SnapshotReader(fifo)), `NotRegularFileError: ${fifo} is a FIFO, not a regular file`);
   });
 
   void it('a 256 MiB snapshot: steps of one chunk each, and the process grows by about the memory filled, not twice', () => {

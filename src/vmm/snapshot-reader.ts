@@ -13,7 +13,8 @@
 // found part way is kept until the end: a file whose checksum fails is
 // refused for its checksum first, as decodeSnapshot does.
 import { createHash, type Hash } from 'node:crypto';
-import { closeSync, constants, fstatSync, openSync, readSync } from 'node:fs';
+import { closeSync, readSync } from 'node:fs';
+import { openRegularFile } from './regular-file.js';
 import { checkHeader, decodeDevices, SECTION, SECTION_SIZES, SNAPSHOT_END, SNAPSHOT_MAGIC, SNAPSHOT_VERSION, SnapshotError, type Snapshot, type SnapshotHeader } from './snapshot.js';
 import { validateConsoleSection, VmStateError } from './vm-schema.js';
 
@@ -52,14 +53,10 @@ export class SnapshotReader {
 
   /** Opens file and checks its start (magic, version, header) and its end marker. */
   constructor(readonly file: string, chunkBytes = RESTORE_CHUNK) {
-    // Non-blocking: opening a FIFO for reading waits for a writer otherwise.
-    const fd = openSync(file, constants.O_RDONLY | constants.O_NONBLOCK);
+    // A FIFO or a device would block this thread, and every VM on it: regular files only (F3).
+    const { fd, size } = openRegularFile(file);
     this.fd = fd;
     try {
-      const st = fstatSync(fd);
-      // A FIFO or a device would block this thread, and every VM on it.
-      if (!st.isFile()) this.fail('file', 'not a regular file');
-      const size = st.size;
       if (size < 16 + 8 + 32) this.fail('file', `${size} bytes is too short to be a snapshot`);
       const pre = this.read(0, 16);
       if (pre.toString('latin1', 0, 8) !== SNAPSHOT_MAGIC) this.fail('magic', 'not a LightVM snapshot');
