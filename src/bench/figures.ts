@@ -152,3 +152,44 @@ export async function renderFigures(data: FigureData, outDir: string): Promise<s
   await writeFile(join(outDir, 'figures.json'), JSON.stringify(data, null, 2) + '\n');
   return written;
 }
+
+/** One point of `bench xenstore`'s figure: a window of creations starting with `running` domains kept. */
+export interface XenstorePoint {
+  series: string;
+  running: number;
+  p50_ms: number;
+  p90_ms: number;
+}
+
+/** The xenstore bench's figure: creation time of the N-th domain, p50 line and p90 bars, per series. */
+export async function renderXenstoreFigure(points: XenstorePoint[], path: string, subtitle: string): Promise<void> {
+  points.forEach((r, i) => {
+    check(typeof r.series === 'string' && r.series.length > 0, `points[${i}].series must be a non-empty string`);
+    check(Number.isFinite(r.running) && r.running >= 0, `points[${i}].running must be a number >= 0`);
+    check(Number.isFinite(r.p50_ms) && r.p50_ms > 0 && Number.isFinite(r.p90_ms) && r.p90_ms > 0, `points[${i}]: p50_ms and p90_ms must be numbers > 0`);
+  });
+  check(points.length > 0, 'no points to draw');
+  const series = [...new Set(points.map((r) => r.series))];
+  const y = {
+    field: 'p50_ms', type: 'quantitative' as const, title: 'Creation time (ms, log scale)',
+    scale: { type: 'log' as const, nice: true }, axis: { format: '~g', grid: true },
+  };
+  const spec: TopLevelSpec = {
+    $schema: 'https://vega.github.io/schema/vega-lite/v6.json',
+    title: header('Creation time of the N-th domain, xenstore mode', subtitle, 'Points: median (p50) of a window of creations; bars reach p90'),
+    width: WIDTH,
+    height: HEIGHT,
+    config: CONFIG,
+    data: { values: points },
+    encoding: {
+      x: { field: 'running', type: 'quantitative', title: 'Domains already running', scale: { zero: true, nice: true }, axis: { format: ',d' } },
+      color: { field: 'series', type: 'nominal', title: null, scale: { domain: series, scheme: 'tableau10' }, legend: { orient: 'bottom' } },
+    },
+    layer: [
+      { mark: { type: 'rule', strokeWidth: 1.5, opacity: 0.45 }, encoding: { y, y2: { field: 'p90_ms' } } },
+      { mark: { type: 'line', strokeWidth: 2 }, encoding: { y } },
+      { mark: { type: 'point', filled: true, size: 36, opacity: 1 }, encoding: { y } },
+    ],
+  };
+  await writeFile(path, await toSvg(spec));
+}

@@ -44,8 +44,15 @@ export class XsBackend {
   private connected = 0;
   /** The first error any device's handling hit (the store refused something it should not have). */
   failure: Error | undefined;
+  /** Told of each device's failed handling (the backend goes on with the others). */
+  onFailure: (err: Error) => void = () => {};
 
-  private constructor(private readonly w: Watcher) {}
+  /** Resolves when the store's connection ends. */
+  readonly closed: Promise<void>;
+
+  private constructor(private readonly w: Watcher) {
+    this.closed = new Promise((resolve) => w.xs.raw.once('close', () => resolve()));
+  }
 
   static async start(socket: string): Promise<XsBackend> {
     const xs = await XsClient.connect(socket);
@@ -65,7 +72,10 @@ export class XsBackend {
 
   /** One event at a time, in order, as a xenbus watch thread runs them. */
   private serial(f: () => Promise<void>): void {
-    this.chain = this.chain.then(f).catch((e: unknown) => { this.failure ??= e as Error; });
+    this.chain = this.chain.then(f).catch((e: unknown) => {
+      this.failure ??= e as Error;
+      this.onFailure(e as Error);
+    });
   }
 
   private get xs(): XsClient {

@@ -118,6 +118,11 @@ export class XsClient {
     return JSON.parse((await this.request(XsType.CONTROL, strings('lightvm-stats'))).payload.toString('utf8')) as Record<string, unknown>;
   }
 
+  /** Requests this client has sent (each one a round trip to the store). */
+  get requests(): number {
+    return this.nextReq - 1;
+  }
+
   /** The raw socket, for tests that must send what no client would. */
   get raw(): Socket {
     return this.socket;

@@ -81,6 +81,23 @@ export function registerBench(program: Command): void {
       }));
 
   bench
+    .command('xenstore')
+    .description('creation time of the N-th domain in the xenstore toolstack mode (control path, no VM), store operations and watch events per creation')
+    .option('--vms <n>', 'domains to create, all kept until the end', intOption('--vms', 2, 30000), 1000)
+    .option('--window <n>', 'creations in the first and the last window (default a tenth of --vms, at most 100)', intOption('--window', 1, 15000))
+    .option('--svg <file>', 'also draw the creation time against the domains running')
+    .option('--json', 'print one JSON object')
+    .action((opts: { vms: number; window?: number; svg?: string; json?: boolean }) => report(opts.json, 'domains', async (progress) => {
+      const { benchXenstore } = await import('../../bench/xenstore.js');
+      const r = await benchXenstore({ vms: opts.vms, window: opts.window, onProgress: progress });
+      if (opts.svg) {
+        const { renderXenstoreFigure } = await import('../../bench/figures.js');
+        await renderXenstoreFigure(r.points as never, opts.svg, `${opts.vms} domains created and kept; control path only: store and dom0 backend processes, no VM`);
+      }
+      return r;
+    }));
+
+  bench
     .command('figures')
     .description('creation time and memory per VM against the number of running VMs, as SVG charts in bench/results/')
     .option('--vms <n>', 'VMs to reach', intOption('--vms', 10, 30000), 2000)

@@ -46,4 +46,24 @@ export function registerXenstored(program: Command, intOption: (name: string, mi
         fail(err);
       }
     });
+
+  program.command('xenstore-backend')
+    .description('a dom0 backend on a xenstored: answers vif and console devices\' state machine (standing in for netback and xenconsoled)')
+    .requiredOption('--socket <path>', 'the xenstored socket to connect to')
+    .action(async (opts: { socket: string }) => {
+      const { fail } = await import('../output.js');
+      try {
+        const { XsBackend } = await import('../../xenstore/backend.js');
+        const be = await XsBackend.start(opts.socket);
+        be.onFailure = (e) => process.stderr.write(`xenstore-backend: ${e.message}\n`);
+        process.stderr.write(`xenstore-backend: watching /local/domain/0/backend on ${opts.socket}\n`);
+        // The store going away ends the backend, as a SIGTERM does.
+        be.closed.then(() => process.exit(be.failure ? 1 : 0), () => process.exit(1));
+        const stop = (): void => { be.close(); process.exit(0); };
+        process.once('SIGINT', stop);
+        process.once('SIGTERM', stop);
+      } catch (err) {
+        fail(err);
+      }
+    });
 }
