@@ -12,7 +12,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { XenstoreMode, type XsDomainConfig } from '../toolstack/xenstore-mode.js';
+import { XenstoreMode, type XsCreatePhases, type XsDomainConfig } from '../toolstack/xenstore-mode.js';
 import { PACKAGE_ROOT } from '../toolstack/images.js';
 import { XsClient } from '../xenstore/client.js';
 import { frontConnect } from '../xenstore/frontend.js';
@@ -28,6 +28,7 @@ export interface XenstoreBenchOptions {
 interface Sample {
   total_ms: number;
   name_check_ms: number;
+  name_reads: number;
   toolstack_ms: number;
   backend_wait_ms: number;
   handshake_ms: number;
@@ -38,7 +39,7 @@ interface Sample {
 
 const CONTROL_INTERVAL = 'control path only, no VM: XenstoreMode.create (libxl__domain_make with the name check over every domain, ' +
   'libxl__build_post and INTRODUCE, console 0, one vif to its backend\'s InitWait and hotplug-status) and the frontend\'s walk to Connected on a ' +
-  'connection bound as the domain, to both ends read Connected by the toolstack; the N-1 domains before it kept; store and backend are processes of their own';
+  'connection bound as the domain, to both ends read Connected by the toolstack; the N-1 domains before it kept (after a window made and destroyed to warm up); store and backend are processes of their own';
 
 export function domainConfig(i: number): XsDomainConfig {
   const hex = (v: number): string => v.toString(16).padStart(2, '0');
@@ -54,12 +55,27 @@ export function domainConfig(i: number): XsDomainConfig {
 async function startPeer(args: string[], ready: () => boolean | Promise<boolean>, what: string): Promise<ChildProcess> {
   const fromSource = import.meta.url.endsWith('.ts');
   const cli = join(PACKAGE_ROOT, fromSource ? 'src/cli/main.ts' : 'dist/cli/main.js');
-  const child = spawn(process.execPath, [...(fromSource ? ['--import', 'tsx'] : []), cli, ...args], { stdio: ['ignore', 'ignore', 'inherit'], cwd: PACKAGE_ROOT });
+  const child = spawn(process.execPath, [...(fromSource ? ['--import', 'tsx'] : []), cli, ...args], { stdio: ['ignore', 'ignore', 'pipe'], cwd: PACKAGE_ROOT });
+  // Its words are kept for an error: the lines it says when all is well would clutter the bench's output.
+  let said = '';
+  child.stderr!.on('data', (d: Buffer) => { said = (said + d.toString()).slice(-2000); });
   for (let i = 0; !(await ready()); i++) {
-    if (child.exitCode !== null || i > 600) { child.kill('SIGKILL'); throw new Error(`${what} did not start`); }
+    if (child.exitCode !== null || i > 600) { child.kill('SIGKILL'); throw new Error(`${what} did not start${said ? `: ${said.trim()}` : ''}`); }
     await new Promise((r) => setTimeout(r, 50));
   }
   return child;
+}
+
+/** One domain made, its frontend (the guest's part) walked to Connected, and both ends seen Connected by the toolstack. */
+async function createOne(tool: XenstoreMode, socket: string, domid: number, cfg: XsDomainConfig, guests: XsClient[]): Promise<{ phases: XsCreatePhases; created: number }> {
+  const phases = await tool.create(domid, cfg);
+  const created = performance.now();
+  const guest = await XsClient.connect(socket);
+  guests.push(guest);
+  await guest.bind(domid);
+  await frontConnect(guest, 'device/vif/0', 8, 3, 10_000);
+  await tool.waitConnected(domid);
+  return { phases, created };
 }
 
 async function storeCounters(xs: XsClient): Promise<{ ops: number; events: number }> {
@@ -67,10 +83,13 @@ async function storeCounters(xs: XsClient): Promise<{ ops: number; events: numbe
   return { ops: Object.values(s.ops).reduce((a, b) => a + b, 0), events: s.watch_events };
 }
 
-export async function benchXenstore(opts: XenstoreBenchOptions): Promise<Record<string, unknown>> {
+export type XenstoreReport = ReturnType<typeof report>;
+
+export async function benchXenstore(opts: XenstoreBenchOptions): Promise<XenstoreReport> {
   const n = opts.vms;
   if (!Number.isInteger(n) || n < 2) throw new RangeError(`bench xenstore: --vms must be an integer >= 2 (got ${n})`);
   const window = opts.window ?? Math.min(100, Math.max(1, Math.floor(n / 10)));
+  if (n + window > 0x7fef) throw new RangeError(`bench xenstore: ${n} domains and a warm-up of ${window} need more domain ids than there are`);
   if (!Number.isInteger(window) || window < 1 || window * 2 > n) throw new RangeError(`bench xenstore: a window of ${window} does not fit twice in ${n} creations`);
   const dir = mkdtempSync(join(tmpdir(), 'lightvm-bench-xs-'));
   const socket = join(dir, 'xenstored.sock');
@@ -90,18 +109,17 @@ export async function benchXenstore(opts: XenstoreBenchOptions): Promise<Record<
     const before = await watches();
     peers.push(await startPeer(['xenstore-backend', '--socket', socket], async () => (await watches()) > before, 'lightvm xenstore-backend'));
     tool = await XenstoreMode.open(socket);
+    // Warm-up, not counted: a window of domains made and destroyed first, so that the first
+    // window measures the store's growth from empty and not this process's and the peers' JIT.
+    for (let i = 1; i <= window; i++) await createOne(tool, socket, n + i, { ...domainConfig(n + i), name: `warmup-${i}` }, guests);
+    for (let i = 1; i <= window; i++) await tool.destroy(n + i);
+    for (const g of guests.splice(0)) g.close();
     const samples: Sample[] = [];
     for (let i = 1; i <= n; i++) {
       const c0 = await storeCounters(stats);
       const req0 = tool.xs.requests;
       const t0 = performance.now();
-      const phases = await tool.create(i, domainConfig(i));
-      const t1 = performance.now();
-      const guest = await XsClient.connect(socket);
-      guests.push(guest);
-      await guest.bind(i);
-      await frontConnect(guest, 'device/vif/0', 8, 3, 10_000);
-      await tool.waitConnected(i);
+      const { phases, created: t1 } = await createOne(tool, socket, i, domainConfig(i), guests);
       const t2 = performance.now();
       const req1 = tool.xs.requests;
       const c1 = await storeCounters(stats);
@@ -109,6 +127,7 @@ export async function benchXenstore(opts: XenstoreBenchOptions): Promise<Record<
       samples.push({
         total_ms: t2 - t0,
         name_check_ms: phases.name_check_ms,
+        name_reads: phases.name_reads,
         toolstack_ms: createMs - phases.backend_wait_ms,
         backend_wait_ms: phases.backend_wait_ms,
         handshake_ms: t2 - t1,
@@ -144,7 +163,8 @@ export async function benchXenstore(opts: XenstoreBenchOptions): Promise<Record<
 const mean = (xs: number[]): number => Math.round((xs.reduce((a, b) => a + b, 0) / xs.length) * 10) / 10;
 const round = (x: number): number => Math.round(x * 1000) / 1000;
 
-function report(n: number, window: number, samples: Sample[], destroyMs: number[], left: { nodes: number; domains: number }): Record<string, unknown> {
+/** The JSON `bench xenstore` prints; its type is XenstoreReport. */
+function report(n: number, window: number, samples: Sample[], destroyMs: number[], left: { nodes: number; domains: number }) {
   const first = samples.slice(0, window);
   const last = samples.slice(n - window);
   const p = (xs: Sample[], k: keyof Sample) => summarize(xs.map((x) => x[k]));
@@ -156,7 +176,7 @@ function report(n: number, window: number, samples: Sample[], destroyMs: number[
     backend_wait_p50_ms: p(xs, 'backend_wait_ms').p50_ms,
     guest_handshake_p50_ms: p(xs, 'handshake_ms').p50_ms,
   });
-  const per = (k: 'store_ops' | 'watch_events' | 'toolstack_requests') => ({ first: mean(first.map((x) => x[k])), last: mean(last.map((x) => x[k])) });
+  const per = (k: 'store_ops' | 'watch_events' | 'toolstack_requests' | 'name_reads') => ({ first: mean(first.map((x) => x[k])), last: mean(last.map((x) => x[k])) });
   const points: { series: string; running: number; p50_ms: number; p90_ms: number }[] = [];
   for (let i = 0; i + window <= n; i += window) {
     const s = p(samples.slice(i, i + window), 'total_ms');
@@ -181,6 +201,7 @@ function report(n: number, window: number, samples: Sample[], destroyMs: number[
     xenstore_ops_per_create: per('store_ops'),
     watch_events_per_create: per('watch_events'),
     toolstack_requests_per_create: per('toolstack_requests'),
+    name_reads_per_create: per('name_reads'),
     destroy: { ...summarize(destroyMs), interval: 'XenstoreMode.destroy of each domain, last made first: vif closed through the backend, every entry removed, RELEASE' },
     left_after_destroy: { nodes: left.nodes, domains: left.domains },
     points,

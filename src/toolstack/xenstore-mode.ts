@@ -64,6 +64,8 @@ export interface XsDomainConfig {
 /** Milliseconds spent in each libxl step of one create. */
 export interface XsCreatePhases {
   name_check_ms: number;
+  /** Names the check read (every listed domain's, dom0's included): N for the N-th domain. */
+  name_reads: number;
   domain_make_ms: number;
   build_post_ms: number;
   console_ms: number;
@@ -176,10 +178,11 @@ export class XenstoreMode {
     const ro = ['n0', `r${domid}`];
     const rw = [`n${domid}`];
     const no = ['n0'];
-    const phases: XsCreatePhases = { name_check_ms: 0, domain_make_ms: 0, build_post_ms: 0, console_ms: 0, vifs_ms: 0, backend_wait_ms: 0 };
+    const phases: XsCreatePhases = { name_check_ms: 0, name_reads: 0, domain_make_ms: 0, build_post_ms: 0, console_ms: 0, vifs_ms: 0, backend_wait_ms: 0 };
     let t0 = performance.now();
     await this.transaction(`domain ${domid} (${cfg.name}): libxl__domain_make`, async (tx) => {
       phases.name_check_ms = 0;
+      phases.name_reads = this.domains.size + 1;
       await this.rmQuiet(dom, tx);
       await this.mknod(dom, ro, tx);
       await this.rmQuiet(vm, tx);

@@ -92,7 +92,7 @@ export function registerBench(program: Command): void {
       const r = await benchXenstore({ vms: opts.vms, window: opts.window, onProgress: progress });
       if (opts.svg) {
         const { renderXenstoreFigure } = await import('../../bench/figures.js');
-        await renderXenstoreFigure(r.points as never, opts.svg, `${opts.vms} domains created and kept; control path only: store and dom0 backend processes, no VM`);
+        await renderXenstoreFigure(r.points, opts.svg, `${opts.vms} domains created and kept; control path only: store and dom0 backend processes, no VM`);
       }
       return r;
     }));
