@@ -161,11 +161,13 @@ export class XenstoreMode {
   }
 
   /** libxl_name_to_domid: every listed domain's name, read one by one outside any transaction. */
-  private async nameToDomid(name: string): Promise<number | undefined> {
+  private async nameToDomid(name: string): Promise<{ holder: number | undefined; reads: number }> {
+    let reads = 0;
     for (const domid of [0, ...this.domains.keys()]) {
-      if ((await this.readMaybe(`/local/domain/${domid}/name`)) === name) return domid;
+      reads++;
+      if ((await this.readMaybe(`/local/domain/${domid}/name`)) === name) return { holder: domid, reads };
     }
-    return undefined;
+    return { holder: undefined, reads };
   }
 
   /** Steps 1-4 above: when it resolves the domain may be unpaused (its vifs' backends wait in InitWait). */
@@ -182,7 +184,6 @@ export class XenstoreMode {
     let t0 = performance.now();
     await this.transaction(`domain ${domid} (${cfg.name}): libxl__domain_make`, async (tx) => {
       phases.name_check_ms = 0;
-      phases.name_reads = this.domains.size + 1;
       await this.rmQuiet(dom, tx);
       await this.mknod(dom, ro, tx);
       await this.rmQuiet(vm, tx);
@@ -193,8 +194,9 @@ export class XenstoreMode {
       await this.xs.write(`${dom}/vm`, vm, tx);
       // libxl__domain_rename(old_name NULL): the uniqueness check, then the name in both places.
       const c0 = performance.now();
-      const holder = await this.nameToDomid(cfg.name);
+      const { holder, reads } = await this.nameToDomid(cfg.name);
       phases.name_check_ms += performance.now() - c0;
+      phases.name_reads = reads;
       if (holder !== undefined && holder !== domid) throw new Error(`xenstore mode: domain with name "${cfg.name}" already exists (domain ${holder})`);
       await this.xs.write(`${dom}/name`, cfg.name, tx);
       await this.xs.write(`${vm}/name`, cfg.name, tx);
