@@ -1,7 +1,8 @@
 // `lightvm bench xenstore` on a few domains: its store and backend
 // processes start and end, the report has each number it promises, the
 // name check reads one name per domain listed (the step whose cost grows
-// with N), and destroy leaves the store as it was.
+// with N, and the one count here that timing cannot move), and destroy
+// leaves the store as it was.
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { benchXenstore } from '../src/bench/xenstore.js';
@@ -18,7 +19,9 @@ void describe('bench xenstore (control path, no VM)', () => {
     assert.match(r.skipped.noxs_shell, /needs real VMs/);
     // Domains 1-5 list 1-5 names (dom0's and those before), 16-20 list 16-20.
     assert.deepEqual(r.name_reads_per_create, { first: 3, last: 18 });
-    assert.ok(r.xenstore_ops_per_create.last > r.xenstore_ops_per_create.first + 14, JSON.stringify(r.xenstore_ops_per_create));
+    // libxl's steps are well over a hundred requests whatever the timing (the waits' reads vary with it: no exact count).
+    assert.ok(r.toolstack_requests_per_create.first >= 120, JSON.stringify(r.toolstack_requests_per_create));
+    assert.ok(r.xenstore_ops_per_create.first >= r.toolstack_requests_per_create.first, JSON.stringify(r.xenstore_ops_per_create));
     assert.ok(r.watch_events_per_create.first > 0);
     assert.deepEqual(r.left_after_destroy, { nodes: 9, domains: 0 });
     assert.equal(r.points.length, 4);
