@@ -158,8 +158,9 @@ export class XsBackend {
     }
   }
 
+  /** The frontend's watch is gone from the store before the device leaves the count (tests wait on the count). */
   private async forget(dev: Device): Promise<void> {
-    this.devices.delete(dev.dir);
     if (dev.frontToken && dev.frontend) await this.w.unwatch(`${dev.frontend}/state`, dev.frontToken).catch(() => {});
+    this.devices.delete(dev.dir);
   }
 }
