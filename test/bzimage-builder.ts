@@ -28,7 +28,8 @@ export interface BzImageOptions {
 export function buildBzImage(o: BzImageOptions): Uint8Array {
   const setupSects = o.setupSects ?? 1;
   const setupBytes = (setupSects + 1) * 512;
-  const out = new Uint8Array(setupBytes + o.payload.length);
+  // Whole 16-byte paragraphs, as a kernel build pads its image (syssize counts them).
+  const out = new Uint8Array(setupBytes + Math.ceil(o.payload.length / 16) * 16);
   const v = new DataView(out.buffer);
   v.setUint8(0x1f1, setupSects);
   v.setUint32(0x1f4, o.syssize ?? Math.ceil(o.payload.length / 16), true);

@@ -16,6 +16,9 @@ import {
 import { longModeSregs, writePageTables } from './cpu.js';
 import { DevicePage, type DeviceEntry } from './device-page.js';
 import type { Image } from './elf.js';
+import type { BzImage } from './linux/bzimage.js';
+import { writeLinuxEntryTables, linuxSregs } from './linux/entry.js';
+import { loadLinux } from './linux/load.js';
 import { ImageError } from './elf.js';
 import { GuestFault, type VmExit } from './exit.js';
 import { DeviceBus, HYPERCALL_SLOTS, Next, type DeviceModule, type VmContext } from './devices.js';
@@ -322,6 +325,24 @@ export class Machine implements VmContext {
       rdi: BigInt(BOOT_INFO_GPA),
       rflags: 2n,
     });
+  }
+
+  /**
+   * Execute phase for a bzImage (64-bit boot protocol): kernel, command line,
+   * initrd and zero page into RAM, the protocol's GDT and identity map over
+   * the shell's unikernel tables, and entry at load address + 0x200 with
+   * %rsi at the zero page. Only Linux VMs pay the extra KVM_SET_SREGS.
+   * Checked on a real vCPU (the kvm box) by test/linux-boot.test.ts.
+   */
+  loadBzImage(image: BzImage, config: MachineConfig, initrd?: { file: string; bytes: Uint8Array }): void {
+    this.devicePage.write({ vmId: config.vmId, name: config.name, devices: config.devices });
+    this.setUpBase(config);
+    const entry = loadLinux(this.ram, image, { cmdline: config.cmdline, initrd: initrd?.bytes, initrdFile: initrd?.file });
+    writeLinuxEntryTables(this.ram);
+    const sregs = this.vcpu.getSregs();
+    patchSregs(sregs, linuxSregs());
+    this.vcpu.setSregs(sregs);
+    this.vcpu.setRegs({ rip: BigInt(entry.rip), rsi: BigInt(entry.rsi), rflags: 2n });
   }
 
   /**

@@ -40,10 +40,12 @@ function tables(): { pml4: Uint8Array; pdpt: Uint8Array; pds: Uint8Array } {
   for (let i = 0; i < LINUX_MAPPED_GIB * 512; i++) d.setBigUint64(i * 8, BigInt(i * MIB2) | PTE_P | PTE_W | PTE_PS, true);
   return { pml4, pdpt, pds };
 }
-const built = tables();
+// Built on the first Linux VM, not at import: the unikernel run path loads this module too.
+let built: ReturnType<typeof tables> | undefined;
 
 /** Writes the Linux entry's GDT and identity map over whatever the shell had there. */
 export function writeLinuxEntryTables(ram: GuestWrites): void {
+  built ??= tables();
   ram.write(PML4_GPA, built.pml4);
   ram.write(PDPT_GPA, built.pdpt);
   ram.write(PD_RAM_GPA, built.pds);
