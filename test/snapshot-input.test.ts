@@ -5,12 +5,12 @@
 // while a healthy VM on the same executor keeps running and the executor
 // process is the same one.
 import assert from 'node:assert/strict';
-import { createHash } from 'node:crypto';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { decodeSnapshot, encodeSnapshotParts, SECTION, SNAPSHOT_END, type Snapshot, type SnapshotHeader } from '../src/vmm/snapshot.js';
+import { decodeSnapshot, encodeSnapshotParts, SECTION, type Snapshot, type SnapshotHeader } from '../src/vmm/snapshot.js';
 import { executorProcesses, ok, request, startTestDaemon, type ApiErrorBody, type TestDaemon, type VmView } from './daemon-helpers.js';
+import { resection } from './snapshot-files.js';
 import { lastCount, listed, untilCount } from './vm-helpers.js';
 
 const PAGE = 4096;
@@ -24,26 +24,6 @@ export function reencode(s: Snapshot, change: (s: Snapshot) => Snapshot): Buffer
   return Buffer.concat(encodeSnapshotParts({ ...t, memory, pages: [...t.pages.keys()] }));
 }
 
-/** A file's sections, changed by change(), with a checksum made anew: a file as a forger writes it. */
-export function resection(file: Buffer, change: (sections: [number, Buffer][]) => [number, Buffer][]): Buffer {
-  const headLen = file.readUInt32LE(12);
-  const end = file.length - 40;
-  const sections: [number, Buffer][] = [];
-  for (let o = 16 + headLen; o < end;) {
-    const len = Number(file.readBigUInt64LE(o + 8));
-    sections.push([file.readUInt32LE(o), file.subarray(o + 16, o + 16 + len)]);
-    o += 16 + len;
-  }
-  const parts: Buffer[] = [file.subarray(0, 16 + headLen)];
-  for (const [type, data] of change(sections)) {
-    const h = Buffer.alloc(16);
-    h.writeUInt32LE(type, 0);
-    h.writeBigUInt64LE(BigInt(data.length), 8);
-    parts.push(h, data);
-  }
-  const body = Buffer.concat(parts);
-  return Buffer.concat([body, Buffer.from(SNAPSHOT_END, 'latin1'), createHash('sha256').update(body).digest()]);
-}
 
 const withHeader = (f: (h: SnapshotHeader) => void) => (s: Snapshot): Snapshot => {
   f(s.header);

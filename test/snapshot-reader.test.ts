@@ -5,13 +5,14 @@
 // here: the pages go into plain memory, as the executor's go into a guest's.
 import assert from 'node:assert/strict';
 import { execFileSync, spawnSync } from 'node:child_process';
-import { createHash, randomBytes } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
 import { statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
 import { SnapshotReader, RESTORE_CHUNK } from '../src/vmm/snapshot-reader.js';
-import { decodeSnapshot, encodeSnapshotParts, SECTION, SNAPSHOT_END, type Snapshot, type SnapshotHeader } from '../src/vmm/snapshot.js';
+import { decodeSnapshot, encodeSnapshotParts, SECTION, type Snapshot, type SnapshotHeader } from '../src/vmm/snapshot.js';
 import { ROOT, tempDir } from './helpers.js';
+import { resection } from './snapshot-files.js';
 
 const PAGE = 4096;
 const MiB = 1 << 20;
@@ -46,24 +47,6 @@ export function snapshotFile(memoryMiB: number, pages: number | number[], extra:
   }));
 }
 
-/** A file's sections, changed by change(), with a checksum made anew: a file as a forger writes it (as in snapshot-input.test.ts). */
-function resection(file: Buffer, change: (sections: [number, Buffer][]) => [number, Buffer][]): Buffer {
-  const headLen = file.readUInt32LE(12);
-  const end = file.length - 40;
-  const sections: [number, Buffer][] = [];
-  for (let o = 16 + headLen; o < end; o += 16 + Number(file.readBigUInt64LE(o + 8))) {
-    sections.push([file.readUInt32LE(o), file.subarray(o + 16, o + 16 + Number(file.readBigUInt64LE(o + 8)))]);
-  }
-  const parts: Buffer[] = [file.subarray(0, 16 + headLen)];
-  for (const [type, data] of change(sections)) {
-    const h = Buffer.alloc(16);
-    h.writeUInt32LE(type, 0);
-    h.writeBigUInt64LE(BigInt(data.length), 8);
-    parts.push(h, data);
-  }
-  const body = Buffer.concat(parts);
-  return Buffer.concat([body, Buffer.from(SNAPSHOT_END, 'latin1'), createHash('sha256').update(body).digest()]);
-}
 
 /** Reads file with a SnapshotReader of chunk bytes: the snapshot with its placed pages, and the steps taken. */
 function readAll(file: string, chunk: number): { snapshot: Snapshot; steps: number } {
