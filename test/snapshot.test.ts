@@ -268,7 +268,10 @@ void describe('snapshots through the daemon', () => {
       writeFileSync(file, b);
       const r = await request(d.socket, 'POST', '/v1/restore', { body: { file, name: 'flipped' } });
       const message = errorOf(r)?.message ?? r.text;
-      if (r.status !== 422 || !message.startsWith(`${file}: `)) {
+      // The daemon judges the header's image path (F18) before the executor checks the
+      // whole file's checksum: a flip that moves the path out of its roots is a 403 then.
+      const outside = r.status === 403 && errorOf(r)?.code === 'path-not-allowed' && message.startsWith(`file: ${file}: its image `);
+      if (!outside && (r.status !== 422 || !message.startsWith(`${file}: `))) {
         const key = `${r.status} ${message.replace(/\d+(\.\d+)?/g, 'N')}`;
         wrong.set(key, [...(wrong.get(key) ?? []), at]);
         if (r.status === 201) await request(d.socket, 'DELETE', '/v1/vms/flipped');
