@@ -60,7 +60,7 @@ run=$(sed -n 's/.*box\.run=\([^ ]*\).*/\1/p' /proc/cmdline)
 mods=$(sed -n 's/.*box\.mods=\([^ ]*\).*/\1/p' /proc/cmdline)
 mount -t 9p -o trans=virtio,version=9p2000.L,msize=512000,cache=loose hostroot /mnt || { echo "kvm-box: 9p mount failed"; poweroff -f; }
 for m in virt/lib/irqbypass arch/x86/kvm/kvm drivers/crypto/ccp/ccp arch/x86/kvm/kvm-amd drivers/net/tun \
-         net/llc/llc net/802/stp net/bridge/bridge drivers/net/veth; do
+         net/llc/llc net/802/stp net/bridge/bridge drivers/net/veth fs/overlayfs/overlay; do
     insmod "/mnt$mods/$m.ko" 2>/dev/null || echo "kvm-box: module $m not loaded"
 done
 mount -t devtmpfs dev /mnt/dev; mkdir -p /mnt/dev/pts /mnt/dev/shm
