@@ -14,6 +14,8 @@ const c = {
   fcntlValue: libc.func('int fcntl(int fd, int cmd, int arg)'),
   read: libc.func('long read(int fd, void *buf, size_t len)'),
   write: libc.func('long write(int fd, const void *buf, size_t len)'),
+  preadv: libc.func('long preadv(int fd, void *iov, int iovcnt, int64_t off)'),
+  pwritev: libc.func('long pwritev(int fd, void *iov, int iovcnt, int64_t off)'),
   ioctlValue: libc.func('int ioctl(int fd, unsigned long req, unsigned long arg)'),
   ioctlBuffer: libc.func('int ioctl(int fd, unsigned long req, void *arg)'),
   mmap: libc.func('void *mmap(void *addr, size_t len, int prot, int flags, int fd, int64_t off)'),
@@ -197,6 +199,80 @@ export function read(fd: number, buf: Uint8Array, len = buf.length): number {
 export function write(fd: number, buf: Uint8Array, len = buf.length): number {
   const r = c.write(fd, buf, len) as number;
   return r < 0 ? -koffi.errno() : r;
+}
+
+/** struct iovec on x86-64: u64 base, u64 len (as four u32 words). */
+const IOVEC_WORDS = 4;
+/** At most this many iovecs in one preadv/pwritev (the kernel's IOV_MAX). */
+export const IOV_MAX = 1024;
+
+/**
+ * A scatter list of host memory for one preadv/pwritev: the segments are
+ * addresses in this process (guest RAM, straight), so the file's bytes move
+ * with no copy and one system call per list.
+ */
+export class IoVectors {
+  private readonly words: Uint32Array;
+  private readonly lens: number[] = [];
+  private count = 0;
+
+  constructor(readonly capacity: number) {
+    if (!Number.isInteger(capacity) || capacity < 1 || capacity > IOV_MAX) throw new RangeError(`an iovec list holds 1..${IOV_MAX} entries, not ${capacity}`);
+    this.words = new Uint32Array(capacity * IOVEC_WORDS);
+  }
+
+  get length(): number {
+    return this.count;
+  }
+
+  clear(): void {
+    this.count = 0;
+  }
+
+  /** Adds len bytes at address (numbers: user-space addresses are below 2^47). */
+  add(address: number, len: number): void {
+    if (this.count === this.capacity) throw new RangeError(`iovec list full (${this.capacity} entries)`);
+    const w = this.count * IOVEC_WORDS;
+    this.words[w] = address >>> 0;
+    this.words[w + 1] = Math.floor(address / 0x1_0000_0000);
+    this.words[w + 2] = len >>> 0;
+    this.words[w + 3] = 0;
+    this.lens[this.count++] = len;
+  }
+
+  /**
+   * preadv (or pwritev) of the whole list at offset; a short transfer goes
+   * on from where it stopped. Returns the bytes moved (fewer than asked only
+   * at the file's end on a read, or when a write moves nothing), or -errno.
+   */
+  transfer(fd: number, write: boolean, offset: number): number {
+    const call = write ? c.pwritev : c.preadv;
+    let first = 0;
+    let done = 0;
+    for (;;) {
+      const view = first === 0 ? this.words : this.words.subarray(first * IOVEC_WORDS);
+      const r = call(fd, view, this.count - first, offset + done) as number;
+      if (r < 0) {
+        if (koffi.errno() === EINTR) continue;
+        return -koffi.errno();
+      }
+      if (r === 0) return done;
+      done += r;
+      // Skip the segments it filled; trim the one it stopped in.
+      let left = r;
+      while (first < this.count && left >= this.lens[first]!) left -= this.lens[first++]!;
+      if (first === this.count) return done;
+      if (left > 0) {
+        const w = first * IOVEC_WORDS;
+        const base = this.words[w]! + this.words[w + 1]! * 0x1_0000_0000 + left;
+        const rest = this.lens[first]! - left;
+        this.lens[first] = rest;
+        this.words[w] = base >>> 0;
+        this.words[w + 1] = Math.floor(base / 0x1_0000_0000);
+        this.words[w + 2] = rest;
+      }
+    }
+  }
 }
 
 export const EPOLL_CTL_ADD = 1;

@@ -1,16 +1,19 @@
 // virtio-blk (virtio 1.x, 5.2) backed by a host file: read, write, flush
 // and get-id, served synchronously at the queue notify, straight between
-// the file and guest RAM (no bounce buffer). The file is the user's (as
+// the file and guest RAM (no bounce buffer): a request's data buffers go to
+// the file in one preadv/pwritev, a flush is one fdatasync. The file is the user's (as
 // Firecracker's drives are): opened when the VM is set up, closed with it.
 // A request past the disk's end, of a size that is not whole sectors, or a
 // write to a read-only disk fails with IOERR: that request only.
-import { closeSync, fstatSync, fsyncSync, openSync, readSync, writeSync } from 'node:fs';
+import { closeSync, fdatasyncSync, fstatSync, openSync } from 'node:fs';
 import { basename } from 'node:path';
+import type { GuestMemory } from '../../kvm/memory.js';
+import { IoVectors } from '../../sys/libc.js';
 import type { VmContext } from '../devices.js';
 import type { DeviceEntry } from '../device-page.js';
 import { GuestFault } from '../exit.js';
 import {
-  VIRTIO_BLK_CONFIG, VIRTIO_BLK_F, VIRTIO_BLK_ID_BYTES, VIRTIO_BLK_REQ_HEADER, VIRTIO_BLK_S, VIRTIO_BLK_SECTOR_SIZE, VIRTIO_BLK_T, VIRTIO_ID,
+  LVM_VIRTIO_QUEUE_MAX, VIRTIO_BLK_CONFIG, VIRTIO_BLK_F, VIRTIO_BLK_ID_BYTES, VIRTIO_BLK_REQ_HEADER, VIRTIO_BLK_S, VIRTIO_BLK_SECTOR_SIZE, VIRTIO_BLK_T, VIRTIO_ID,
 } from './abi.js';
 import { VirtioMmio, type VirtioDevice } from './mmio.js';
 import type { Chain, VirtQueue } from './queue.js';
@@ -43,8 +46,17 @@ export class BlockDevice implements VirtioDevice {
   transport!: VirtioMmio;
   private readonly id: Uint8Array;
   private fd: number;
+  /** A chain is at most a queue long, so its data buffers fit one list. */
+  private readonly iov = new IoVectors(LVM_VIRTIO_QUEUE_MAX);
+  private readonly ramAddress: number;
+  private readonly ramOffset: number;
+  /** sectors as a number (a disk file is far below 2^53 bytes). */
+  private readonly sectorCount: number;
 
-  constructor(readonly path: string, readOnly: boolean, field: string) {
+  constructor(readonly path: string, readOnly: boolean, field: string, private readonly ram: GuestMemory) {
+    // Buffers are views of ram.bytes: their host address is ram's plus their offset in it.
+    this.ramAddress = Number(ram.hostAddress);
+    this.ramOffset = ram.bytes.byteOffset;
     this.readOnly = readOnly;
     try {
       this.fd = openSync(path, readOnly ? 'r' : 'r+');
@@ -57,6 +69,7 @@ export class BlockDevice implements VirtioDevice {
       throw new BlockConfigError(`${field}.path`, path, 'is not a regular file');
     }
     this.sectors = BigInt(st.size) / SECTOR;
+    this.sectorCount = Number(this.sectors);
     this.features = (1n << BigInt(VIRTIO_BLK_F.FLUSH)) | (1n << BigInt(VIRTIO_BLK_F.BLK_SIZE)) | (readOnly ? 1n << BigInt(VIRTIO_BLK_F.RO) : 0n);
     const v = new DataView(this.config.buffer);
     v.setBigUint64(VIRTIO_BLK_CONFIG.capacity, this.sectors, true);
@@ -84,35 +97,34 @@ export class BlockDevice implements VirtioDevice {
     if (!head || head.length < VIRTIO_BLK_REQ_HEADER.size || !last || last.length === 0) {
       throw new GuestFault('virtio', `${this.transport.name}: request ${c.head} lacks a 16-byte header first or a status byte last`);
     }
-    const h = new DataView(head.buffer, head.byteOffset, VIRTIO_BLK_REQ_HEADER.size);
-    const type = h.getUint32(VIRTIO_BLK_REQ_HEADER.type, true);
-    const sector = h.getBigUint64(VIRTIO_BLK_REQ_HEADER.sector, true);
-    // Data: what follows the header (out), or every writable byte but the status (in).
-    const status = last.subarray(last.length - 1);
-    const inBufs = c.writable.slice(0, -1);
-    if (last.length > 1) inBufs.push(last.subarray(0, last.length - 1));
-    const outBufs = c.readable.slice(1);
-    if (head.length > VIRTIO_BLK_REQ_HEADER.size) outBufs.unshift(head.subarray(VIRTIO_BLK_REQ_HEADER.size));
+    // Read in place from guest RAM: nothing is allocated per request on the data path.
+    const v = this.ram.view;
+    const h = head.byteOffset - this.ramOffset;
+    const type = v.getUint32(h + VIRTIO_BLK_REQ_HEADER.type, true);
+    const sector = v.getUint32(h + VIRTIO_BLK_REQ_HEADER.sector, true) + v.getUint32(h + VIRTIO_BLK_REQ_HEADER.sector + 4, true) * 0x1_0000_0000;
+    const statusAt = last.byteOffset - this.ramOffset + last.length - 1;
     let written = 0;
     let result: number = VIRTIO_BLK_S.OK;
     switch (type) {
-      case VIRTIO_BLK_T.IN:
-        result = this.transfer(inBufs, sector, false);
-        if (result === VIRTIO_BLK_S.OK) written = inBufs.reduce((s, b) => s + b.length, 0);
+      case VIRTIO_BLK_T.IN: {
+        const n = this.gather(c, false);
+        result = this.transfer(c, n, sector, false);
+        if (result === VIRTIO_BLK_S.OK) written = n;
         break;
+      }
       case VIRTIO_BLK_T.OUT:
-        result = this.readOnly ? VIRTIO_BLK_S.IOERR : this.transfer(outBufs, sector, true);
+        result = this.readOnly ? VIRTIO_BLK_S.IOERR : this.transfer(c, this.gather(c, true), sector, true);
         break;
       case VIRTIO_BLK_T.FLUSH:
         try {
-          if (!this.readOnly) fsyncSync(this.fd);
+          if (!this.readOnly) fdatasyncSync(this.fd);
         } catch {
           result = VIRTIO_BLK_S.IOERR;
         }
         break;
       case VIRTIO_BLK_T.GET_ID: {
-        const out = inBufs[0];
-        if (!out) {
+        const out = c.writable.length > 1 ? c.writable[0]! : last.subarray(0, last.length - 1);
+        if (!out.length) {
           result = VIRTIO_BLK_S.IOERR;
           break;
         }
@@ -125,32 +137,48 @@ export class BlockDevice implements VirtioDevice {
       default:
         result = VIRTIO_BLK_S.UNSUPP;
     }
-    status[0] = result;
+    v.setUint8(statusAt, result);
     return written + 1;
   }
 
-  /** Reads or writes whole sectors from sector on; IOERR past the end or on a host error. */
-  private transfer(bufs: Uint8Array[], sector: bigint, write: boolean): number {
-    const total = bufs.reduce((s, b) => s + b.length, 0);
+  /**
+   * Puts a request's data buffers in the iovec list and returns their bytes:
+   * what follows the header (out), or every writable byte but the status (in).
+   */
+  private gather(c: Chain, out: boolean): number {
+    const iov = this.iov;
+    iov.clear();
+    let total = 0;
+    const add = (b: Uint8Array, from: number, to: number): void => {
+      if (to > from) iov.add(this.ramAddress + b.byteOffset - this.ramOffset + from, to - from);
+      total += to - from;
+    };
+    const bufs = out ? c.readable : c.writable;
+    for (let i = 0; i < bufs.length; i++) {
+      const b = bufs[i]!;
+      add(b, out && i === 0 ? VIRTIO_BLK_REQ_HEADER.size : 0, !out && i === bufs.length - 1 ? b.length - 1 : b.length);
+    }
+    return total;
+  }
+
+  /** Reads or writes the gathered bytes at sector, whole sectors; IOERR past the end or on a host error. */
+  private transfer(c: Chain, total: number, sector: number, write: boolean): number {
     if (total % VIRTIO_BLK_SECTOR_SIZE !== 0) return VIRTIO_BLK_S.IOERR;
-    if (sector > this.sectors || BigInt(total) / SECTOR > this.sectors - sector) return VIRTIO_BLK_S.IOERR;
-    let pos = Number(sector * SECTOR);
-    try {
-      for (const b of bufs) {
-        for (let done = 0; done < b.length;) {
-          const n = write ? writeSync(this.fd, b, done, b.length - done, pos) : readSync(this.fd, b, done, b.length - done, pos);
-          if (n <= 0) {
-            // The file shrank under us: the rest reads as zeros, a write fails.
-            if (write) return VIRTIO_BLK_S.IOERR;
-            b.fill(0, done);
-            break;
-          }
-          done += n;
-          pos += n;
+    if (sector > this.sectorCount || total / VIRTIO_BLK_SECTOR_SIZE > this.sectorCount - sector) return VIRTIO_BLK_S.IOERR;
+    const n = this.iov.transfer(this.fd, write, sector * VIRTIO_BLK_SECTOR_SIZE);
+    if (n < 0) return VIRTIO_BLK_S.IOERR;
+    if (n < total) {
+      // The file shrank under us: the rest reads as zeros, a write fails.
+      if (write) return VIRTIO_BLK_S.IOERR;
+      let skip = n;
+      c.writable.forEach((b, i) => {
+        const end = i === c.writable.length - 1 ? b.length - 1 : b.length;
+        if (skip >= end) skip -= end;
+        else {
+          b.fill(0, skip, end);
+          skip = 0;
         }
-      }
-    } catch {
-      return VIRTIO_BLK_S.IOERR;
+      });
     }
     return VIRTIO_BLK_S.OK;
   }
@@ -166,7 +194,7 @@ export class BlockDevice implements VirtioDevice {
 export function setUpBlock(vm: VmContext, d: DeviceEntry, index: number): VirtioMmio {
   const field = `devices.${index}`;
   if (!d.path) throw new BlockConfigError(`${field}.path`, '(none)', 'a block device needs the path of its disk file');
-  const dev = new BlockDevice(d.path, d.readonly === true, field);
+  const dev = new BlockDevice(d.path, d.readonly === true, field, vm.guest.ram);
   try {
     dev.transport = new VirtioMmio(`virtio-blk.${d.id}`, vm, d.id, d.backend!, dev, () => dev.close());
   } catch (err) {
