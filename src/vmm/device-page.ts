@@ -6,36 +6,18 @@ import {
   NOXS_DEVICE, NOXS_HEADER, NOXS_MAGIC, NOXS_MAX_DEVICES, NOXS_NAME_MAX, NOXS_PAGE_SIZE, NOXS_VERSION,
   noxsDeviceOffset,
 } from './abi.js';
+import type { DeviceEntry, VmConfig } from './vm-schema.js';
 
-export type DeviceType = 'console' | 'net' | 'block' | 'xenstore';
+/** A device as a VM's configuration has it: the schema of a device (vm-schema.ts) is its one definition. */
+export type { DeviceEntry };
+export type DeviceType = DeviceEntry['type'];
 
 /** The bridge a net device's tap joins unless its entry names another. */
 export const DEFAULT_BRIDGE = 'lvbr0';
 const TYPE_CODE: Record<DeviceType, number> = { console: 1, net: 2, block: 3, xenstore: 4 };
 
-export interface DeviceEntry {
-  type: DeviceType;
-  id: number;
-  backend?: number;
-  /** "02:00:00:00:00:01" */
-  mac?: string;
-  mtu?: number;
-  ipv4?: { addr: string; netmask: string; gateway?: string };
-  /** Host side of a net device: the bridge its tap joins (not in the page). */
-  bridge?: string;
-  /** Host side of a block device: its disk file (not in the page; backend is its virtio-mmio window). */
-  path?: string;
-  /** A block device the guest may only read. */
-  readonly?: boolean;
-  /** Host side of a xenstore device: the domain id it is in the store (default: the VM's id). Its path is the store's socket. */
-  domid?: number;
-}
-
-export interface DevicePageContents {
-  vmId: number;
-  name: string;
-  devices: readonly DeviceEntry[];
-}
+/** What the device page shows: the VM's id, name and devices (its configuration, vm-schema.ts). */
+export type DevicePageContents = { vmId: VmConfig['id'] } & Pick<VmConfig, 'name'> & { devices: readonly DeviceEntry[] };
 
 /** A configuration the device page cannot hold; names the field. */
 export class DeviceConfigError extends Error {

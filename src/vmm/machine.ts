@@ -14,7 +14,8 @@ import {
   ABI_VERSION, BOOT_INFO, BOOT_MAGIC, CMDLINE_MAX, DEVICE_PAGE_GPA, HC_PIO_BASE, NOXS_PAGE_SIZE, PLATFORM_LIGHTVM,
 } from './abi.js';
 import { longModeSregs, writePageTables } from './cpu.js';
-import { DevicePage, type DeviceEntry } from './device-page.js';
+import { DevicePage, type DevicePageContents } from './device-page.js';
+import type { VmConfig } from './vm-schema.js';
 import type { Image } from './elf.js';
 import type { BzImage } from './linux/bzimage.js';
 import { writeLinuxEntryTables, linuxSregs } from './linux/entry.js';
@@ -45,12 +46,8 @@ export interface ShellParts {
   written: Uint8Array;
 }
 
-export interface MachineConfig {
-  vmId: number;
-  name: string;
-  cmdline: string;
-  devices: readonly DeviceEntry[];
-}
+/** What a Machine is given of its VM's configuration (vm-schema.ts): the device page's contents and the command line. */
+export type MachineConfig = DevicePageContents & Pick<VmConfig, 'cmdline'>;
 
 /** What one call to Machine.run() ended with. */
 export const Outcome = {

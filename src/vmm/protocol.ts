@@ -1,18 +1,14 @@
 // Messages between a host (the toolstack) and an executor thread.
-import type { DeviceEntry } from './device-page.js';
 import type { VmExit } from './exit.js';
 import type { Snapshot } from './snapshot.js';
+import type { VmConfig } from './vm-schema.js';
 
-export interface CreateRequest {
+/** A VM to start: its configuration (vm-schema.ts: name, memory in bytes, cmdline, devices) and how. */
+export interface CreateRequest extends Pick<VmConfig, 'name' | 'memory' | 'cmdline' | 'devices'> {
   op: 'create';
-  vmId: number;
-  name: string;
+  vmId: VmConfig['id'];
   /** Path of the ELF image. */
   image: string;
-  /** Bytes of guest RAM. */
-  memory: number;
-  cmdline: string;
-  devices: DeviceEntry[];
   /** Take a prepared shell if one is there. */
   warm: boolean;
   /** Single-step from entry to the first hypercall and count instructions. */

@@ -15,9 +15,8 @@
 import { createHash } from 'node:crypto';
 import { closeSync } from 'node:fs';
 import type { VcpuState } from '../kvm/vcpu.js';
-import type { DeviceEntry } from './device-page.js';
 import { openRegularFile, readAt, readRegularFile, writeFileReplacing } from './regular-file.js';
-import { validateConsoleSection, validateDeviceState, validateSnapshotHeader, VmStateError } from './vm-schema.js';
+import { validateConsoleSection, validateDeviceState, validateSnapshotHeader, VmStateError, type VmConfig } from './vm-schema.js';
 
 export const SNAPSHOT_MAGIC = 'LVMSNAP\0';
 export const SNAPSHOT_END = 'LVMSEND\0';
@@ -27,7 +26,7 @@ const PAGE = 4096;
 export const SECTION = { regs: 1, sregs: 2, xsave: 3, events: 4, devicePage: 5, memory: 6, console: 7, devices: 8 } as const;
 
 export interface SnapshotHeader {
-  vm: { id: number; name: string; memory: number; cmdline: string; devices: DeviceEntry[] };
+  vm: VmConfig;
   image: { path: string; sha256: string | null };
   /** MSRs, as [index, value] with values in hex (JSON has no 64-bit integers). */
   msrs: [number, string][];

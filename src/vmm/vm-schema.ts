@@ -7,7 +7,8 @@
 import { createRequire } from 'node:module';
 import type { Ajv as AjvType, ErrorObject, ValidateFunction } from 'ajv';
 import { HC_STRUCT, NOXS_MAX_DEVICES } from './abi.js';
-import { DeviceConfigError, validateDevicePage, type DeviceEntry } from './device-page.js';
+import { DeviceConfigError, validateDevicePage } from './device-page.js';
+import type { SchemaType } from './schema-type.js';
 import { PAGE_SIZE } from '../kvm/memory.js';
 import { MAX_MEMORY, MIN_MEMORY } from './layout.js';
 import { CONSOLE_HELD } from './socket-port.js';
@@ -33,6 +34,7 @@ export const hostPath = { type: 'string', minLength: 1, maxLength: PATH_MAX } as
 /** Checked as an address where it is written into the device page (validateDevicePage). */
 const ipv4Address = { type: 'string', maxLength: 15 } as const;
 
+/** One device of a VM: what the device page shows of it, and its host side (bridge, disk file, store). */
 export const device = {
   type: 'object',
   required: ['type', 'id'],
@@ -40,10 +42,10 @@ export const device = {
   properties: {
     type: { type: 'string', enum: ['console', 'net', 'block', 'xenstore'] },
     id: { type: 'integer', minimum: 0, maximum: 62 },
-    backend: { type: 'integer', minimum: 0, maximum: 2 ** 53 - 1 },
-    mac: { type: 'string', pattern: '^[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}$' },
+    backend: { type: 'integer', minimum: 0, maximum: 2 ** 53 - 1, description: 'its backend: a virtio device\'s MMIO window (set by the host)' },
+    mac: { type: 'string', pattern: '^[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}$', description: 'net: like 02:00:00:00:00:01' },
     mtu: { type: 'integer', minimum: 68, maximum: 65535 },
-    bridge: { type: 'string', minLength: 1, maxLength: 15 },
+    bridge: { type: 'string', minLength: 1, maxLength: 15, description: 'net: the bridge its tap joins (host side, not in the device page)' },
     path: { ...hostPath, description: 'block: the disk file on the host, an absolute path; xenstore: the socket of the store (lightvm xenstored)' },
     domid: { type: 'integer', minimum: 1, maximum: 32751, description: 'xenstore: the domain id the VM is in the store (default: its id)' },
     readonly: { type: 'boolean', description: 'block: the guest may only read the disk' },
@@ -55,6 +57,8 @@ export const device = {
     },
   },
 } as const;
+
+export type DeviceEntry = SchemaType<typeof device>;
 
 export const devices = { type: 'array', maxItems: MAX_DEVICES, items: device } as const;
 
@@ -70,22 +74,33 @@ const completeDevice = {
 
 const hex64 = { type: 'string', pattern: '^0x[0-9a-f]{1,16}$' } as const;
 
+/**
+ * A VM's configuration, the one definition of it: a snapshot's header holds
+ * it as it is; the executor's create request (protocol.ts), a Machine
+ * (MachineConfig) and the device page (DevicePageContents) take their parts
+ * of it by type; the API's create body and a cfg file give it with memory in
+ * MiB and the devices not yet complete.
+ */
+export const vmConfig = {
+  type: 'object',
+  required: ['id', 'name', 'memory', 'cmdline', 'devices'],
+  properties: {
+    id: { type: 'integer', minimum: 1, maximum: 2 ** 53 - 1 },
+    name: vmName,
+    memory: { type: 'integer', minimum: MIN_MEMORY, maximum: MAX_MEMORY, multipleOf: 1048576, description: 'bytes of guest RAM, whole MiB' },
+    cmdline: vmCmdline,
+    devices: { ...devices, items: completeDevice },
+  },
+} as const;
+
+export type VmConfig = SchemaType<typeof vmConfig>;
+
 /** The JSON header of a snapshot file and of a migration stream's final state. */
 export const snapshotHeader = {
   type: 'object',
   required: ['vm', 'image', 'msrs', 'parked', 'paused'],
   properties: {
-    vm: {
-      type: 'object',
-      required: ['id', 'name', 'memory', 'cmdline', 'devices'],
-      properties: {
-        id: { type: 'integer', minimum: 1, maximum: 2 ** 53 - 1 },
-        name: vmName,
-        memory: { type: 'integer', minimum: MIN_MEMORY, maximum: MAX_MEMORY, multipleOf: 1048576 },
-        cmdline: vmCmdline,
-        devices: { ...devices, items: completeDevice },
-      },
-    },
+    vm: vmConfig,
     image: {
       type: 'object',
       required: ['path'],
