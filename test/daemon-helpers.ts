@@ -11,19 +11,8 @@ import { ROOT, scaled, sleep } from './helpers.js';
 
 export const CLI = join(ROOT, 'dist', 'cli', 'main.js');
 
-/** The API's view of a VM (docs/openapi.json, components of the vm replies). */
-export interface VmView {
-  id: number;
-  name: string;
-  image: string;
-  memory_mib: number;
-  cmdline: string;
-  state: 'running' | 'paused' | 'exited';
-  executor: number;
-  warm: boolean;
-  created_at: string;
-  exit: { kind: string; status?: number; code?: string; reason?: string } | null;
-}
+/** The API's view of a VM (the vm schema's type, src/daemon/view.ts). */
+export type { VmView } from '../src/daemon/view.js';
 
 export interface HostInfo {
   version: string;

@@ -10,10 +10,8 @@ import { join } from 'node:path';
 import { ok, request, until, type VmView } from './daemon-helpers.js';
 import { GUEST_BUILD, GUEST_INCLUDE, ROOT } from './helpers.js';
 
-/** The API's view of a VM with its timings (monotonic ns of the executor that runs it). */
-export interface TimedVmView extends VmView {
-  timings: { requestNs: number; loadedNs: number; bootNs: number; endNs: number } | null;
-}
+/** The API's view of a VM, with its timings (monotonic ns of the executor that runs it). */
+export type TimedVmView = VmView;
 
 /** The numbers of the complete "count N" lines of a console; any other complete line fails. */
 export function counts(text: string, what: string): number[] {

@@ -3,6 +3,7 @@
 // we take is small: key = integer | "string" | 'string' | [ strings ].
 import { closeSync, openSync, readSync } from 'node:fs';
 import { dirname, isAbsolute, resolve } from 'node:path';
+import type { CreateBody } from '../daemon/schemas.js';
 import type { DeviceEntry } from '../vmm/device-page.js';
 
 export class CfgError extends Error {
@@ -12,13 +13,8 @@ export class CfgError extends Error {
   }
 }
 
-export interface VmCfg {
-  image: string;
-  name?: string;
-  memory?: number;
-  cmdline?: string;
-  devices?: DeviceEntry[];
-}
+/** What a cfg file gives: the API's create body (schemas.ts) without how to create (warm, wait, lease). */
+export type VmCfg = Pick<CreateBody, 'image' | 'name' | 'memory' | 'cmdline' | 'devices'>;
 
 type Value = number | string | string[];
 

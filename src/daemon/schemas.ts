@@ -1,19 +1,20 @@
 // JSON schemas of the REST API: request validation and the OpenAPI document.
-import type { DeviceEntry } from '../vmm/device-page.js';
+import type { SchemaType } from '../vmm/schema-type.js';
 import { devices as deviceList, hostPath, vmCmdline, vmName } from '../vmm/vm-schema.js';
 
-export interface CreateBody {
-  image: string;
-  name?: string;
-  memory?: number;
-  cmdline?: string;
-  devices?: DeviceEntry[];
-  warm?: boolean;
-  wait?: 'started' | 'booted' | 'exit';
-  lease_ms?: number;
-}
-export interface IdParams {
-  id: string;
+// The types of what the routes take are those of their schemas (SchemaType), never written twice.
+export type CreateBody = SchemaType<typeof createVm.body>;
+export type ServiceBody = SchemaType<typeof createService.body>;
+export type IdParams = SchemaType<typeof idParams>;
+export type ConsoleInputBody = SchemaType<typeof consoleInput.body>;
+/** A VM as the schema shows it (view.ts narrows its exit and timings). */
+export type VmSchemaView = SchemaType<typeof vm>;
+export type ServiceView = SchemaType<typeof service>;
+/** What a route's handler is given (fastify's request types), from the route's schemas. */
+export interface RouteOf<R> {
+  Params: R extends { params: infer P } ? SchemaType<P> : unknown;
+  Querystring: R extends { querystring: infer Q } ? SchemaType<Q> : unknown;
+  Body: R extends { body: infer B } ? SchemaType<B> : unknown;
 }
 
 export const error = {
@@ -63,7 +64,7 @@ const timings = {
 
 export const vm = {
   type: 'object',
-  required: ['id', 'name', 'image', 'memory_mib', 'cmdline', 'state', 'executor', 'warm', 'created_at', 'exit'],
+  required: ['id', 'name', 'image', 'memory_mib', 'cmdline', 'state', 'executor', 'warm', 'created_at', 'exit', 'console_dropped_bytes', 'timings'],
   properties: {
     id: { type: 'integer' },
     name: { type: 'string' },
@@ -123,14 +124,6 @@ export const createVm = {
   },
 } as const;
 
-export interface ServiceView {
-  name: string;
-  idle_ms: number;
-  boots: number;
-  active: boolean;
-  vm: unknown;
-}
-
 const service = {
   type: 'object',
   required: ['name', 'idle_ms', 'boots', 'active', 'vm'],
@@ -185,16 +178,18 @@ export const destroyVm = {
   response: { 200: vmReply, 202: vmReply, 404: error },
 } as const;
 
-export function vmAction(op: 'pause' | 'unpause') {
-  return {
-    tags, summary: op === 'pause' ? 'pause a VM: its vCPU stops at once' : 'unpause a VM',
-    params: idParams,
-    ...(op === 'unpause' ? {
-      querystring: { type: 'object', properties: { force: { type: 'boolean', description: 'also a VM held by an interrupted live migration' } } },
-    } : {}),
-    response: { 200: vmReply, 404: error, 409: error },
-  } as const;
-}
+export const pauseVm = {
+  tags, summary: 'pause a VM: its vCPU stops at once',
+  params: idParams,
+  response: { 200: vmReply, 404: error, 409: error },
+} as const;
+
+export const unpauseVm = {
+  tags, summary: 'unpause a VM',
+  params: idParams,
+  querystring: { type: 'object', properties: { force: { type: 'boolean', description: 'also a VM held by an interrupted live migration' } } },
+  response: { 200: vmReply, 404: error, 409: error },
+} as const;
 
 export const shutdownVm = {
   tags, summary: 'ask the guest to end cleanly; destroy it after grace_ms',
@@ -308,11 +303,6 @@ export const consoleVm = {
 
 /** Bytes one console input request may carry (decoded). */
 export const CONSOLE_INPUT_MAX = 16 * 1024;
-
-export interface ConsoleInputBody {
-  text?: string;
-  base64?: string;
-}
 
 export const consoleInput = {
   tags, summary: "send bytes to the VM's virtio-console (its receive queue): taken whole, or refused",

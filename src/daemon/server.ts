@@ -126,7 +126,7 @@ export async function buildServer(daemon: Daemon): Promise<FastifyInstance> {
     return vm;
   };
 
-  app.post<{ Body: S.CreateBody }>('/v1/vms', { schema: S.withErrors(S.createVm) }, async (req, reply) => {
+  app.post<S.RouteOf<typeof S.createVm>>('/v1/vms', { schema: S.withErrors(S.createVm) }, async (req, reply) => {
     const apiNs = Number(process.hrtime.bigint());
     const b = req.body;
     let vm: VirtualMachine;
@@ -166,9 +166,9 @@ export async function buildServer(daemon: Daemon): Promise<FastifyInstance> {
 
   app.get('/v1/vms', { schema: S.withErrors(S.listVms) }, async () => ({ vms: host.list().map(vmView) }));
 
-  app.get<{ Params: S.IdParams }>('/v1/vms/:id', { schema: S.withErrors(S.getVm) }, async (req) => ({ vm: vmView(find(req.params.id)) }));
+  app.get<S.RouteOf<typeof S.getVm>>('/v1/vms/:id', { schema: S.withErrors(S.getVm) }, async (req) => ({ vm: vmView(find(req.params.id)) }));
 
-  app.delete<{ Params: S.IdParams; Querystring: { wait?: boolean } }>('/v1/vms/:id', { schema: S.withErrors(S.destroyVm) }, async (req, reply) => {
+  app.delete<S.RouteOf<typeof S.destroyVm>>('/v1/vms/:id', { schema: S.withErrors(S.destroyVm) }, async (req, reply) => {
     const vm = find(req.params.id);
     const exited = vm.destroy();
     if (req.query.wait === false) return reply.code(202).send({ vm: vmView(vm) });
@@ -177,7 +177,7 @@ export async function buildServer(daemon: Daemon): Promise<FastifyInstance> {
   });
 
   for (const op of ['pause', 'unpause'] as const) {
-    app.post<{ Params: S.IdParams; Querystring: { force?: boolean } }>(`/v1/vms/:id/${op}`, { schema: S.withErrors(S.vmAction(op)) }, async (req) => {
+    app.post<S.RouteOf<typeof S.unpauseVm>>(`/v1/vms/:id/${op}`, { schema: S.withErrors(op === 'pause' ? S.pauseVm : S.unpauseVm) }, async (req) => {
       const vm = find(req.params.id);
       notMigrating(vm);
       const want = op === 'pause' ? 'running' : 'paused';
@@ -190,13 +190,13 @@ export async function buildServer(daemon: Daemon): Promise<FastifyInstance> {
     });
   }
 
-  app.post<{ Params: S.IdParams; Body: { grace_ms?: number } | undefined }>('/v1/vms/:id/shutdown', { schema: S.withErrors(S.shutdownVm) }, async (req) => {
+  app.post<S.RouteOf<typeof S.shutdownVm>>('/v1/vms/:id/shutdown', { schema: S.withErrors(S.shutdownVm) }, async (req) => {
     const vm = find(req.params.id);
     await vm.shutdown(req.body?.grace_ms ?? 10_000);
     return { vm: vmView(vm) };
   });
 
-  app.post<{ Params: S.IdParams; Body: { file: string; checkpoint?: boolean } }>('/v1/vms/:id/save', { schema: S.withErrors(S.saveVm) }, async (req) => {
+  app.post<S.RouteOf<typeof S.saveVm>>('/v1/vms/:id/save', { schema: S.withErrors(S.saveVm) }, async (req) => {
     const vm = find(req.params.id);
     if (vm.state === 'exited') throw new ApiError(409, 'conflict', `VM ${vm.name} has ended: nothing to save`, 'state');
     notMigrating(vm);
@@ -216,7 +216,7 @@ export async function buildServer(daemon: Daemon): Promise<FastifyInstance> {
     }
   });
 
-  app.post<{ Body: { file: string; name?: string } }>('/v1/restore', { schema: S.withErrors(S.restoreVm) }, async (req, reply) => {
+  app.post<S.RouteOf<typeof S.restoreVm>>('/v1/restore', { schema: S.withErrors(S.restoreVm) }, async (req, reply) => {
     if (!isAbsolute(req.body.file)) throw new ApiError(400, 'invalid', `file: "${req.body.file}" is not an absolute path`, 'file');
     let vm: VirtualMachine;
     try {
@@ -233,7 +233,7 @@ export async function buildServer(daemon: Daemon): Promise<FastifyInstance> {
     return reply.code(201).send({ vm: vmView(vm) });
   });
 
-  app.post<{ Params: S.IdParams; Body: { to: string; token: string; timeout_ms?: number } }>('/v1/vms/:id/migrate', { schema: S.withErrors(S.migrateVm) }, async (req) => {
+  app.post<S.RouteOf<typeof S.migrateVm>>('/v1/vms/:id/migrate', { schema: S.withErrors(S.migrateVm) }, async (req) => {
     const vm = find(req.params.id);
     if (vm.state === 'exited') throw new ApiError(409, 'conflict', `VM ${vm.name} has ended: nothing to migrate`, 'state');
     notMigrating(vm);
@@ -252,7 +252,7 @@ export async function buildServer(daemon: Daemon): Promise<FastifyInstance> {
     }
   });
 
-  app.put<{ Body: { port: number; address?: string; token: string } }>('/v1/migration/listen', { schema: S.withErrors(S.listen) }, async (req) => {
+  app.put<S.RouteOf<typeof S.listen>>('/v1/migration/listen', { schema: S.withErrors(S.listen) }, async (req) => {
     const { port, address, token } = req.body;
     try {
       await daemon.listenForMigrations({ port, address, token });
@@ -268,7 +268,7 @@ export async function buildServer(daemon: Daemon): Promise<FastifyInstance> {
     return { listening: null };
   });
 
-  app.get<{ Params: S.IdParams; Querystring: { follow?: boolean; lease?: boolean } }>('/v1/vms/:id/console', { schema: S.withErrors(S.consoleVm) }, (req, reply) => {
+  app.get<S.RouteOf<typeof S.consoleVm>>('/v1/vms/:id/console', { schema: S.withErrors(S.consoleVm) }, (req, reply) => {
     const vm = find(req.params.id);
     const raw = reply.raw;
     if (req.query.lease) {
@@ -303,7 +303,7 @@ export async function buildServer(daemon: Daemon): Promise<FastifyInstance> {
     return reply;
   });
 
-  app.post<{ Params: S.IdParams; Body: S.ConsoleInputBody }>('/v1/vms/:id/console/input', { schema: S.withErrors(S.consoleInput) }, async (req) => {
+  app.post<S.RouteOf<typeof S.consoleInput>>('/v1/vms/:id/console/input', { schema: S.withErrors(S.consoleInput) }, async (req) => {
     // The request is checked whole before the VM is looked up: a bad body is bad for any VM.
     const { text, base64 } = req.body ?? {};
     if ((text === undefined) === (base64 === undefined)) throw new ApiError(400, 'invalid', 'body: give exactly one of text and base64', text === undefined ? 'text' : 'base64');
@@ -346,7 +346,7 @@ export async function buildServer(daemon: Daemon): Promise<FastifyInstance> {
     name: svc.name, idle_ms: svc.idleMs, boots: svc.boots, active: svc.isActive, vm: svc.vm ? vmView(svc.vm) : null,
   });
 
-  app.post<{ Body: S.CreateBody & { name: string; idle_ms?: number } }>('/v1/services', { schema: S.withErrors(S.createService) }, async (req, reply) => {
+  app.post<S.RouteOf<typeof S.createService>>('/v1/services', { schema: S.withErrors(S.createService) }, async (req, reply) => {
     const b = req.body;
     try {
       const svc = await host.serve({
@@ -363,7 +363,7 @@ export async function buildServer(daemon: Daemon): Promise<FastifyInstance> {
 
   app.get('/v1/services', { schema: S.withErrors(S.listServices) }, async () => ({ services: host.listServices().map(serviceView) }));
 
-  app.delete<{ Params: { name: string } }>('/v1/services/:name', { schema: S.withErrors(S.deleteService) }, async (req) => {
+  app.delete<S.RouteOf<typeof S.deleteService>>('/v1/services/:name', { schema: S.withErrors(S.deleteService) }, async (req) => {
     const svc = host.getService(req.params.name);
     if (!svc) throw new ApiError(404, 'not-found', `no service named "${req.params.name}"`, 'name');
     await svc.stop();
@@ -372,7 +372,7 @@ export async function buildServer(daemon: Daemon): Promise<FastifyInstance> {
 
   app.get('/v1/pool', { schema: S.withErrors(S.getPool) }, async () => ({ pools: poolView(daemon) }));
 
-  app.put<{ Body: { memory: number; count: number } }>('/v1/pool', { schema: S.withErrors(S.setPool) }, async (req) => {
+  app.put<S.RouteOf<typeof S.setPool>>('/v1/pool', { schema: S.withErrors(S.setPool) }, async (req) => {
     daemon.fleet.setPool(req.body.memory * 1048576, req.body.count);
     return { pools: poolView(daemon) };
   });
@@ -393,7 +393,7 @@ export async function buildServer(daemon: Daemon): Promise<FastifyInstance> {
     };
   });
 
-  app.post<{ Body: { destroy?: boolean } | undefined }>('/v1/daemon/stop', { schema: S.withErrors(S.stopDaemon) }, async (req, reply) => {
+  app.post<S.RouteOf<typeof S.stopDaemon>>('/v1/daemon/stop', { schema: S.withErrors(S.stopDaemon) }, async (req, reply) => {
     if (!daemon.onStopRequest) throw new ApiError(409, 'conflict', 'this daemon cannot be stopped through the API');
     const destroy = req.body?.destroy === true;
     // Answer first: the server closes while stopping.

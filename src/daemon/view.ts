@@ -2,23 +2,10 @@
 import type { VirtualMachine } from '../toolstack/vm.js';
 import type { VmExit } from '../vmm/exit.js';
 import type { Timings } from '../vmm/protocol.js';
+import type { VmSchemaView } from './schemas.js';
 
-export interface VmView {
-  id: number;
-  name: string;
-  image: string;
-  memory_mib: number;
-  cmdline: string;
-  state: string;
-  executor: number;
-  warm: boolean;
-  created_at: string;
-  exit: VmExit | null;
-  /** Console bytes lost before they reached the daemon (it did not keep up with the guest). */
-  console_dropped_bytes: number;
-  /** Monotonic ns stamps of its life (request, shell, loaded, boot, end...). */
-  timings: Timings | null;
-}
+/** How the API shows a VM: the type of its schema (schemas.ts), with its exit and timings as the executor has them. */
+export type VmView = Omit<VmSchemaView, 'exit' | 'timings'> & { exit: VmExit | null; timings: Timings | null };
 
 export function vmView(vm: VirtualMachine): VmView {
   return {

@@ -15,6 +15,7 @@ import { MAX_MEMORY, MIN_MEMORY } from '../vmm/layout.js';
 import type { AdoptedService, CreateRequest, ExecutorEvent, ExecutorRequest, SerializedError, VmStats } from '../vmm/protocol.js';
 import type { ExecutorLink } from './executor-link.js';
 import { decodeSnapshot, readSnapshotHeader, type Snapshot, type SnapshotHeader } from '../vmm/snapshot.js';
+import type { VmConfig } from '../vmm/vm-schema.js';
 import { isBuiltinName, resolveImage } from './images.js';
 import { checkDisks } from './disks.js';
 import type { PathPolicy } from './path-policy.js';
@@ -51,13 +52,11 @@ export interface RestoreOptions {
   warm?: boolean;
 }
 
-export interface CreateOptions {
+/** A VM to create: its configuration (vm-schema.ts) with memory in MiB, the rest defaulted, and how. */
+export interface CreateOptions extends Partial<Pick<VmConfig, 'name' | 'cmdline' | 'devices'>> {
   /** ELF path, or the name of a built-in image ("hello", "noop", "daytime", test guests). */
   image: string;
-  name?: string;
   memoryMiB?: number;
-  cmdline?: string;
-  devices?: DeviceEntry[];
   /** Use a prepared shell when one is ready (default true). */
   warm?: boolean;
   /** Count guest instructions from entry to the first hypercall (slow: single-steps). */
