@@ -30,7 +30,8 @@ import {
   CONTROL_IN_GUEST, CONTROL_PENDING, KICK_SIGNAL, serializeError,
   type AdoptedVm, type CreateRequest, type ProcessEvent, type ProcessRequest, type RestoreRequest, type Timings,
 } from './protocol.js';
-import { decodeSnapshot, encodeSnapshotParts, readSnapshotFile, SnapshotError, writeSnapshotFile, type Snapshot } from './snapshot.js';
+import { encodeSnapshotParts, SnapshotError, writeSnapshotFile, type Snapshot } from './snapshot.js';
+import { SnapshotReader } from './snapshot-reader.js';
 import { startWorker } from './workers.js';
 
 const PAGE_BYTES = 4096;
@@ -133,6 +134,15 @@ interface Entry extends HeapItem {
   consoleRate: ConsoleRate;
 }
 
+/** A restore whose file is being read: its shell takes the pages as they come. */
+interface Restoring {
+  config: CreateRequest;
+  timings: Timings;
+  reader: SnapshotReader;
+  machine: Machine;
+  warm: boolean;
+}
+
 /** How an executor talks to its toolstack. */
 export interface ExecutorPort {
   /** The next request posted through shared memory (threads), if any. */
@@ -174,6 +184,9 @@ export class Executor {
   private readonly images = new ImageCache();
   private readonly vms = new Map<number, Entry>();
   private runQueue: Entry[] = [];
+  /** Restores reading their files, a chunk per turn (see restoreStep). */
+  private restoring: Restoring[] = [];
+  private restoreTurn = false;
   /** 'started' events not yet sent: see start(). */
   private unannounced: ProcessEvent[] = [];
   private readonly parked = new DeadlineHeap<Entry>();
@@ -284,9 +297,19 @@ export class Executor {
       this.reapOne();
       return;
     }
+    // A restore reading its file takes turns with the runnable guests: a chunk, a slice, a chunk.
+    // Its fds are served first: with no guest runnable nothing else polls them, and a request would wait for the whole file.
+    if (this.restoring.length > 0 && (this.runQueue.length === 0 || this.restoreTurn)) {
+      this.restoreTurn = false;
+      this.poll(0);
+      if (Atomics.load(this.control, CONTROL_PENDING) !== 0) return;
+      this.restoreStep();
+      return;
+    }
     const next = this.runQueue.shift();
     if (next) {
       this.runSlice(next);
+      this.restoreTurn = true;
       return;
     }
     this.sleep();
@@ -294,7 +317,7 @@ export class Executor {
 
   /** True while it holds a VM, a service or an ended VM not yet freed, or has a request to read. */
   get busy(): boolean {
-    return this.vms.size > 0 || this.services.size > 0 || this.hasBackgroundWork() || Atomics.load(this.control, CONTROL_PENDING) !== 0;
+    return this.vms.size > 0 || this.services.size > 0 || this.restoring.length > 0 || this.hasBackgroundWork() || Atomics.load(this.control, CONTROL_PENDING) !== 0;
   }
 
   private drainRequests(): void {
@@ -430,28 +453,92 @@ export class Executor {
     this.start(req, machine, timings, warm);
   }
 
-  /** Starts a VM from a snapshot, in a prepared shell if one is ready. */
+  /**
+   * Starts a VM from a snapshot, in a prepared shell if one is ready. A
+   * file is read in steps (SnapshotReader), one chunk per turn between the
+   * other VMs' slices: they keep running while it is read, and its bytes are
+   * not held beside the guest's copy of them.
+   */
   private restore(req: RestoreRequest): void {
     const config: CreateRequest = { ...req.config, devices: placeVirtio(req.config.devices) };
     const timings: Timings = { requestNs: monotonicNs(), shellNs: 0, loadedNs: 0, bootNs: 0, endNs: 0, destroyedNs: 0 };
+    if (req.snapshot) {
+      this.restoreWhole(req.snapshot, config, timings);
+      return;
+    }
     let machine: Machine | undefined;
-    let warm: boolean;
-    let snapshot: Snapshot;
+    let reader: SnapshotReader | undefined;
     try {
-      if (this.vms.has(config.vmId)) throw new Error(`VM id ${config.vmId} already exists on this executor`);
-      // The whole file is checked (checksum first) before a shell is taken for it.
-      snapshot = req.snapshot ?? decodeSnapshot(req.file ?? '', readSnapshotFile(req.file ?? ''));
-      if (snapshot.header.vm.memory !== config.memory) {
+      if (this.vms.has(config.vmId) || this.restoring.some((r) => r.config.vmId === config.vmId)) throw new Error(`VM id ${config.vmId} already exists on this executor`);
+      reader = new SnapshotReader(req.file ?? '');
+      if (reader.header.vm.memory !== config.memory) {
         throw new SnapshotError(req.file ?? 'snapshot', 'header.vm.memory', 'changed since it was first read');
       }
+      // Its pages go straight into the shell: no guest runs on it until the file is checked whole.
+      const shell = this.shell(config.memory, config.warm);
+      machine = shell.machine;
+      timings.shellNs = monotonicNs();
+      machine.beginRestore(config.memory);
+      this.restoring.push({ config, timings, reader, machine, warm: shell.warm });
+    } catch (err) {
+      reader?.close();
+      machine?.close();
+      this.emit({ ev: 'create-failed', vmId: config.vmId, error: serializeError(err) });
+    }
+  }
+
+  /** One chunk of the restores under way (taking turns), and the VM started once its file is read and checked. */
+  private restoreStep(): void {
+    const job = this.restoring.shift()!;
+    let snapshot: Snapshot | undefined;
+    try {
+      snapshot = job.reader.step((p, data) => job.machine.placePage(p, data));
+    } catch (err) {
+      job.machine.close();
+      this.emit({ ev: 'create-failed', vmId: job.config.vmId, error: serializeError(err) });
+      return;
+    }
+    if (!snapshot) {
+      this.restoring.push(job);
+      return;
+    }
+    // Its start and its console history go out in one write, as a request's answers do: a toolstack that heard
+    // the start alone could answer the restore before the history came.
+    this.port.cork?.();
+    try {
+      this.restored(snapshot, job.config, job.timings, job.machine, job.warm);
+    } finally {
+      this.port.uncork?.();
+    }
+  }
+
+  /** A snapshot already in memory (a migration's, or its bytes): placed at once. */
+  private restoreWhole(snapshot: Snapshot, config: CreateRequest, timings: Timings): void {
+    let machine: Machine | undefined;
+    let warm: boolean;
+    try {
+      if (this.vms.has(config.vmId)) throw new Error(`VM id ${config.vmId} already exists on this executor`);
+      if (snapshot.header.vm.memory !== config.memory) throw new SnapshotError('snapshot', 'header.vm.memory', 'changed since it was first read');
       ({ machine, warm } = this.shell(config.memory, config.warm));
       timings.shellNs = monotonicNs();
       machine.restore(snapshot, { vmId: config.vmId, name: config.name, cmdline: config.cmdline, devices: config.devices });
+    } catch (err) {
+      machine?.close();
+      this.emit({ ev: 'create-failed', vmId: config.vmId, error: serializeError(err) });
+      return;
+    }
+    this.restored(snapshot, config, timings, machine, warm, true);
+  }
+
+  /** The rest of a restore, its memory in place: state, devices, then it runs (or waits, as saved). */
+  private restored(snapshot: Snapshot, config: CreateRequest, timings: Timings, machine: Machine, warm: boolean, stateDone = false): void {
+    try {
+      if (!stateDone) machine.restoreState(snapshot, { vmId: config.vmId, name: config.name, cmdline: config.cmdline, devices: config.devices });
       this.attachDevices(machine, config, timings);
       machine.restoreDevices(snapshot.devices);
       timings.loadedNs = timings.bootNs = monotonicNs();
     } catch (err) {
-      machine?.close();
+      machine.close();
       this.emit({ ev: 'create-failed', vmId: config.vmId, error: serializeError(err) });
       return;
     }
@@ -1030,6 +1117,10 @@ export class Executor {
   }
 
   private shutdown(): void {
+    for (const r of this.restoring.splice(0)) {
+      r.reader.close();
+      r.machine.close();
+    }
     for (const id of [...this.services.keys()]) this.disarm(id);
     for (const e of [...this.vms.values()]) this.end(e, { kind: 'destroyed' });
     while (this.reapOne());

@@ -561,18 +561,39 @@ export class Machine implements VmContext {
 
   /** Puts a snapshot's memory, device page and vCPU state into this shell. */
   restore(s: Snapshot, config: MachineConfig): void {
-    if (s.header.vm.memory !== this.memSize) {
-      throw new Error(`snapshot of ${s.header.vm.memory / 1048576} MiB restored into a shell of ${this.memSize / 1048576} MiB`);
-    }
+    this.checkSize(s.header.vm.memory);
     // A shell is not blank (page tables, warm-up): clear what was written in it that the snapshot does not have.
     this.collectWritten();
     for (const p of pagesOf(this.written)) if (!s.pages.has(p)) this.ram.fill(0, p * PAGE_SIZE, PAGE_SIZE);
     for (const [p, data] of s.pages) this.ram.write(p * PAGE_SIZE, data);
+    this.restoreState(s, config);
+  }
+
+  /**
+   * A restore in steps begins: every page the shell wrote is cleared, and
+   * placePage() then puts the snapshot's in, before restoreState().
+   */
+  beginRestore(memory: number): void {
+    this.checkSize(memory);
+    this.collectWritten();
+    for (const p of pagesOf(this.written)) this.ram.fill(0, p * PAGE_SIZE, PAGE_SIZE);
+  }
+
+  placePage(page: number, data: Uint8Array): void {
+    this.ram.write(page * PAGE_SIZE, data);
+  }
+
+  /** What a snapshot holds besides its pages: device page, vCPU, the parked POLL. */
+  restoreState(s: Snapshot, config: MachineConfig): void {
     this.devicePage.restore(s.devicePage, { vmId: config.vmId, name: config.name });
     this.vcpu.restoreState(s.vcpu);
     this.setUpBase(config);
     this.firstHypercallNs = monotonicNs();
     if (s.header.parked) this.core!.parkAgain(s.header.parked.arg, s.header.parked.remainingNs);
+  }
+
+  private checkSize(memory: number): void {
+    if (memory !== this.memSize) throw new Error(`snapshot of ${memory / 1048576} MiB restored into a shell of ${this.memSize / 1048576} MiB`);
   }
 
   close(): void {

@@ -132,7 +132,8 @@ export function encodeSnapshotParts(s: SnapshotSource): Buffer[] {
 
 /**
  * Reads only the start of a snapshot file: magic, version and header. The
- * whole file is checked (checksum included) by decodeSnapshot when restored.
+ * whole file is checked (checksum included) when restored, by the
+ * executor's SnapshotReader (src/vmm/snapshot-reader.ts).
  * Asynchronous: the daemon's thread answers every other request meanwhile,
  * and a path that is not a regular file (a FIFO would block a read
  * forever) is refused, naming it, before anything is read (issue 10 F3).
