@@ -5,10 +5,12 @@ import { closeSync, openSync, readSync } from 'node:fs';
 import { dirname, isAbsolute, resolve } from 'node:path';
 import type { CreateBody } from '../daemon/schemas.js';
 import type { DeviceEntry } from '../vmm/device-page.js';
+import { FieldError } from '../vmm/field-error.js';
 
-export class CfgError extends Error {
-  constructor(readonly file: string, readonly line: number | null, readonly field: string, message: string) {
-    super(`${file}${line ? `:${line}` : ''}: ${field}: ${message}`);
+export class CfgError extends FieldError {
+  declare readonly file: string;
+  constructor(file: string, readonly line: number | null, field: string, reason: string) {
+    super(field, reason, { file, message: `${file}${line ? `:${line}` : ''}: ${field}: ${reason}` });
     this.name = 'CfgError';
   }
 }

@@ -16,6 +16,7 @@ import type { AdoptedService, CreateRequest, ExecutorEvent, ExecutorRequest, Ser
 import type { ExecutorLink } from './executor-link.js';
 import { decodeSnapshot, readSnapshotHeader, type Snapshot, type SnapshotHeader } from '../vmm/snapshot.js';
 import type { VmConfig } from '../vmm/vm-schema.js';
+import { FieldError } from '../vmm/field-error.js';
 import { isBuiltinName, resolveImage } from './images.js';
 import { checkDisks } from './disks.js';
 import type { PathPolicy } from './path-policy.js';
@@ -258,7 +259,7 @@ export class Host extends EventEmitter<HostEvents> {
     let image: string;
     try {
       const same = this.byName.get(name);
-      if (same && same.state !== 'exited') throw Object.assign(new Error(`name: a VM named "${name}" already exists`), { field: 'name' });
+      if (same && same.state !== 'exited') throw new FieldError('name', `a VM named "${name}" already exists`);
       validateDevicePage({ vmId: id, name, devices });
       // Before checkDisks: a refused path is not even looked at. The
       // executor opens the real paths the policy judged (path-policy.ts).
@@ -271,8 +272,7 @@ export class Host extends EventEmitter<HostEvents> {
       // An ended VM gives its name up to a new one.
       if (same) this.drop(same);
     } catch (err) {
-      const e = err as Error & { field?: string };
-      throw new VmCreateError({ name: e.name, message: e.message, field: e.field });
+      throw VmCreateError.from(err);
     }
     const config: CreateRequest = {
       op: 'create', vmId: id, name, image, memory: memoryMiB * 1048576,
@@ -346,9 +346,8 @@ export class Host extends EventEmitter<HostEvents> {
         devices = this.pathPolicy.checkDevices(header.vm.devices, `${label}: its disk `);
       }
     } catch (err) {
-      const e = err as Error & { field?: string; code?: string };
-      if (e.code === 'ENOENT') throw new VmCreateError({ name: 'SnapshotError', field: 'file', file: label, message: `${label}: no such file` });
-      throw new VmCreateError({ name: e.name, message: e.message, field: e.field ?? 'file', file: label });
+      if ((err as { code?: string }).code === 'ENOENT') throw new VmCreateError({ name: 'SnapshotError', field: 'file', file: label, message: `${label}: no such file` });
+      throw VmCreateError.from(err, { field: 'file', file: label });
     }
     const h = header.vm;
     const id = options.keepId && !this.get(h.id) ? h.id : this.newId();
@@ -364,8 +363,7 @@ export class Host extends EventEmitter<HostEvents> {
       // Its taps join the bridges they were on (a stopping daemon removed those it had made).
       this.ensureBridges(h.devices);
     } catch (err) {
-      const e = err as Error & { field?: string };
-      throw new VmCreateError({ name: e.name, message: e.message, field: e.field ?? 'file', file: label });
+      throw VmCreateError.from(err, { field: 'file', file: label });
     }
     if (same) this.drop(same);
     const config: CreateRequest = {
@@ -402,8 +400,7 @@ export class Host extends EventEmitter<HostEvents> {
         this.pathPolicy.check(resolveImage(options.image), 'image');
         this.pathPolicy.checkDevices(options.devices ?? []);
       } catch (err) {
-        const e = err as Error & { field?: string };
-        throw new VmCreateError({ name: e.name, message: e.message, field: e.field });
+        throw VmCreateError.from(err);
       }
     }
     const executor = await this.placement.pick(MIN_MEMORY);
@@ -473,10 +470,9 @@ export class Host extends EventEmitter<HostEvents> {
       validateDevicePage({ vmId: id, name: config.name, devices: config.devices });
       this.ensureBridges(config.devices);
     } catch (err) {
-      const e = err as Error & { field?: string };
       // The place serve() took for the first one is given back.
       if (first) this.place(executor, -1);
-      return Promise.reject(new VmCreateError({ name: e.name, message: e.message, field: e.field }));
+      return Promise.reject(VmCreateError.from(err));
     }
     // The first VM's place was taken by serve(); each next one takes its own.
     if (!first) this.place(executor, +1);
@@ -511,8 +507,8 @@ export class Host extends EventEmitter<HostEvents> {
       } catch (err) {
         const i = devices.findIndex((d) => d.type === 'net' && (d.bridge ?? this.bridge.name) === b);
         // The kernel's EINVAL (a name it refuses) names no field: this one is the bridge.
-        const e = err instanceof BridgeError ? err : new Error(`devices.${i}.bridge: bridge "${b}" cannot be made: ${(err as Error).message}`);
-        throw Object.assign(e, { field: `devices.${i}.bridge` });
+        const field = `devices.${i}.bridge`;
+        throw err instanceof BridgeError ? new BridgeError(err.message, field) : new FieldError(field, `bridge "${b}" cannot be made: ${(err as Error).message}`);
       }
     }
   }

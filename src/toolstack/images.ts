@@ -1,6 +1,7 @@
 import { existsSync, readdirSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { FieldError } from '../vmm/field-error.js';
 
 /** The package root: src/toolstack or dist/toolstack, two levels up. */
 export const PACKAGE_ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
@@ -47,12 +48,12 @@ export function builtinImages(): string[] {
   }
 }
 
-export class UnknownImageError extends Error {
-  readonly field = 'image';
+export class UnknownImageError extends FieldError {
   constructor(image: string) {
     const known = builtinImages();
-    super(`image "${image}" is neither a file nor a built-in image` +
-      (known.length ? ` (built-ins: ${known.join(', ')})` : ' (no built-in images: run npm install to build them)'));
+    const message = `image "${image}" is neither a file nor a built-in image` +
+      (known.length ? ` (built-ins: ${known.join(', ')})` : ' (no built-in images: run npm install to build them)');
+    super('image', message, { message });
     this.name = 'UnknownImageError';
   }
 }

@@ -2,6 +2,7 @@
 // rtnetlink (src/sys/netlink.ts), never with `ip`, `brctl` or a script.
 import { linkIndex, Rtnetlink } from '../sys/netlink.js';
 import { DEFAULT_BRIDGE, type DeviceEntry } from '../vmm/device-page.js';
+import { FieldError } from '../vmm/field-error.js';
 
 export interface BridgeConfig {
   name: string;
@@ -21,10 +22,9 @@ const ready = new Set<string>();
 export const MADE_ALIAS = 'made on demand by lightvm';
 
 /** A bridge that cannot be used (a link of that name that is not a bridge). */
-export class BridgeError extends Error {
-  readonly field = 'bridge';
-  constructor(message: string) {
-    super(message);
+export class BridgeError extends FieldError {
+  constructor(message: string, field = 'bridge') {
+    super(field, message, { message });
     this.name = 'BridgeError';
   }
 }

@@ -14,14 +14,13 @@
 import { realpathSync, statSync } from 'node:fs';
 import { basename, dirname, isAbsolute, join, relative, resolve, sep } from 'node:path';
 import type { DeviceEntry } from '../vmm/device-page.js';
+import { FieldError } from '../vmm/field-error.js';
 
 /** A path outside every allowed root; field names the request's field. */
-export class PathRefusedError extends Error {
-  readonly field: string;
+export class PathRefusedError extends FieldError {
   constructor(field: string, message: string) {
-    super(message);
+    super(field, message, { message });
     this.name = 'PathRefusedError';
-    this.field = field;
   }
 }
 

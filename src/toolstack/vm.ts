@@ -1,6 +1,7 @@
 // One VM as the toolstack's user sees it: state, console, exit, lifecycle.
 import { EventEmitter } from 'node:events';
 import type { VmExit } from '../vmm/exit.js';
+import { FieldError } from '../vmm/field-error.js';
 import type { AdoptedVm, CreateRequest, ExecutorEvent, SerializedError, Timings } from '../vmm/protocol.js';
 import type { ExecutorLink } from './executor-link.js';
 
@@ -40,6 +41,13 @@ export class VmCreateError extends Error {
     this.kind = e.name;
     this.field = e.field;
     this.file = e.file;
+  }
+
+  /** Of what refused the VM: a FieldError names the field and file; fallback names them for the others (and its file wins). */
+  static from(err: unknown, fallback: { field?: string; file?: string } = {}): VmCreateError {
+    const e = err instanceof Error ? err : new Error(String(err));
+    const named = err instanceof FieldError ? err : undefined;
+    return new VmCreateError({ name: e.name, message: e.message, field: named?.field ?? fallback.field, file: fallback.file ?? named?.file });
   }
 }
 

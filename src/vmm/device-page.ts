@@ -7,6 +7,7 @@ import {
   noxsDeviceOffset,
 } from './abi.js';
 import type { DeviceEntry, VmConfig } from './vm-schema.js';
+import { FieldError } from './field-error.js';
 
 /** A device as a VM's configuration has it: the schema of a device (vm-schema.ts) is its one definition. */
 export type { DeviceEntry };
@@ -20,12 +21,10 @@ const TYPE_CODE: Record<DeviceType, number> = { console: 1, net: 2, block: 3, xe
 export type DevicePageContents = { vmId: VmConfig['id'] } & Pick<VmConfig, 'name'> & { devices: readonly DeviceEntry[] };
 
 /** A configuration the device page cannot hold; names the field. */
-export class DeviceConfigError extends Error {
-  readonly field: string;
-  constructor(field: string, message: string) {
-    super(`${field}: ${message}`);
+export class DeviceConfigError extends FieldError {
+  constructor(field: string, reason: string) {
+    super(field, reason);
     this.name = 'DeviceConfigError';
-    this.field = field;
   }
 }
 

@@ -3,16 +3,14 @@
 // from a library: it needs only program headers, and every check is ours.
 import { DEVICE_PAGE_GPA } from './abi.js';
 import { IMAGE_BASE_GPA } from './layout.js';
+import { FieldError } from './field-error.js';
 
 /** A malformed or unloadable image: names the file and the offending field. */
-export class ImageError extends Error {
-  readonly file: string;
-  readonly field: string;
-  constructor(file: string, field: string, message: string) {
-    super(`${file}: ${field}: ${message}`);
+export class ImageError extends FieldError {
+  declare readonly file: string;
+  constructor(file: string, field: string, reason: string) {
+    super(field, reason, { file });
     this.name = 'ImageError';
-    this.file = file;
-    this.field = field;
   }
 }
 

@@ -1,5 +1,6 @@
 // Messages between a host (the toolstack) and an executor thread.
 import type { VmExit } from './exit.js';
+import { FieldError } from './field-error.js';
 import type { Snapshot } from './snapshot.js';
 import type { VmConfig } from './vm-schema.js';
 
@@ -142,10 +143,8 @@ export const CONTROL_WORDS = 2;
 export const KICK_SIGNAL = 37; // SIGRTMIN + 3 as glibc numbers them
 
 export function serializeError(err: unknown): SerializedError {
-  if (err instanceof Error) {
-    const e = err as Error & { field?: string; file?: string };
-    return { name: e.name, message: e.message, field: e.field, file: e.file };
-  }
+  if (err instanceof FieldError) return { name: err.name, message: err.message, field: err.field, file: err.file };
+  if (err instanceof Error) return { name: err.name, message: err.message };
   return { name: 'Error', message: String(err) };
 }
 

@@ -9,12 +9,13 @@ import { randomBytes } from 'node:crypto';
 import { closeSync, constants as fsc, fstatSync, lstatSync, openSync, read, readSync, renameSync, statSync, unlinkSync, writevSync, type Stats } from 'node:fs';
 import { basename, dirname, join } from 'node:path';
 import { promisify } from 'node:util';
+import { FieldError } from './field-error.js';
 
 /** A path that names something other than a regular file. */
-export class NotRegularFileError extends Error {
-  readonly field = 'file';
-  constructor(readonly file: string, readonly kind: string) {
-    super(`${file} is ${kind}, not a regular file`);
+export class NotRegularFileError extends FieldError {
+  declare readonly file: string;
+  constructor(file: string, readonly kind: string) {
+    super('file', `is ${kind}, not a regular file`, { file, message: `${file} is ${kind}, not a regular file` });
     this.name = 'NotRegularFileError';
   }
 }

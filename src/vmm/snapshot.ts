@@ -17,6 +17,7 @@ import { closeSync } from 'node:fs';
 import type { VcpuState } from '../kvm/vcpu.js';
 import { openRegularFile, readAt, readRegularFile, writeFileReplacing } from './regular-file.js';
 import { validateConsoleSection, validateDeviceState, validateSnapshotHeader, VmStateError, type VmConfig } from './vm-schema.js';
+import { FieldError } from './field-error.js';
 
 export const SNAPSHOT_MAGIC = 'LVMSNAP\0';
 export const SNAPSHOT_END = 'LVMSEND\0';
@@ -48,9 +49,10 @@ export interface Snapshot {
   devices?: Map<string, Uint8Array>;
 }
 
-export class SnapshotError extends Error {
-  constructor(readonly file: string, readonly field: string, message: string) {
-    super(`${file}: ${field}: ${message}`);
+export class SnapshotError extends FieldError {
+  declare readonly file: string;
+  constructor(file: string, field: string, reason: string) {
+    super(field, reason, { file });
     this.name = 'SnapshotError';
   }
 }
@@ -192,7 +194,7 @@ function asSnapshotError(file: string, check: () => void): void {
   try {
     check();
   } catch (err) {
-    if (err instanceof VmStateError) throw new SnapshotError(file, err.field, err.message.slice(err.field.length + 2));
+    if (err instanceof VmStateError) throw new SnapshotError(file, err.field, err.reason);
     throw err;
   }
 }

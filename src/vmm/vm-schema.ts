@@ -8,6 +8,7 @@ import { createRequire } from 'node:module';
 import type { Ajv as AjvType, ErrorObject, ValidateFunction } from 'ajv';
 import { HC_STRUCT, NOXS_MAX_DEVICES } from './abi.js';
 import { DeviceConfigError, validateDevicePage } from './device-page.js';
+import { FieldError } from './field-error.js';
 import type { SchemaType } from './schema-type.js';
 import { PAGE_SIZE } from '../kvm/memory.js';
 import { MAX_MEMORY, MIN_MEMORY } from './layout.js';
@@ -151,9 +152,9 @@ const virtioState = {
 export interface QueueShape { size: number; ready: boolean; desc: string; avail: string; used: string }
 
 /** A refusal of one field: field is a path such as header.vm.devices[3].mac. */
-export class VmStateError extends Error {
-  constructor(readonly field: string, message: string) {
-    super(`${field}: ${message}`);
+export class VmStateError extends FieldError {
+  constructor(field: string, reason: string) {
+    super(field, reason);
     this.name = 'VmStateError';
   }
 }
@@ -222,7 +223,7 @@ export function validateSnapshotHeader(h: unknown): void {
   } catch (err) {
     if (!(err instanceof DeviceConfigError)) throw err;
     const field = err.field.replace(/^devices\.(\d+)/, 'header.vm.devices[$1]');
-    throw new VmStateError(field, err.message.slice(err.field.length + 2));
+    throw new VmStateError(field, err.reason);
   }
 }
 

@@ -12,6 +12,7 @@ import { IoVectors } from '../../sys/libc.js';
 import type { VmContext } from '../devices.js';
 import type { DeviceEntry } from '../device-page.js';
 import { GuestFault } from '../exit.js';
+import { FieldError } from '../field-error.js';
 import {
   LVM_VIRTIO_QUEUE_MAX, VIRTIO_BLK_CONFIG, VIRTIO_BLK_F, VIRTIO_BLK_ID_BYTES, VIRTIO_BLK_REQ_HEADER, VIRTIO_BLK_S, VIRTIO_BLK_SECTOR_SIZE, VIRTIO_BLK_T, VIRTIO_ID,
 } from './abi.js';
@@ -19,9 +20,10 @@ import { VirtioMmio, type VirtioDevice } from './mmio.js';
 import type { Chain, VirtQueue } from './queue.js';
 
 /** A block device's configuration the host cannot serve; names the field. */
-export class BlockConfigError extends Error {
-  constructor(readonly field: string, readonly file: string, message: string) {
-    super(`${field}: ${file}: ${message}`);
+export class BlockConfigError extends FieldError {
+  declare readonly file: string;
+  constructor(field: string, file: string, reason: string) {
+    super(field, reason, { file, message: `${field}: ${file}: ${reason}` });
     this.name = 'BlockConfigError';
   }
 }
