@@ -106,6 +106,8 @@ function buildChecks(): Check[] {
   add('GUESTDBG_ENABLE', 'KVM_GUESTDBG_ENABLE', api.GUESTDBG_ENABLE);
   add('GUESTDBG_SINGLESTEP', 'KVM_GUESTDBG_SINGLESTEP', api.GUESTDBG_SINGLESTEP);
   add('IO_OUT', 'KVM_EXIT_IO_OUT', api.IO_OUT);
+  add('INTERNAL_ERROR_EMULATION', 'KVM_INTERNAL_ERROR_EMULATION', api.INTERNAL_ERROR_EMULATION);
+  add('PIT_SPEAKER_DUMMY', 'KVM_PIT_SPEAKER_DUMMY', api.PIT_SPEAKER_DUMMY);
   for (const [k, member] of Object.entries(RUN_MEMBER)) {
     add(`RUN.${k}`, `offsetof(struct kvm_run, ${member})`, api.RUN[k as keyof typeof api.RUN]);
   }

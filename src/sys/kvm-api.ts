@@ -38,6 +38,8 @@ export const SIZE = {
   vcpuEvents: 64,
   lapicState: 1024,
   clockData: 48,
+  pitConfig: 64,
+  irqLevel: 8,
 } as const;
 
 export const KVM = {
@@ -50,6 +52,10 @@ export const KVM = {
   GET_DIRTY_LOG: iow(0x42, SIZE.dirtyLog),
   SET_USER_MEMORY_REGION: iow(0x46, SIZE.userspaceMemoryRegion),
   SET_TSS_ADDR: io(0x47),
+  SET_IDENTITY_MAP_ADDR: iow(0x48, 8),
+  CREATE_IRQCHIP: io(0x60),
+  IRQ_LINE: iow(0x61, SIZE.irqLevel),
+  CREATE_PIT2: iow(0x77, SIZE.pitConfig),
   RUN: io(0x80),
   GET_REGS: ior(0x81, SIZE.regs),
   SET_REGS: iow(0x82, SIZE.regs),
@@ -72,6 +78,8 @@ export const KVM = {
 } as const;
 
 export const CAP = {
+  IRQCHIP: 0,
+  PIT2: 33,
   USER_MEMORY: 3,
   SET_TSS_ADDR: 4,
   EXT_CPUID: 7,
@@ -107,6 +115,10 @@ export const EXIT_NAMES: Record<number, string> = Object.fromEntries(
 );
 
 export const MEM_READONLY = 2;
+/** kvm_run.internal.suberror when KVM's instruction emulator gave up. */
+export const INTERNAL_ERROR_EMULATION = 1;
+/** kvm_pit_config.flags: port 0x61's speaker bit is KVM's dummy. */
+export const PIT_SPEAKER_DUMMY = 1;
 export const MEM_LOG_DIRTY_PAGES = 1;
 export const GUESTDBG_ENABLE = 0x1;
 export const GUESTDBG_SINGLESTEP = 0x2;

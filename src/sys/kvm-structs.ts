@@ -146,6 +146,29 @@ export function encodeCpuid(entries: readonly CpuidEntry[]): Uint8Array {
   return buf;
 }
 
+/** struct kvm_pit_config: flags, then padding. */
+export function encodePitConfig(flags: number): Uint8Array {
+  const buf = new Uint8Array(SIZE.pitConfig);
+  new DataView(buf.buffer).setUint32(0, flags, true);
+  return buf;
+}
+
+/** struct kvm_irq_level: the line (a GSI) and its level. */
+export function encodeIrqLevel(irq: number, level: number): Uint8Array {
+  const buf = new Uint8Array(SIZE.irqLevel);
+  const v = new DataView(buf.buffer);
+  v.setUint32(0, irq, true);
+  v.setUint32(4, level, true);
+  return buf;
+}
+
+/** A u64 as an ioctl's by-pointer argument. */
+export function encodeU64(value: bigint): Uint8Array {
+  const buf = new Uint8Array(8);
+  new DataView(buf.buffer).setBigUint64(0, value, true);
+  return buf;
+}
+
 /** A kvm_msrs buffer asking for (or setting) these MSRs. */
 export function encodeMsrs(entries: readonly { index: number; data: bigint }[]): Uint8Array {
   const buf = new Uint8Array(SIZE.msrs + entries.length * SIZE.msrEntry);
