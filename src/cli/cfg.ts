@@ -16,7 +16,7 @@ export class CfgError extends FieldError {
 }
 
 /** What a cfg file gives: the API's create body (schemas.ts) without how to create (warm, wait, lease). */
-export type VmCfg = Pick<CreateBody, 'image' | 'name' | 'memory' | 'cmdline' | 'devices'>;
+export type VmCfg = Pick<CreateBody, 'image' | 'name' | 'memory' | 'cmdline' | 'initrd' | 'devices'>;
 
 type Value = number | string | string[];
 
@@ -215,7 +215,7 @@ function devicesOf(file: string, line: [number, number], vif: string[] | undefin
   return [...nets, ...(disk ?? []).map((spec, i) => parseDisk(file, line[1], i, nets.length + i, spec))];
 }
 
-const KEYS = ['name', 'kernel', 'memory', 'cmdline', 'extra', 'vif', 'disk'] as const;
+const KEYS = ['name', 'kernel', 'ramdisk', 'memory', 'cmdline', 'extra', 'vif', 'disk'] as const;
 
 /** Reads an xl-style or JSON configuration; paths are relative to the file. */
 export function parseCfg(file: string, text: string): VmCfg {
@@ -265,6 +265,8 @@ export function parseCfg(file: string, text: string): VmCfg {
   if (memory) cfg.memory = memory.value;
   const cmdline = get<string>('cmdline', 'string') ?? get<string>('extra', 'string');
   if (cmdline) cfg.cmdline = cmdline.value;
+  const ramdisk = get<string>('ramdisk', 'string');
+  if (ramdisk) cfg.initrd = resolve(base, ramdisk.value);
   const vif = get<string[]>('vif', 'list');
   const disk = get<string[]>('disk', 'list');
   const devices = devicesOf(file, [vif?.line ?? 0, disk?.line ?? 0], vif?.value, disk?.value);
@@ -281,7 +283,7 @@ function parseJsonCfg(file: string, text: string, imagePath: (s: string) => stri
   }
   if (typeof o !== 'object' || o === null || Array.isArray(o)) throw new CfgError(file, null, 'json', 'expected an object');
   const obj = o as Record<string, unknown>;
-  const allowed = ['name', 'kernel', 'image', 'memory', 'cmdline', 'vif', 'disk', 'devices'];
+  const allowed = ['name', 'kernel', 'image', 'ramdisk', 'memory', 'cmdline', 'vif', 'disk', 'devices'];
   for (const k of Object.keys(obj)) if (!allowed.includes(k)) throw new CfgError(file, null, clip(k), `unknown key (known: ${allowed.join(', ')})`);
   const image = obj.image ?? obj.kernel;
   if (typeof image !== 'string' || !image) throw new CfgError(file, null, 'image', 'missing or not a string');
@@ -297,6 +299,10 @@ function parseJsonCfg(file: string, text: string, imagePath: (s: string) => stri
   if (obj.cmdline !== undefined) {
     if (typeof obj.cmdline !== 'string') throw new CfgError(file, null, 'cmdline', 'expected a string');
     cfg.cmdline = obj.cmdline;
+  }
+  if (obj.ramdisk !== undefined) {
+    if (typeof obj.ramdisk !== 'string' || !obj.ramdisk) throw new CfgError(file, null, 'ramdisk', 'expected a path');
+    cfg.initrd = resolve(dirname(file), obj.ramdisk);
   }
   for (const k of ['vif', 'disk'] as const) {
     const v = obj[k];

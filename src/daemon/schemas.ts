@@ -101,10 +101,11 @@ export const createVm = {
     required: ['image'],
     additionalProperties: false,
     properties: {
-      image: { ...hostPath, description: 'ELF path on the host (inside a directory the daemon may use: 403 otherwise), or a built-in image name' },
+      image: { ...hostPath, description: 'ELF or Linux kernel (bzImage) path on the host (inside a directory the daemon may use: 403 otherwise), or a built-in image name' },
       name: vmName,
       memory: { type: 'integer', minimum: 2, maximum: 3072, description: 'MiB of guest memory (default 4)' },
       cmdline: vmCmdline,
+      initrd: { ...hostPath, description: 'with a Linux kernel (bzImage) as image: its initial ramdisk, a path on the host (inside a directory the daemon may use)' },
       devices: deviceList,
       warm: { type: 'boolean', description: 'take a prepared shell if one is ready (default true)' },
       wait: { type: 'string', enum: ['started', 'booted', 'exit'], description: 'answer once the VM has started (default), made its first hypercall, or ended' },

@@ -132,7 +132,7 @@ export async function buildServer(daemon: Daemon): Promise<FastifyInstance> {
     let vm: VirtualMachine;
     try {
       vm = await host.create({
-        image: b.image, name: b.name, memoryMiB: b.memory, cmdline: b.cmdline, devices: b.devices, warm: b.warm, trace: { apiNs },
+        image: b.image, name: b.name, memoryMiB: b.memory, cmdline: b.cmdline, initrd: b.initrd, devices: b.devices, warm: b.warm, trace: { apiNs },
       });
     } catch (err) {
       if (err instanceof VmCreateError) {

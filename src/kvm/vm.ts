@@ -1,6 +1,6 @@
 import * as libc from '../sys/libc.js';
-import { KVM, MEM_LOG_DIRTY_PAGES, MEM_READONLY } from '../sys/kvm-api.js';
-import { encodeDirtyLog, encodeMemoryRegion } from '../sys/kvm-structs.js';
+import { KVM, MEM_LOG_DIRTY_PAGES, MEM_READONLY, PIT_SPEAKER_DUMMY } from '../sys/kvm-api.js';
+import { encodeDirtyLog, encodeIrqLevel, encodeMemoryRegion, encodePitConfig, encodeU64 } from '../sys/kvm-structs.js';
 import { parkFd } from './fds.js';
 import type { Kvm } from './kvm.js';
 import { bitmapBytes, GuestMemory, PAGE_SIZE } from './memory.js';
@@ -68,6 +68,25 @@ export class Vm {
     } finally {
       bitmap.close();
     }
+  }
+
+  /**
+   * The platform a Linux kernel expects, emulated inside KVM: the PIC pair,
+   * the IOAPIC and a local APIC per vCPU (KVM_CREATE_IRQCHIP, before any
+   * vCPU), the 8254 PIT, and the two pages KVM needs below 4 GiB for
+   * real-mode emulation on Intel (the TSS and the identity-map page).
+   * Not for unikernel VMs: with an irqchip a memory slot costs far more.
+   */
+  createLinuxPlatform(tssGpa: number): void {
+    libc.ioctl(this.fd, KVM.SET_TSS_ADDR, tssGpa, 'KVM_SET_TSS_ADDR');
+    libc.ioctlStruct(this.fd, KVM.SET_IDENTITY_MAP_ADDR, encodeU64(BigInt(tssGpa + 0x3000)), 'KVM_SET_IDENTITY_MAP_ADDR');
+    libc.ioctl(this.fd, KVM.CREATE_IRQCHIP, 0, 'KVM_CREATE_IRQCHIP');
+    libc.ioctlStruct(this.fd, KVM.CREATE_PIT2, encodePitConfig(PIT_SPEAKER_DUMMY), 'KVM_CREATE_PIT2');
+  }
+
+  /** Drives an interrupt line of the in-kernel irqchip (KVM_IRQ_LINE). */
+  setIrqLine(irq: number, high: boolean): void {
+    libc.ioctlStruct(this.fd, KVM.IRQ_LINE, encodeIrqLevel(irq, high ? 1 : 0), 'KVM_IRQ_LINE');
   }
 
   get slotList(): readonly MemorySlot[] {

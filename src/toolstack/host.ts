@@ -6,12 +6,15 @@
 //   const exit = await vm.exited; console.log(vm.consoleText());
 //   await host.close();
 import { EventEmitter } from 'node:events';
+import { closeSync, openSync, readSync } from 'node:fs';
+import { resolve } from 'node:path';
 import { availableParallelism } from 'node:os';
 import type { DeviceEntry } from '../vmm/device-page.js';
 import { validateDevicePage } from '../vmm/device-page.js';
 import { InlineExecutor } from '../vmm/executor-inline.js';
 import { ExecutorThread } from '../vmm/executor-thread.js';
 import { MAX_MEMORY, MIN_MEMORY } from '../vmm/layout.js';
+import { BZIMAGE_HEAD_BYTES, looksLikeBzImage } from '../vmm/linux/bzimage.js';
 import type { AdoptedService, CreateRequest, ExecutorEvent, ExecutorRequest, SerializedError, VmStats } from '../vmm/protocol.js';
 import type { ExecutorLink } from './executor-link.js';
 import { decodeSnapshot, readSnapshotHeader, type Snapshot, type SnapshotHeader } from '../vmm/snapshot.js';
@@ -60,10 +63,40 @@ export interface CreateOptions extends Partial<Pick<VmConfig, 'name' | 'cmdline'
   memoryMiB?: number;
   /** Use a prepared shell when one is ready (default true). */
   warm?: boolean;
+  /** With a Linux kernel (bzImage) as image: the initial ramdisk's path. */
+  initrd?: string;
   /** Count guest instructions from entry to the first hypercall (slow: single-steps). */
   countInstructions?: boolean;
   /** Stamp the request path (monotonic ns) into the VM's timings. */
   trace?: { apiNs?: number };
+}
+
+/**
+ * A Linux kernel is told from an ELF by its boot protocol header ("HdrS"):
+ * then the VM is a Linux VM, with its initrd if given. Built-in images are
+ * ours (ELF): not read here.
+ */
+function linuxBoot(image: string, builtin: boolean, initrd: string | undefined, policy: PathPolicy | undefined): CreateRequest['linux'] {
+  let kernel = false;
+  if (!builtin) {
+    const head = new Uint8Array(BZIMAGE_HEAD_BYTES);
+    let fd: number | undefined;
+    try {
+      fd = openSync(image, 'r');
+      kernel = looksLikeBzImage(head.subarray(0, readSync(fd, head, 0, head.length, 0)));
+    } catch {
+      // Not readable here: the executor names the problem when it opens it.
+    } finally {
+      if (fd !== undefined) closeSync(fd);
+    }
+  }
+  if (!kernel) {
+    if (initrd !== undefined) throw Object.assign(new Error(`initrd: only a Linux kernel (bzImage) takes an initrd, and ${image} is not one`), { field: 'initrd' });
+    return undefined;
+  }
+  if (initrd === undefined) return {};
+  const path = resolve(initrd);
+  return { initrd: policy ? policy.check(path, 'initrd') : path };
 }
 
 /** Where VMs run: picks (or starts) an executor for each new VM. */
@@ -257,6 +290,7 @@ export class Host extends EventEmitter<HostEvents> {
     const name = options.name ?? `vm${id}`;
     let devices = completeDevices(id, options.devices ?? [], this.bridge.name);
     let image: string;
+    let linux: CreateRequest['linux'];
     try {
       const same = this.byName.get(name);
       if (same && same.state !== 'exited') throw new FieldError('name', `a VM named "${name}" already exists`);
@@ -267,6 +301,7 @@ export class Host extends EventEmitter<HostEvents> {
       checkDisks(devices);
       image = resolveImage(options.image);
       if (this.pathPolicy && !isBuiltinName(options.image)) image = this.pathPolicy.check(image, 'image');
+      linux = linuxBoot(image, isBuiltinName(options.image), options.initrd, this.pathPolicy);
       // Checked whole before anything is made: a refused create leaves no bridge.
       this.ensureBridges(devices);
       // An ended VM gives its name up to a new one.
@@ -278,6 +313,7 @@ export class Host extends EventEmitter<HostEvents> {
       op: 'create', vmId: id, name, image, memory: memoryMiB * 1048576,
       cmdline: options.cmdline ?? '', devices, warm: options.warm ?? true,
       countInstructions: options.countInstructions,
+      ...(linux ? { linux } : {}),
       trace: options.trace ? { ...options.trace } : undefined,
     };
     return this.launch(config, config);

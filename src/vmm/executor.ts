@@ -26,6 +26,8 @@ import { isHeld, isWaiting, transition, type ResumeTo, type VmState } from './vm
 import { Rtnetlink } from '../sys/netlink.js';
 import { DEFAULT_BRIDGE } from './device-page.js';
 import { Machine, monotonicNs, Outcome } from './machine.js';
+import { linuxCpuid } from './linux/cpuid.js';
+import { LinuxVcpuThread } from './linux/vcpu-thread.js';
 import {
   CONTROL_IN_GUEST, CONTROL_PENDING, KICK_SIGNAL, serializeError,
   type AdoptedVm, type CreateRequest, type ProcessEvent, type ProcessRequest, type RestoreRequest, type Timings,
@@ -177,12 +179,22 @@ export interface ExecutorOptions {
 
 type FdHandler = (events: number) => void;
 
+/** A Linux VM: its vCPU runs on a thread of its own (see linux/vcpu-thread.ts). */
+interface LinuxEntry {
+  config: CreateRequest;
+  thread: LinuxVcpuThread;
+  timings: Timings;
+  console: Uint8Array;
+  started: boolean;
+}
+
 export class Executor {
   private readonly kvm: Kvm;
   /** Where its VMs' RAM and device pages come from, shared with its preparer. */
   private readonly arenas: GuestArenas | undefined;
   private readonly images = new ImageCache();
   private readonly vms = new Map<number, Entry>();
+  private readonly linuxVms = new Map<number, LinuxEntry>();
   private runQueue: Entry[] = [];
   /** Restores reading their files, a chunk per turn (see restoreStep). */
   private restoring: Restoring[] = [];
@@ -317,7 +329,7 @@ export class Executor {
 
   /** True while it holds a VM, a service or an ended VM not yet freed, or has a request to read. */
   get busy(): boolean {
-    return this.vms.size > 0 || this.services.size > 0 || this.restoring.length > 0 || this.hasBackgroundWork() || Atomics.load(this.control, CONTROL_PENDING) !== 0;
+    return this.vms.size > 0 || this.linuxVms.size > 0 || this.services.size > 0 || this.restoring.length > 0 || this.hasBackgroundWork() || Atomics.load(this.control, CONTROL_PENDING) !== 0;
   }
 
   private drainRequests(): void {
@@ -356,6 +368,7 @@ export class Executor {
       case 'destroy': {
         const e = this.vms.get(req.vmId);
         if (e) this.end(e, req.exit ?? { kind: 'destroyed' });
+        else this.linuxVms.get(req.vmId)?.thread.stop(req.exit);
         break;
       }
       case 'copy-pages':
@@ -431,6 +444,10 @@ export class Executor {
   }
 
   private create(request: CreateRequest): void {
+    if (request.linux) {
+      this.createLinux(request);
+      return;
+    }
     const req: CreateRequest = { ...request, devices: placeVirtio(request.devices) };
     if (req.trace) req.trace.wokeNs = this.wokeNs;
     const timings: Timings = { trace: req.trace, requestNs: monotonicNs(), shellNs: 0, loadedNs: 0, bootNs: 0, endNs: 0, destroyedNs: 0 };
@@ -451,6 +468,87 @@ export class Executor {
       return;
     }
     this.start(req, machine, timings, warm);
+  }
+
+  /** A Linux VM: a thread for its vCPU, which builds and loads it and reports back (linuxEvents). */
+  private createLinux(req: CreateRequest): void {
+    const timings: Timings = { trace: req.trace, requestNs: monotonicNs(), shellNs: 0, loadedNs: 0, bootNs: 0, endNs: 0, destroyedNs: 0 };
+    try {
+      if (this.vms.has(req.vmId) || this.linuxVms.has(req.vmId)) throw new Error(`VM id ${req.vmId} already exists on this executor`);
+      const cpuid = linuxCpuid(this.kvm);
+      // Features this host cannot run but shows the guest anyway are turned off by options ahead of the VM's own.
+      const cmdline = [...cpuid.kernelOptions, req.cmdline].filter((s) => s).join(' ');
+      const thread = new LinuxVcpuThread({
+        vmId: req.vmId, name: req.name, kernel: req.image, initrd: req.linux?.initrd, cmdline, memory: req.memory,
+        devices: req.devices, cpuid: cpuid.table,
+      });
+      const e: LinuxEntry = { config: req, thread, timings, console: new Uint8Array(0), started: false };
+      this.linuxVms.set(req.vmId, e);
+      this.watch(thread.wakeFd, libc.EPOLLIN, () => this.linuxEvents(e));
+    } catch (err) {
+      this.emit({ ev: 'create-failed', vmId: req.vmId, error: serializeError(err) });
+    }
+  }
+
+  /** What a Linux VM's vCPU thread said, as the events of any VM. */
+  private linuxEvents(e: LinuxEntry): void {
+    const vmId = e.config.vmId;
+    for (const msg of e.thread.receive()) {
+      switch (msg.kind) {
+        case 'loaded':
+          e.timings.shellNs = msg.shellNs;
+          e.timings.loadedNs = msg.loadedNs;
+          e.started = true;
+          // Destroyed while it loaded: the stop it missed (no tid yet) goes again.
+          if (e.thread.stopped) e.thread.stop();
+          this.emit({ ev: 'started', vmId, warm: false, timings: e.timings, memory: e.config.memory });
+          break;
+        case 'failed':
+          this.dropLinux(e);
+          this.emit({ ev: 'create-failed', vmId, error: msg.error });
+          return;
+        case 'booted':
+          if (e.timings.bootNs === 0) {
+            e.timings.bootNs = msg.ns;
+            this.emit({ ev: 'booted', vmId, bootNs: msg.ns });
+          }
+          break;
+        case 'console':
+          if (this.keepRecords) e.console = appendHistory(e.console, msg.data);
+          this.emit({ ev: 'console', vmId, data: msg.data });
+          break;
+        case 'exit': {
+          e.timings.endNs = msg.endNs;
+          const exit = msg.exit.kind === 'destroyed' ? e.thread.stopExit : msg.exit;
+          if (this.keepRecords) this.ended.set(vmId, { config: e.config, state: 'exited', warm: false, timings: e.timings, exit, console: e.console });
+          this.emit({ ev: 'exit', vmId, exit, timings: e.timings, exits: msg.exits });
+          break;
+        }
+        case 'freed':
+          e.timings.destroyNs = msg.destroyNs;
+          e.timings.destroyedNs = msg.destroyedNs;
+          this.dropLinux(e);
+          this.emit({ ev: 'freed', vmId, destroyNs: msg.destroyNs, destroyedNs: msg.destroyedNs });
+          return;
+      }
+    }
+  }
+
+  private dropLinux(e: LinuxEntry): void {
+    this.unwatch(e.thread.wakeFd);
+    this.linuxVms.delete(e.config.vmId);
+    e.thread.close();
+  }
+
+  /** Stops every Linux VM and waits (bounded) until each has freed what it held. */
+  private stopLinuxVms(): void {
+    for (const e of this.linuxVms.values()) e.thread.stop();
+    const nap = new Int32Array(new SharedArrayBuffer(4));
+    for (const until = Date.now() + PREPARER_STOP_MS; this.linuxVms.size > 0 && Date.now() < until;) {
+      for (const e of [...this.linuxVms.values()]) this.linuxEvents(e);
+      if (this.linuxVms.size > 0) Atomics.wait(nap, 0, 0, 1);
+    }
+    for (const e of [...this.linuxVms.values()]) this.dropLinux(e);
   }
 
   /**
@@ -1124,6 +1222,7 @@ export class Executor {
     for (const id of [...this.services.keys()]) this.disarm(id);
     for (const e of [...this.vms.values()]) this.end(e, { kind: 'destroyed' });
     while (this.reapOne());
+    this.stopLinuxVms();
     const preparerGone = this.stopPreparer();
     libc.threadTimerDelete(this.timer);
     this.emit({ ev: 'stopped' });

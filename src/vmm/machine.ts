@@ -8,7 +8,7 @@ import type { VcpuState } from '../kvm/vcpu.js';
 import { Vm } from '../kvm/vm.js';
 import { nonZeroPages, type Snapshot } from './snapshot.js';
 import { EINTR, SysError } from '../sys/errors.js';
-import { EXIT, EXIT_NAMES, IO_OUT, RUN } from '../sys/kvm-api.js';
+import { EXIT, EXIT_NAMES, INTERNAL_ERROR_EMULATION, IO_OUT, RUN } from '../sys/kvm-api.js';
 import { patchSregs } from '../sys/kvm-structs.js';
 import {
   ABI_VERSION, BOOT_INFO, BOOT_MAGIC, CMDLINE_MAX, DEVICE_PAGE_GPA, HC_PIO_BASE, NOXS_PAGE_SIZE, PLATFORM_LIGHTVM,
@@ -59,6 +59,15 @@ export const Outcome = {
   Ended: 2,
 } as const;
 export type Outcome = (typeof Outcome)[keyof typeof Outcome];
+
+/** What a Linux VM's shell has beyond a unikernel's (see Vm.createLinuxPlatform). */
+export interface LinuxShell {
+  /** KVM_SET_CPUID2's argument (see linux/cpuid.ts). */
+  cpuid: Uint8Array;
+}
+
+/** The three pages KVM's TSS takes and its identity-map page, in a Linux VM, below the LAPIC and IOAPIC. */
+export const LINUX_TSS_GPA = 0xfffbc000;
 
 const RAM_SLOT = 0;
 const DEVICE_SLOT = 1;
@@ -126,6 +135,8 @@ export class Machine implements VmContext {
   /** KVM's buffer for the data of an MMIO exit. */
   private readonly mmioData: Uint8Array;
   private readonly tscHz: number;
+  /** A Linux VM: port I/O and MMIO where no device is are ignored, as on a PC, instead of ending it. */
+  private readonly linux: boolean;
   private closed = false;
   /**
    * Pages of RAM written since the shell was made, by the guest (KVM's dirty
@@ -141,11 +152,12 @@ export class Machine implements VmContext {
    * parts, takes over a shell another thread of this process prepared. Its
    * RAM and device page come from the arenas when given (see GuestArena).
    */
-  constructor(kvm: Kvm, memSize: number, parts?: ShellParts, arenas?: GuestArenas) {
+  constructor(kvm: Kvm, memSize: number, parts?: ShellParts, arenas?: GuestArenas, linux?: LinuxShell) {
     if (!Number.isSafeInteger(memSize) || memSize < MIN_MEMORY || memSize > MAX_MEMORY || memSize % (1024 * 1024) !== 0) {
       throw new RangeError(`memory must be a whole number of MiB from ${MIN_MEMORY / 1048576} to ${MAX_MEMORY / 1048576}, got ${memSize / 1048576} MiB`);
     }
     this.memSize = memSize;
+    this.linux = linux !== undefined;
     this.written = new Uint8Array(bitmapBytes(memSize));
     if (parts) {
       this.vm = new Vm(kvm, parts.vmFd);
@@ -170,7 +182,10 @@ export class Machine implements VmContext {
       // KVM logs the guest's writes from the start: a snapshot saves the pages written, not the pages resident.
       vm.mapMemory(RAM_SLOT, 0, ram, false, true);
       vm.mapMemory(DEVICE_SLOT, DEVICE_PAGE_GPA, devicePage.memory, true);
+      // The irqchip comes before any vCPU (KVM's rule).
+      if (linux) vm.createLinuxPlatform(LINUX_TSS_GPA);
       const vcpu = vm.createVcpu(0);
+      if (linux) vcpu.setCpuid(linux.cpuid);
       // No KVM_SET_CPUID2: our guests never execute CPUID, and KVM takes the
       // 64-bit entry state of KVM_SET_SREGS without LM in the guest's CPUID
       // (the C floor does the same). The ioctl cost ~65 µs of a ~0.8 ms boot.
@@ -410,6 +425,7 @@ export class Machine implements VmContext {
   /** Port I/O other than a hypercall: to the module that owns the port. */
   private portIo(port: number, out: boolean): Next {
     const dev = this.bus.pioAt(port);
+    if (!dev && this.linux) return this.absentIo(out);
     if (!dev) {
       throw new GuestFault('stray-io', `${out ? 'write to' : 'read from'} I/O port 0x${port.toString(16)}, which is not a hypercall port`);
     }
@@ -427,8 +443,23 @@ export class Machine implements VmContext {
     const write = run.getUint8(RUN.mmioIsWrite) !== 0;
     const len = run.getUint32(RUN.mmioLen, true);
     const dev = this.bus.mmioAt(gpa);
+    if (!dev && this.linux) {
+      if (!write) this.mmioData.fill(0xff);
+      return Next.Resume;
+    }
     if (!dev) throw new GuestFault('mmio', `${write ? 'wrote' : 'read'} ${len} bytes at 0x${gpa.toString(16)}, where no memory exists`);
     return dev.handler(gpa - dev.base, this.mmioData, len, write);
+  }
+
+  /** Linux probes ports where a PC may have a device: none here reads all ones, a write goes nowhere. */
+  private absentIo(out: boolean): Next {
+    const run = this.vcpu.run;
+    if (!out) {
+      const size = run.getUint8(RUN.ioSize);
+      const count = run.getUint32(RUN.ioCount, true);
+      this.runBytes(Number(run.getBigUint64(RUN.ioDataOffset, true)), size * count).fill(0xff);
+    }
+    return Next.Resume;
   }
 
   /** Single-steps the guest from entry to its first hypercall, counting instructions. */
@@ -448,7 +479,8 @@ export class Machine implements VmContext {
         return this.crash('entry-failed',
           `the CPU refused to enter the guest (hardware reason 0x${run.getBigUint64(RUN.failEntryReason, true).toString(16)})`);
       case EXIT.INTERNAL_ERROR:
-        return this.crash('internal-error', `KVM internal error, suberror ${run.getUint32(RUN.internalSuberror, true)}`);
+        return this.crash('internal-error', `KVM internal error, suberror ${run.getUint32(RUN.internalSuberror, true)}` +
+          `${run.getUint32(RUN.internalSuberror, true) === INTERNAL_ERROR_EMULATION ? ' (emulation failure)' : ''} at rip 0x${this.vcpu.getRegs().rip.toString(16)}`);
       default:
         return this.crash('unexpected-exit', `unexpected exit reason ${reason} (${EXIT_NAMES[reason] ?? 'unknown'})`);
     }

@@ -8,8 +8,10 @@ import type { VmConfig } from './vm-schema.js';
 export interface CreateRequest extends Pick<VmConfig, 'name' | 'memory' | 'cmdline' | 'devices'> {
   op: 'create';
   vmId: VmConfig['id'];
-  /** Path of the ELF image. */
+  /** Path of the ELF image (or, with linux, of the bzImage). */
   image: string;
+  /** A Linux kernel (bzImage): its vCPU gets a thread of its own, an irqchip, a UART; initrd is a path. */
+  linux?: { initrd?: string };
   /** Take a prepared shell if one is there. */
   warm: boolean;
   /** Single-step from entry to the first hypercall and count instructions. */

@@ -11,6 +11,7 @@ import { intOption } from '../output.js';
 export interface RunOptions {
   memory?: number;
   cmdline?: string;
+  initrd?: string;
   name?: string;
   timing?: boolean;
   json?: boolean;
@@ -40,6 +41,7 @@ export const RUN_OPTIONS: readonly RunOption[] = [
     parse: intOption('--memory', MIN_MEMORY / 1048576, MAX_MEMORY / 1048576),
   },
   { flags: '-c, --cmdline <string>', description: 'guest command line', long: 'cmdline', key: 'cmdline', short: 'c', type: 'string' },
+  { flags: '--initrd <path>', description: 'with a Linux kernel (bzImage) as image: its initial ramdisk', long: 'initrd', key: 'initrd', type: 'string' },
   { flags: '-n, --name <name>', description: 'VM name', long: 'name', key: 'name', short: 'n', type: 'string' },
   { flags: '--timing', description: 'print the phases (create, load, boot, run, destroy) on stderr', long: 'timing', key: 'timing', type: 'boolean' },
   { flags: '--json', description: 'print one JSON object (exit, console, timings, rss) instead of streaming', long: 'json', key: 'json', type: 'boolean' },

@@ -16,7 +16,7 @@ export function registerRun(program: Command): void {
   const cmd = program
     .command('run')
     .description('boot an image, stream its console, exit with its exit status')
-    .argument('<image>', 'path to an ELF image, or a built-in: noop, hello, daytime');
+    .argument('<image>', 'path to an ELF image or a Linux kernel (bzImage), or a built-in: noop, hello, daytime');
   for (const o of RUN_OPTIONS) {
     if (o.multiple) cmd.option(o.flags, o.description, (v: string, all: string[]) => [...all, v], []);
     else if (o.parse) cmd.option(o.flags, o.description, o.parse);
@@ -55,7 +55,7 @@ async function run(image: string, opts: RunOptions): Promise<number> {
   try {
     const requested = process.hrtime.bigint();
     vm = await host.create({
-      image, memoryMiB: opts.memory, cmdline: opts.cmdline, name: opts.name,
+      image, memoryMiB: opts.memory, cmdline: opts.cmdline, initrd: opts.initrd, name: opts.name,
       warm: false, countInstructions: opts.countInstructions, devices: devicesOf(opts),
     });
     if (!opts.json) vm.on('console', (b) => process.stdout.write(b));

@@ -36,6 +36,9 @@ export interface BzImage {
 
 const hex = (n: number | bigint): string => `0x${n.toString(16)}`;
 
+/** Bytes of a file's start that looksLikeBzImage needs. */
+export const BZIMAGE_HEAD_BYTES = 0x210;
+
 /** True if the bytes start like a bzImage (boot flag and "HdrS"): how a kernel file is told from an ELF. */
 export function looksLikeBzImage(bytes: Uint8Array): boolean {
   if (bytes.length < SETUP_HEADER.version) return false;
