@@ -91,7 +91,7 @@ function linuxBoot(image: string, builtin: boolean, initrd: string | undefined, 
     }
   }
   if (!kernel) {
-    if (initrd !== undefined) throw Object.assign(new Error(`initrd: only a Linux kernel (bzImage) takes an initrd, and ${image} is not one`), { field: 'initrd' });
+    if (initrd !== undefined) throw new FieldError('initrd', `only a Linux kernel (bzImage) takes an initrd, and ${image} is not one`);
     return undefined;
   }
   if (initrd === undefined) return {};
