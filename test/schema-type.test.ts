@@ -6,7 +6,8 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { Ajv } from 'ajv';
 import type { SchemaType } from '../src/vmm/schema-type.js';
-import { device, type DeviceEntry } from '../src/vmm/vm-schema.js';
+import type { SnapshotHeader } from '../src/vmm/snapshot.js';
+import { device, type DeviceEntry, type VmConfig } from '../src/vmm/vm-schema.js';
 
 /** true only if A and B are the same type (not merely assignable either way). */
 type Same<A, B> = (<T>() => T extends A ? 1 : 2) extends (<T>() => T extends B ? 1 : 2) ? true : false;
@@ -51,5 +52,13 @@ void describe('SchemaType', () => {
     const check = new Ajv({ strict: false }).compile(device);
     assert.ok(check(entry), JSON.stringify(check.errors));
     assert.ok(!check({ ...entry, type: 'tape' }));
+  });
+
+  void it('a snapshot header\'s type is its schema\'s: the VM\'s configuration and the vCPU\'s state around it', () => {
+    assert.equal(same<VmConfig, { id: number; name: string; memory: number; cmdline: string; devices: DeviceEntry[] }>(true), true);
+    assert.equal(same<SnapshotHeader, {
+      vm: VmConfig; image: { path: string; sha256?: string | null }; msrs: [number, string][];
+      parked: { arg: number; remainingNs: number } | null; paused: boolean; savedAt?: string; kernel?: string;
+    }>(true), true);
   });
 });

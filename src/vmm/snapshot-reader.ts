@@ -220,7 +220,7 @@ export class SnapshotReader {
     try {
       check();
     } catch (err) {
-      if (err instanceof VmStateError) this.fail(err.field, err.message.slice(err.field.length + 2));
+      if (err instanceof VmStateError) this.fail(err.field, err.reason);
       throw err;
     }
   }

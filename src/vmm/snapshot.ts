@@ -16,7 +16,8 @@ import { createHash } from 'node:crypto';
 import { closeSync } from 'node:fs';
 import type { VcpuState } from '../kvm/vcpu.js';
 import { openRegularFile, readAt, readRegularFile, writeFileReplacing } from './regular-file.js';
-import { validateConsoleSection, validateDeviceState, validateSnapshotHeader, VmStateError, type VmConfig } from './vm-schema.js';
+import type { SchemaType } from './schema-type.js';
+import { validateConsoleSection, validateDeviceState, validateSnapshotHeader, VmStateError, type snapshotHeader } from './vm-schema.js';
 import { FieldError } from './field-error.js';
 
 export const SNAPSHOT_MAGIC = 'LVMSNAP\0';
@@ -26,17 +27,13 @@ const PAGE = 4096;
 
 export const SECTION = { regs: 1, sregs: 2, xsave: 3, events: 4, devicePage: 5, memory: 6, console: 7, devices: 8 } as const;
 
-export interface SnapshotHeader {
-  vm: VmConfig;
-  image: { path: string; sha256: string | null };
-  /** MSRs, as [index, value] with values in hex (JSON has no 64-bit integers). */
-  msrs: [number, string][];
-  /** Waiting in POLL: the argument struct's address and the time it had left. */
-  parked: { arg: number; remainingNs: number } | null;
-  paused: boolean;
-  savedAt: string;
-  kernel: string;
-}
+/**
+ * The JSON header: the type of its schema (vm-schema.ts), which a read
+ * header is checked against. msrs are [index, value] with values in hex
+ * (JSON has no 64-bit integers); parked: waiting in POLL, the argument
+ * struct's address and the time it had left.
+ */
+export type SnapshotHeader = SchemaType<typeof snapshotHeader>;
 
 export interface Snapshot {
   header: SnapshotHeader;
