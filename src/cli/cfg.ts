@@ -144,10 +144,22 @@ function parseValue(file: string, line: number, key: string, text: string): Valu
   throw new CfgError(file, line, key, `${quote(t)} is not a number, a quoted string or a list of quoted strings`);
 }
 
-/** The line without its comment: from a # at its start or after a space. */
+/**
+ * The line without its comment: from a # at its start or after a space,
+ * outside quotes (a # in a quoted value is part of it). One scan.
+ */
 function stripComment(line: string): string {
-  for (let i = line.indexOf('#'); i >= 0; i = line.indexOf('#', i + 1)) {
-    if (i === 0 || isSpace(line[i - 1])) return line.slice(0, i);
+  let inQuote: string | undefined;
+  for (let i = 0; i < line.length; i++) {
+    const c = line[i];
+    if (inQuote !== undefined) {
+      if (c === '\\') i++;
+      else if (c === inQuote) inQuote = undefined;
+    } else if (c === '"' || c === "'") {
+      inQuote = c;
+    } else if (c === '#' && (i === 0 || isSpace(line[i - 1]))) {
+      return line.slice(0, i);
+    }
   }
   return line;
 }
