@@ -1,6 +1,7 @@
 import { createHash } from 'node:crypto';
-import { readFileSync, statSync } from 'node:fs';
+import { statSync } from 'node:fs';
 import { ImageError, parseElf, type Image, MAX_IMAGE_BYTES } from './elf.js';
+import { fileKind, NotRegularFileError, readRegularFile } from './regular-file.js';
 
 /**
  * Parsed images, keyed by path and revalidated by size and mtime, so that
@@ -15,7 +16,7 @@ export class ImageCache {
     try {
       this.get(path);
       const hit = this.cache.get(path)!;
-      hit.sha256 ??= createHash('sha256').update(readFileSync(path)).digest('hex');
+      hit.sha256 ??= createHash('sha256').update(readRegularFile(path)).digest('hex');
       return hit.sha256;
     } catch {
       return null;
@@ -29,7 +30,7 @@ export class ImageCache {
     } catch (err) {
       throw new ImageError(path, 'file', (err as NodeJS.ErrnoException).code === 'ENOENT' ? 'no such file' : String(err));
     }
-    if (!st.isFile()) throw new ImageError(path, 'file', 'not a regular file');
+    if (!st.isFile()) throw new ImageError(path, 'file', `is ${fileKind(st)}, not a regular file`);
     if (st.size > MAX_IMAGE_BYTES) throw new ImageError(path, 'file', `${st.size} bytes is more than the ${MAX_IMAGE_BYTES} allowed`);
     const key = `${st.size}:${st.mtimeMs}:${st.ino}`;
     const hit = this.cache.get(path);
@@ -40,11 +41,14 @@ export class ImageCache {
     }
     let bytes: Uint8Array;
     try {
-      bytes = new Uint8Array(readFileSync(path));
+      // Never a FIFO or a device swapped in after the stat: its open would wait, or have effects (readRegularFile).
+      bytes = new Uint8Array(readRegularFile(path));
     } catch (err) {
+      if (err instanceof NotRegularFileError) throw new ImageError(path, 'file', `is ${err.kind}, not a regular file`);
       // A read error says its errno only (EIO from /proc/self/mem): the path and field go with it.
       throw new ImageError(path, 'file', `cannot be read: ${(err as Error).message}`);
     }
+    if (bytes.length > MAX_IMAGE_BYTES) throw new ImageError(path, 'file', `${bytes.length} bytes is more than the ${MAX_IMAGE_BYTES} allowed`);
     const image = parseElf(path, bytes);
     this.cache.set(path, { key, image });
     if (this.cache.size > this.capacity) this.cache.delete(this.cache.keys().next().value!);

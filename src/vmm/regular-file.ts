@@ -1,6 +1,6 @@
-// Files a caller names (snapshot paths of the API and the command line)
-// may be anything: a FIFO, a directory, a device node, a symlink someone
-// planted. They are read and written here only as the regular files they
+// Files a caller names (snapshot, image and disk paths of the API and the
+// command line) may be anything: a FIFO, a directory, a device node, a
+// symlink someone planted. They are read and written here only as the regular files they
 // claim to be (issue 10 F3, F4, F8). A read never blocks on a FIFO and
 // does not open a device it is pointed at (opening one can have effects: a
 // watchdog arms, a tape rewinds); a write never follows a link nor
@@ -36,24 +36,24 @@ export function fileKind(st: Stats): string {
 // once instead of waiting for a writer (the fstat then refuses it); on a
 // regular file it changes nothing. O_NOCTTY: a terminal never becomes ours.
 // (libuv adds O_CLOEXEC to every open.)
-const READ_FLAGS = fsc.O_RDONLY | fsc.O_NONBLOCK | fsc.O_NOCTTY;
+const OPEN_FLAGS = fsc.O_NONBLOCK | fsc.O_NOCTTY;
 
 function mustBeRegular(file: string, st: Stats): void {
   if (!st.isFile()) throw new NotRegularFileError(file, fileKind(st));
 }
 
 /**
- * Opens a regular file for reading (a symlink to one is followed) without
- * ever waiting on what is not one: stat first, so a device or a FIFO the
- * path names is not opened, then fstat of what was opened, so one swapped
+ * Opens a regular file (a symlink to one is followed), for reading or, with
+ * 'r+', reading and writing (a disk), without ever waiting on what is not
+ * one: stat first, so a device or a FIFO the path names is not opened, then fstat of what was opened, so one swapped
  * in between (the race the stat alone would lose) is refused too, its
  * open having returned at once (O_NONBLOCK). Metadata calls
  * only, none of which waits for a peer: the daemon's thread may make them.
  * The caller reads (asynchronously, on that thread) and closes.
  */
-export function openRegularFile(file: string): { fd: number; size: number } {
+export function openRegularFile(file: string, access: 'r' | 'r+' = 'r'): { fd: number; size: number } {
   mustBeRegular(file, statSync(file));
-  const fd = openSync(file, READ_FLAGS);
+  const fd = openSync(file, OPEN_FLAGS | (access === 'r' ? fsc.O_RDONLY : fsc.O_RDWR));
   try {
     const st = fstatSync(fd);
     mustBeRegular(file, st);
