@@ -4,7 +4,8 @@
 // the reason and harm nobody else; bad disk configurations are refused with
 // their field; a saved and restored VM uses its disk on without a new set-up.
 import assert from 'node:assert/strict';
-import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
+import { mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { Host, VmCreateError, type VirtualMachine } from '../src/toolstack/host.js';
@@ -122,5 +123,24 @@ void describe('virtio-blk', () => {
     assert.deepEqual(await within(restored.exited, 10_000, 'restored blk-rw'), { kind: 'halt', status: 0 });
     assert.match(restored.consoleText(), /^blk: write ok\nblk: flush ok\nblk: sector 2: written by the guest\n/);
     assert.equal(sectorText(file, 2), 'written by the guest');
+  });
+  void it('a restore whose disk is now a FIFO is refused at once, naming it; the other VM of the executor counts on', async () => {
+    // A restore's disks are not looked at before the executor opens them: there an open of a FIFO
+    // for reading would wait for a writer, with every VM of that executor.
+    const file = disk('fifo.img');
+    const vm = await host.create({ image: 'counter', name: 'fifo-disk', devices: [{ type: 'block', id: 0, path: file, readonly: true }] });
+    const snap = join(dir, 'fifo-disk.snap');
+    await vm.save(snap);
+    rmSync(file);
+    execFileSync('mkfifo', [file]);
+    const before = lastCount();
+    await assert.rejects(within(host.restore({ file: snap, name: 'fifo-disk2' }), 5000, 'the restore'), (err: Error) => {
+      assert.ok(err instanceof VmCreateError, `${err.name}: ${err.message}`);
+      assert.match(err.message, /devices\.0\.path: .*fifo\.img: is a FIFO, not a regular file/);
+      return true;
+    });
+    await waitFor('the counter to count on', () => lastCount() > before + 5);
+    // (A count of all descriptors would vary: the pool makes shells meanwhile.)
+    assert.deepEqual(openFds().filter((f) => f.endsWith(file)), [], 'a descriptor on the FIFO was left');
   });
 });

@@ -5,7 +5,7 @@
 // Firecracker's drives are): opened when the VM is set up, closed with it.
 // A request past the disk's end, of a size that is not whole sectors, or a
 // write to a read-only disk fails with IOERR: that request only.
-import { closeSync, fdatasyncSync, fstatSync, openSync } from 'node:fs';
+import { closeSync, fdatasyncSync } from 'node:fs';
 import { basename } from 'node:path';
 import type { GuestMemory } from '../../kvm/memory.js';
 import { IoVectors } from '../../sys/libc.js';
@@ -13,6 +13,7 @@ import type { VmContext } from '../devices.js';
 import type { DeviceEntry } from '../device-page.js';
 import { GuestFault } from '../exit.js';
 import { FieldError } from '../field-error.js';
+import { NotRegularFileError, openRegularFile } from '../regular-file.js';
 import {
   LVM_VIRTIO_QUEUE_MAX, VIRTIO_BLK_CONFIG, VIRTIO_BLK_F, VIRTIO_BLK_ID_BYTES, VIRTIO_BLK_REQ_HEADER, VIRTIO_BLK_S, VIRTIO_BLK_SECTOR_SIZE, VIRTIO_BLK_T, VIRTIO_ID,
 } from './abi.js';
@@ -60,17 +61,15 @@ export class BlockDevice implements VirtioDevice {
     this.ramAddress = Number(ram.hostAddress);
     this.ramOffset = ram.bytes.byteOffset;
     this.readOnly = readOnly;
+    let size: number;
     try {
-      this.fd = openSync(path, readOnly ? 'r' : 'r+');
+      // A FIFO would block this thread in its open, and every VM on it; a device's open can have effects: regular files only.
+      ({ fd: this.fd, size } = openRegularFile(path, readOnly ? 'r' : 'r+'));
     } catch (err) {
+      if (err instanceof NotRegularFileError) throw new BlockConfigError(`${field}.path`, path, `is ${err.kind}, not a regular file`);
       throw new BlockConfigError(`${field}.path`, path, `cannot be opened ${readOnly ? 'for reading' : 'for reading and writing'}: ${(err as Error).message}`);
     }
-    const st = fstatSync(this.fd);
-    if (!st.isFile()) {
-      closeSync(this.fd);
-      throw new BlockConfigError(`${field}.path`, path, 'is not a regular file');
-    }
-    this.sectors = BigInt(st.size) / SECTOR;
+    this.sectors = BigInt(size) / SECTOR;
     this.sectorCount = Number(this.sectors);
     this.features = (1n << BigInt(VIRTIO_BLK_F.FLUSH)) | (1n << BigInt(VIRTIO_BLK_F.BLK_SIZE)) | (readOnly ? 1n << BigInt(VIRTIO_BLK_F.RO) : 0n);
     const v = new DataView(this.config.buffer);
