@@ -7,6 +7,7 @@ import { existsSync, mkdtempSync, readdirSync, readlinkSync, rmSync } from 'node
 import http from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import type { ApiErrorBody, HostInfo, PoolView } from '../src/daemon/schemas.js';
 import { ROOT, scaled, sleep } from './helpers.js';
 
 export const CLI = join(ROOT, 'dist', 'cli', 'main.js');
@@ -14,27 +15,8 @@ export const CLI = join(ROOT, 'dist', 'cli', 'main.js');
 /** The API's view of a VM (the vm schema's type, src/daemon/view.ts). */
 export type { VmView } from '../src/daemon/view.js';
 
-export interface HostInfo {
-  version: string;
-  pid: number;
-  uptime_s: number;
-  vms: number;
-  vms_per_executor: number;
-  executors: { id: number; pid: number; vms: number; shells: number }[];
-  pools: PoolView[];
-  daemon_rss_kib: number;
-}
-
-export interface PoolView {
-  memory_mib: number;
-  target: number;
-  depth: number;
-  warm: number;
-}
-
-export interface ApiErrorBody {
-  error: { code: string; message: string; field: string | null };
-}
+/** The API's answers (src/daemon/schemas.ts: the types of their schemas). */
+export type { ApiErrorBody, HostInfo, PoolView };
 
 // ---- raw HTTP on the daemon's socket ----
 

@@ -10,6 +10,12 @@ export type ConsoleInputBody = SchemaType<typeof consoleInput.body>;
 /** A VM as the schema shows it (view.ts narrows its exit and timings). */
 export type VmSchemaView = SchemaType<typeof vm>;
 export type ServiceView = SchemaType<typeof service>;
+/** A route's answer of this status, from its schema. */
+export type ReplyOf<R, Status extends number = 200> = R extends { response: infer A } ? Status extends keyof A ? SchemaType<A[Status]> : never : never;
+export type ApiErrorBody = SchemaType<typeof error>;
+export type HostInfo = ReplyOf<typeof hostInfo>;
+export type PoolView = ReplyOf<typeof getPool>['pools'][number];
+export type VmStatsView = ReplyOf<typeof stats>['vms'][number];
 /** What a route's handler is given (fastify's request types), from the route's schemas. */
 export interface RouteOf<R> {
   Params: R extends { params: infer P } ? SchemaType<P> : unknown;

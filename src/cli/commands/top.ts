@@ -1,25 +1,13 @@
 // `lightvm top`: a live table of VMs like xentop, with CPU and memory per VM
 // and a line per executor.
 import type { Command } from 'commander';
+import type { HostInfo, VmStatsView } from '../../daemon/schemas.js';
 import type { VmView } from '../../daemon/view.js';
 import type { Client } from '../client.js';
 import { fail, intOption } from '../output.js';
 import { table } from './vm.js';
 
-interface HostInfo {
-  vms: number;
-  executors: { id: number; pid: number; vms: number; shells: number }[];
-  pools: { memory_mib: number; target: number; depth: number }[];
-  daemon_rss_kib: number;
-  uptime_s: number;
-}
-interface Stat {
-  id: number;
-  executor: number;
-  cpu_ns: number;
-  exits: number;
-  resident_kib: number;
-}
+type Stat = VmStatsView;
 
 async function frame(c: Client, prev: Map<number, Stat>, intervalMs: number): Promise<string> {
   const [host, { vms }, { vms: stats }] = await Promise.all([
