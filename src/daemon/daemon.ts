@@ -12,6 +12,7 @@ import { BUILTIN_DIR } from '../toolstack/images.js';
 import { MigrationListener } from '../toolstack/migration.js';
 import { PathPolicy } from '../toolstack/path-policy.js';
 import type { BridgeConfig } from '../toolstack/network.js';
+import { XenstoreDevices, type DeviceMode } from '../toolstack/xenstore-devices.js';
 import { VirtualMachine } from '../toolstack/vm.js';
 import type { VmStats } from '../vmm/protocol.js';
 import { fileKind } from '../vmm/regular-file.js';
@@ -32,6 +33,12 @@ export interface DaemonOptions {
    * whose files requests may name (images, disks, snapshots).
    */
   allowPaths?: string[];
+  /**
+   * noxs (the default): a VM's devices are its device page only. xenstore:
+   * each create and destroy also does libxl's XenStore steps, against a
+   * store and a dom0 backend this daemon starts (<runtimeDir>/xenstored.sock).
+   */
+  devices?: DeviceMode;
   logger: Logger;
 }
 
@@ -188,6 +195,8 @@ export class Daemon {
   readonly fleet: ExecutorFleet;
   readonly server: FastifyInstance;
   readonly startedAt = new Date();
+  /** In `--devices xenstore`: the store, its backend and the toolstack's connection. */
+  xenstore: XenstoreDevices | undefined;
   private constructor(readonly options: DaemonOptions, host: Host, fleet: ExecutorFleet, server: FastifyInstance) {
     this.host = host;
     this.fleet = fleet;
@@ -241,6 +250,18 @@ export class Daemon {
     host.on('executor-lost', (e) => log.error(e, 'executor lost: its VMs are gone'));
     host.on('pool-error', (e) => log.warn(e, 'shells could not be prepared: creates go cold until a retry succeeds'));
     host.on('bridge-error', (e) => log.warn(e, 'a bridge LightVM made could not be removed'));
+    host.on('store-error', (e) => log.warn(e, 'a VM\'s XenStore entries could not all be removed'));
+    let xenstore: XenstoreDevices | undefined;
+    if (options.devices === 'xenstore') {
+      try {
+        xenstore = await XenstoreDevices.start(join(options.runtimeDir, 'xenstored.sock'));
+      } catch (err) {
+        await host.close();
+        throw new Error(`--devices xenstore: ${(err as Error).message}`, { cause: err });
+      }
+      xenstore.onPeerExit = (what, code, said) => log.error({ code, said }, `${what} ended: creates in xenstore mode fail from now on`);
+      host.deviceStore = xenstore;
+    }
     // Shells an adopted executor still holds go; the pool is set anew below.
     for (const { link } of adopted) for (const memory of link.pools.keys()) link.send({ op: 'pool', memory, target: 0 });
     for (const [mib, count] of Object.entries(options.pool ?? {})) fleet.setPool(Number(mib) * 1048576, count);
@@ -248,6 +269,7 @@ export class Daemon {
     await serveSaved(host, options.runtimeDir, log);
 
     const daemon = new Daemon(options, host, fleet, undefined as unknown as FastifyInstance);
+    daemon.xenstore = xenstore;
     try {
       const server = await buildServer(daemon);
       (daemon as { server: FastifyInstance }).server = server;
@@ -258,6 +280,7 @@ export class Daemon {
     } catch (err) {
       // Nothing half-started stays behind: executors we started go too.
       await host.close();
+      await xenstore?.close();
       throw err;
     }
     log.info({ socket: options.socketPath, runtimeDir: options.runtimeDir }, 'lightvmd listening');
@@ -311,6 +334,7 @@ export class Daemon {
       await saveAll(this.host, this.options.runtimeDir, this.options.logger);
     }
     await this.host.close();
+    await this.xenstore?.close();
     removeSocket(this.options.socketPath);
   }
 }

@@ -1,6 +1,7 @@
 // Runs lightvmd in the foreground until SIGTERM or SIGINT.
 import { pino } from 'pino';
 import { DEFAULT_BRIDGE_CONFIG } from '../toolstack/network.js';
+import type { DeviceMode } from '../toolstack/xenstore-devices.js';
 import { Daemon, type DaemonOptions } from './daemon.js';
 import { defaultRuntimeDir, defaultSocketPath } from './paths.js';
 
@@ -17,6 +18,7 @@ export interface DaemonCliOptions {
   bridgeAddress?: string;
   /** More directories requests may name files in (--allow-path). */
   allowPaths?: string[];
+  devices?: DeviceMode;
 }
 
 export async function runDaemon(opts: DaemonCliOptions): Promise<void> {
@@ -29,6 +31,7 @@ export async function runDaemon(opts: DaemonCliOptions): Promise<void> {
     spareExecutors: opts.spare,
     pool: opts.pool,
     allowPaths: opts.allowPaths,
+    devices: opts.devices,
     bridge: opts.bridge || opts.bridgeAddress
       ? { name: opts.bridge ?? DEFAULT_BRIDGE_CONFIG.name, address: opts.bridgeAddress === 'none' ? undefined : opts.bridgeAddress ?? DEFAULT_BRIDGE_CONFIG.address }
       : undefined,

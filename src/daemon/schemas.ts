@@ -125,7 +125,13 @@ export const createVm = {
     201: {
       type: 'object',
       required: ['vm', 'timings', 'console'],
-      properties: { vm, timings, console: { type: ['string', 'null'], description: 'the console, with wait=exit' } },
+      properties: {
+        vm, timings, console: { type: ['string', 'null'], description: 'the console, with wait=exit' },
+        xenstore: {
+          type: ['object', 'null'], additionalProperties: { type: 'number' },
+          description: 'in --devices xenstore: milliseconds of each libxl step of this create (name_check_ms inside domain_make_ms, backend_wait_ms inside vifs_ms), connect_ms for the vifs\' handshakes after the VM runs, and name_reads (the names the check read)',
+        },
+      },
     },
     400: error, 403: error, 409: error, 413: error, 422: error, 503: error,
   },
@@ -371,7 +377,7 @@ export const hostInfo = {
   response: {
     200: {
       type: 'object',
-      required: ['version', 'pid', 'uptime_s', 'vms', 'vms_per_executor', 'executors', 'pools', 'daemon_rss_kib', 'runtime_dir', 'allowed_paths'],
+      required: ['version', 'pid', 'uptime_s', 'vms', 'vms_per_executor', 'executors', 'pools', 'daemon_rss_kib', 'runtime_dir', 'allowed_paths', 'devices', 'xenstore_socket'],
       properties: {
         version: { type: 'string' },
         pid: { type: 'integer' },
@@ -392,6 +398,8 @@ export const hostInfo = {
           type: 'array', items: { type: 'string' },
           description: 'the directories (symlinks resolved) images, disks and snapshot files named in requests must lie in: the runtime directory, the built-in images, each --allow-path',
         },
+        devices: { type: 'string', enum: ['noxs', 'xenstore'], description: 'the device mode (lightvm daemon --devices): xenstore adds libxl\'s XenStore steps to each create and destroy' },
+        xenstore_socket: { type: ['string', 'null'], description: 'in xenstore mode, the socket of the store the daemon started (XENSTORED_PATH for xenstore-utils)' },
       },
     },
   },

@@ -161,7 +161,7 @@ export async function buildServer(daemon: Daemon): Promise<FastifyInstance> {
       vm.timings.trace.createdNs = createdNs;
       vm.timings.trace.replyNs = Number(process.hrtime.bigint());
     }
-    return reply.code(201).send({ vm: vmView(vm), timings: vm.timings ?? null, console: b.wait === 'exit' ? vm.consoleText() : null });
+    return reply.code(201).send({ vm: vmView(vm), timings: vm.timings ?? null, console: b.wait === 'exit' ? vm.consoleText() : null, xenstore: vm.storeTimes ?? null });
   });
 
   app.get('/v1/vms', { schema: S.withErrors(S.listVms) }, async () => ({ vms: host.list().map(vmView) }));
@@ -390,6 +390,8 @@ export async function buildServer(daemon: Daemon): Promise<FastifyInstance> {
       daemon_rss_kib: Math.round(process.memoryUsage().rss / 1024),
       runtime_dir: resolve(daemon.options.runtimeDir),
       allowed_paths: host.pathPolicy?.roots ?? [],
+      devices: daemon.options.devices ?? 'noxs',
+      xenstore_socket: daemon.xenstore?.socket ?? null,
     };
   });
 

@@ -25,6 +25,7 @@ import { checkDisks } from './disks.js';
 import type { PathPolicy } from './path-policy.js';
 import { bridgesOf, BridgeError, completeDevices, DEFAULT_BRIDGE_CONFIG, ensureBridge, removeIdleBridges, type BridgeConfig } from './network.js';
 import { VirtualMachine, VmCreateError } from './vm.js';
+import type { DeviceStore } from './xenstore-devices.js';
 
 export { VirtualMachine, VmCreateError, CONSOLE_KEEP } from './vm.js';
 export type { VmState, VirtualMachineEvents } from './vm.js';
@@ -165,6 +166,8 @@ export interface HostEvents {
   'pool-error': [{ executor: number; memory: number; reason: string }];
   /** A bridge LightVM made could not be removed. */
   'bridge-error': [{ reason: string }];
+  /** A VM's XenStore entries could not all be removed when it ended. */
+  'store-error': [{ vm: number; reason: string }];
 }
 
 interface PendingCreate {
@@ -258,6 +261,12 @@ export class Host extends EventEmitter<HostEvents> {
    * in. Unset (the library), any file the process can open will do.
    */
   pathPolicy: PathPolicy | undefined;
+  /**
+   * Set by a daemon in `--devices xenstore`: each create also makes the
+   * VM's entries in a XenStore as libxl does, and each VM that ends has
+   * them removed (xenstore-devices.ts). Unset: noxs only.
+   */
+  deviceStore: DeviceStore | undefined;
 
   /** ids: where VM ids come from (default: 1, 2, 3... in this process). */
   constructor(placement: Placement, private readonly ids?: { take(atLeast: number): number }) {
@@ -291,8 +300,8 @@ export class Host extends EventEmitter<HostEvents> {
     let devices = completeDevices(id, options.devices ?? [], this.bridge.name);
     let image: string;
     let linux: CreateRequest['linux'];
+    const same = this.byName.get(name);
     try {
-      const same = this.byName.get(name);
       if (same && same.state !== 'exited') throw new FieldError('name', `a VM named "${name}" already exists`);
       validateDevicePage({ vmId: id, name, devices });
       // Before checkDisks: a refused path is not even looked at. The
@@ -316,7 +325,39 @@ export class Host extends EventEmitter<HostEvents> {
       ...(linux ? { linux } : {}),
       trace: options.trace ? { ...options.trace } : undefined,
     };
-    return this.launch(config, config);
+    const store = this.deviceStore;
+    if (!store) return this.launch(config, config);
+    // The store's steps run with the name reserved; the entries of the ended VM it replaces are gone first.
+    let times: Record<string, number> = {};
+    const before = async (): Promise<void> => {
+      await same?.storeCleanup;
+      try {
+        times = await store.create({ id, name, memoryMiB, image, cmdline: config.cmdline, devices });
+      } catch (err) {
+        const e = err as Error;
+        throw new VmCreateError({ name: 'XenstoreError', message: e.message, field: /with name/.test(e.message) ? 'name' : undefined });
+      }
+    };
+    let vm: VirtualMachine;
+    try {
+      vm = await this.launch(config, config, before);
+    } catch (err) {
+      // Made in the store but not launched: its entries go (a create-failed VM never sends an exit).
+      await store.remove(id).catch(() => {});
+      throw err;
+    }
+    // A VM that ends meanwhile has its entries removed (onEvent): its handshake is then moot.
+    const connected = store.connect(id);
+    try {
+      const ms = await Promise.race([connected, vm.exited.then(() => undefined)]);
+      vm.storeTimes = { ...times, ...(ms !== undefined ? { connect_ms: ms } : {}) };
+    } catch (err) {
+      await vm.destroy().catch(() => {});
+      throw new VmCreateError({ name: 'XenstoreError', message: `VM ${id} (${name}): ${(err as Error).message}` });
+    } finally {
+      connected.catch(() => {});
+    }
+    return vm;
   }
 
   /**
@@ -324,8 +365,11 @@ export class Host extends EventEmitter<HostEvents> {
    * resolves when the executor says it runs. The name is reserved before
    * the first await, so that concurrent creates see it.
    */
-  private async launch(config: CreateRequest, request: ExecutorRequest): Promise<VirtualMachine> {
-    const executor = await this.reserve(config.name, () => this.placement.pick(config.memory));
+  private async launch(config: CreateRequest, request: ExecutorRequest, before?: () => Promise<void>): Promise<VirtualMachine> {
+    const executor = await this.reserve(config.name, async () => {
+      await before?.();
+      return this.placement.pick(config.memory);
+    });
     const vm = new VirtualMachine(executor, config);
     this.holdBridges(vm);
     return this.bounded(executor, config, request.op, new Promise((resolve, reject) => {
@@ -724,6 +768,9 @@ export class Host extends EventEmitter<HostEvents> {
     }
     vm.handle(ev);
     if (ev.ev === 'exit') {
+      const store = this.deviceStore;
+      // Its destroy resolves once this is done (VirtualMachine.destroy awaits storeCleanup).
+      if (store) vm.storeCleanup = store.remove(vm.id).catch((err: unknown) => { this.emit('store-error', { vm: vm.id, reason: (err as Error).message }); });
       this.forget(vm);
       this.emit('vm', { type: 'exited', vm });
     }

@@ -82,6 +82,10 @@ export class VirtualMachine extends EventEmitter<VirtualMachineEvents> {
   /** Whether it started from a prepared shell. */
   warm = false;
   timings: Timings | undefined;
+  /** In `--devices xenstore`: the removal of its store entries, started when it ended. */
+  storeCleanup: Promise<void> | undefined;
+  /** In `--devices xenstore`: milliseconds of each store step of its create (DeviceStore). */
+  storeTimes: Record<string, number> | undefined;
   exitCount = 0;
   instructions: number | undefined;
   /** Its network devices' frame counters, as they were when it ended. */
@@ -132,6 +136,7 @@ export class VirtualMachine extends EventEmitter<VirtualMachineEvents> {
     if (this.state !== 'exited') this.executor.send({ op: 'destroy', vmId: this.id });
     const exit = await this.answer(this.exited, 'destroy', REQUEST_TIMEOUT_MS, true);
     await this.answer(this.freed, 'free of the resources', REQUEST_TIMEOUT_MS, true);
+    await this.storeCleanup;
     this.emit('removed');
     return exit;
   }

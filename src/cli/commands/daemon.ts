@@ -23,6 +23,7 @@ interface DaemonOpts {
   bridge?: string;
   bridgeAddress?: string;
   allowPath?: string[];
+  devices?: string;
 }
 
 export function daemonCommand(cmd: Command): Command {
@@ -38,8 +39,10 @@ export function daemonCommand(cmd: Command): Command {
     .option('--bridge-address <cidr>', 'host address on the bridge, or none', '10.0.0.1/24')
     .option('--allow-path <dir>', 'a directory whose files API requests may name (images, disks, snapshots), besides the runtime directory and the built-in images; repeatable',
       (dir: string, dirs: string[]) => [...dirs, dir], [] as string[])
+    .option('--devices <mode>', 'noxs (device page only) or xenstore (each create and destroy also does libxl\'s XenStore steps, against a store and backend the daemon starts)', 'noxs')
     .action(async (opts: DaemonOpts) => {
       try {
+        if (opts.devices !== 'noxs' && opts.devices !== 'xenstore') throw new Error(`--devices: "${opts.devices}" is not noxs or xenstore`);
         // Loaded here: the daemon's modules (fastify, pino) cost ~0.2 s to
         // load, which no other command should pay.
         const { runDaemon } = await import('../../daemon/main.js');
@@ -47,6 +50,7 @@ export function daemonCommand(cmd: Command): Command {
           socket: opts.socket, runtimeDir: opts.runtimeDir, vmsPerExecutor: opts.vmsPerExecutor,
           spare: opts.spare, pool: parsePool(opts.pool ?? ''), logLevel: opts.logLevel, destroyOnStop: opts.destroyOnStop,
           bridge: opts.bridge, bridgeAddress: opts.bridgeAddress, allowPaths: opts.allowPath,
+          devices: opts.devices,
         });
       } catch (err) {
         fail(err);

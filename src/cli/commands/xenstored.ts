@@ -9,6 +9,16 @@ interface XenstoredCliOptions {
   entryQuota?: number;
   watchQuota?: number;
   transactionQuota?: number;
+  withParent?: boolean;
+}
+
+const WITH_PARENT = 'end when stdin closes: the process that started it (a daemon) has ended';
+
+/** --with-parent: a store or backend a daemon started does not outlive it, however it ended. */
+function endWithParent(stop: () => void): void {
+  process.stdin.once('end', stop);
+  process.stdin.once('close', stop);
+  process.stdin.resume();
 }
 
 export function registerXenstored(program: Command, intOption: (name: string, min: number, max: number) => (v: string) => number): void {
@@ -19,6 +29,7 @@ export function registerXenstored(program: Command, intOption: (name: string, mi
     .option('--entry-quota <n>', 'nodes a guest domain may own', intOption('--entry-quota', 1, 1_000_000))
     .option('--watch-quota <n>', 'watches per guest connection', intOption('--watch-quota', 1, 100_000))
     .option('--transaction-quota <n>', 'open transactions per guest connection', intOption('--transaction-quota', 1, 10_000))
+    .option('--with-parent', WITH_PARENT)
     .action(async (opts: XenstoredCliOptions) => {
       const { fail } = await import('../output.js');
       try {
@@ -42,6 +53,7 @@ export function registerXenstored(program: Command, intOption: (name: string, mi
         };
         process.once('SIGINT', stop);
         process.once('SIGTERM', stop);
+        if (opts.withParent) endWithParent(stop);
       } catch (err) {
         fail(err);
       }
@@ -50,7 +62,8 @@ export function registerXenstored(program: Command, intOption: (name: string, mi
   program.command('xenstore-backend')
     .description('a dom0 backend on a xenstored: answers vif and console devices\' state machine (standing in for netback and xenconsoled)')
     .requiredOption('--socket <path>', 'the xenstored socket to connect to')
-    .action(async (opts: { socket: string }) => {
+    .option('--with-parent', WITH_PARENT)
+    .action(async (opts: { socket: string; withParent?: boolean }) => {
       const { fail } = await import('../output.js');
       try {
         const { XsBackend } = await import('../../xenstore/backend.js');
@@ -62,6 +75,7 @@ export function registerXenstored(program: Command, intOption: (name: string, mi
         const stop = (): void => { be.close(); process.exit(0); };
         process.once('SIGINT', stop);
         process.once('SIGTERM', stop);
+        if (opts.withParent) endWithParent(stop);
       } catch (err) {
         fail(err);
       }
