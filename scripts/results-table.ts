@@ -66,9 +66,22 @@ export function resultsTable(dir: string): string {
     const p90 = s.last_over_first_p90 ?? (s.create_p90_last_ms && s.create_p90_first_ms ? Math.round((Number(s.create_p90_last_ms) / Number(s.create_p90_first_ms)) * 100) / 100 : '?');
     rows.push(`| **creation, last ${s.flatness_window_vms ?? 500} of ${s.vms} VMs**: ${esc(interval)} | ${s.create_p50_last_ms} (${s.create_p90_last_ms}) | **the first ${s.flatness_window_vms ?? 500}**, same interval | ${s.create_p50_first_ms} (${s.create_p90_first_ms}) | p50 ${s.last_over_first_p50 ?? s.last_over_first}x, p90 ${p90}x | scale.json |`);
   }
+  const xs = load(dir, 'xenstore');
+  const xr = xs?.results as Record<string, (Series & { first_p50_ms: number; first_p90_ms: number; last_p50_ms: number; last_p90_ms: number }) | null> | undefined;
+  if (xr?.xenstore && xr.noxs_shell) {
+    const x = xr.xenstore;
+    const y = xr.noxs_shell;
+    const w = Number(xs!.window);
+    const n = Number(xs!.vms);
+    for (const [which, a, b] of [[`first ${w}`, x.first_p50_ms, y.first_p50_ms], [`last ${w}`, x.last_p50_ms, y.last_p50_ms]] as const) {
+      const p90 = which.startsWith('first') ? [x.first_p90_ms, y.first_p90_ms] : [x.last_p90_ms, y.last_p90_ms];
+      rows.push(`| **xenstore mode, the ${which} of ${n} VMs**: ${esc(x.interval)} | ${a} (${p90[0]}) | **noxs from a prepared shell**, the same VMs and interval | ${b} (${p90[1]}) | ${(a / b).toFixed(2)}x | xenstore.json |`);
+    }
+  }
   const notes = [
     boot ? `boot.json: ${boot.runs} runs${loadNote(boot)}` : undefined,
     net ? `net.json: ${net.runs} runs${loadNote(net)}` : undefined,
+    xs ? `xenstore.json: ${xs.vms} VMs per series${loadNote(xs)}` : undefined,
   ].filter(Boolean).join('; ');
   return [
     START,

@@ -5,12 +5,12 @@
 // leaves the store as it was.
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { benchXenstore } from '../src/bench/xenstore.js';
+import { benchXenstoreControlPath } from '../src/bench/xenstore.js';
 import { within } from './helpers.js';
 
 void describe('bench xenstore (control path, no VM)', () => {
   void it('reports the N-th domain\'s creation, its store operations, and leaves nothing', async () => {
-    const r = await within(benchXenstore({ vms: 20, window: 5 }), 120_000, 'bench xenstore --vms 20');
+    const r = await within(benchXenstoreControlPath({ vms: 20, window: 5 }), 120_000, 'bench xenstore --vms 20');
     const s = r.results.xenstore_control_path;
     for (const k of ['first_p50_ms', 'first_p90_ms', 'last_p50_ms', 'last_p90_ms'] as const) assert.ok(s[k] > 0, k);
     assert.equal(s.n, 20);
@@ -29,7 +29,7 @@ void describe('bench xenstore (control path, no VM)', () => {
   });
 
   void it('refuses a run whose windows do not fit, naming the option', async () => {
-    await assert.rejects(benchXenstore({ vms: 1 }), /--vms must be an integer >= 2 \(got 1\)/);
-    await assert.rejects(benchXenstore({ vms: 10, window: 6 }), /a window of 6 does not fit twice in 10 creations/);
+    await assert.rejects(benchXenstoreControlPath({ vms: 1 }), /--vms must be an integer >= 2 \(got 1\)/);
+    await assert.rejects(benchXenstoreControlPath({ vms: 10, window: 6 }), /a window of 6 does not fit twice in 10 creations/);
   });
 });

@@ -162,7 +162,8 @@ export interface XenstorePoint {
 }
 
 /** The xenstore bench's figure: creation time of the N-th domain, p50 line and p90 bars, per series. */
-export async function renderXenstoreFigure(points: XenstorePoint[], path: string, subtitle: string): Promise<void> {
+export async function renderXenstoreFigure(points: XenstorePoint[], path: string, subtitle: string | string[],
+  title = 'Creation time of the N-th domain, xenstore mode', running = 'Domains already running'): Promise<void> {
   points.forEach((r, i) => {
     check(typeof r.series === 'string' && r.series.length > 0, `points[${i}].series must be a non-empty string`);
     check(Number.isFinite(r.running) && r.running >= 0, `points[${i}].running must be a number >= 0`);
@@ -176,13 +177,13 @@ export async function renderXenstoreFigure(points: XenstorePoint[], path: string
   };
   const spec: TopLevelSpec = {
     $schema: 'https://vega.github.io/schema/vega-lite/v6.json',
-    title: header('Creation time of the N-th domain, xenstore mode', subtitle, 'Points: median (p50) of a window of creations; bars reach p90'),
+    title: header(title, ...[subtitle].flat(), 'Points: median (p50) of a window of creations; bars reach p90'),
     width: WIDTH,
     height: HEIGHT,
     config: CONFIG,
     data: { values: points },
     encoding: {
-      x: { field: 'running', type: 'quantitative', title: 'Domains already running', scale: { zero: true, nice: true }, axis: { format: ',d' } },
+      x: { field: 'running', type: 'quantitative', title: running, scale: { zero: true, nice: true }, axis: { format: ',d' } },
       color: { field: 'series', type: 'nominal', title: null, scale: { domain: series, scheme: 'tableau10' }, legend: { orient: 'bottom' } },
     },
     layer: [

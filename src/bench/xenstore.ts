@@ -1,19 +1,18 @@
-// `lightvm bench xenstore`: creation time of the N-th domain in the
+// `lightvm bench xenstore --control-path`: creation time of the N-th domain in the
 // xenstore toolstack mode while the N-1 before it are kept, with the store
 // operations and watch events each creation costs and where its time goes.
 // The store (`lightvm xenstored`) and the dom0 backend (`lightvm
 // xenstore-backend`) run as processes of their own, as xenstored and
 // netback/xenconsoled do on Xen; the toolstack and each domain's frontend
 // (on a connection bound as that domain, as its ring would be) run here.
-// This is the control path only: no VM is built. The noxs series (real
-// VMs, cold and from a prepared shell) need /dev/kvm and are reported as
-// skipped without it.
-import { spawn, type ChildProcess } from 'node:child_process';
+// This is the control path only: no VM is built (xenstore-vms.ts is the
+// same with real VMs, beside noxs).
+import type { ChildProcess } from 'node:child_process';
 import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { XenstoreMode, type XsCreatePhases, type XsDomainConfig } from '../toolstack/xenstore-mode.js';
-import { PACKAGE_ROOT } from '../toolstack/images.js';
+import { startLightvmPeer, stopPeer } from '../toolstack/xenstore-devices.js';
 import { XsClient } from '../xenstore/client.js';
 import { frontConnect } from '../xenstore/frontend.js';
 import { summarize } from './stats.js';
@@ -51,21 +50,6 @@ export function domainConfig(i: number): XsDomainConfig {
   };
 }
 
-/** A lightvm subcommand as a process of its own; resolves once `ready` holds. */
-async function startPeer(args: string[], ready: () => boolean | Promise<boolean>, what: string): Promise<ChildProcess> {
-  const fromSource = import.meta.url.endsWith('.ts');
-  const cli = join(PACKAGE_ROOT, fromSource ? 'src/cli/main.ts' : 'dist/cli/main.js');
-  const child = spawn(process.execPath, [...(fromSource ? ['--import', 'tsx'] : []), cli, ...args], { stdio: ['ignore', 'ignore', 'pipe'], cwd: PACKAGE_ROOT });
-  // Its words are kept for an error: the lines it says when all is well would clutter the bench's output.
-  let said = '';
-  child.stderr!.on('data', (d: Buffer) => { said = (said + d.toString()).slice(-2000); });
-  for (let i = 0; !(await ready()); i++) {
-    if (child.exitCode !== null || i > 600) { child.kill('SIGKILL'); throw new Error(`${what} did not start${said ? `: ${said.trim()}` : ''}`); }
-    await new Promise((r) => setTimeout(r, 50));
-  }
-  return child;
-}
-
 /** One domain made, its frontend (the guest's part) walked to Connected, and both ends seen Connected by the toolstack. */
 async function createOne(tool: XenstoreMode, socket: string, domid: number, cfg: XsDomainConfig, guests: XsClient[]): Promise<{ phases: XsCreatePhases; created: number }> {
   const phases = await tool.create(domid, cfg);
@@ -85,7 +69,7 @@ async function storeCounters(xs: XsClient): Promise<{ ops: number; events: numbe
 
 export type XenstoreReport = ReturnType<typeof report>;
 
-export async function benchXenstore(opts: XenstoreBenchOptions): Promise<XenstoreReport> {
+export async function benchXenstoreControlPath(opts: XenstoreBenchOptions): Promise<XenstoreReport> {
   const n = opts.vms;
   if (!Number.isInteger(n) || n < 2) throw new RangeError(`bench xenstore: --vms must be an integer >= 2 (got ${n})`);
   const window = opts.window ?? Math.min(100, Math.max(1, Math.floor(n / 10)));
@@ -101,13 +85,13 @@ export async function benchXenstore(opts: XenstoreBenchOptions): Promise<Xenstor
   process.once('exit', reap);
   try {
     // Watches and transactions of dom0 have no quota; guests own few nodes each.
-    peers.push(await startPeer(['xenstored', '--socket', socket], () => existsSync(socket), 'lightvm xenstored'));
+    peers.push(await startLightvmPeer(['xenstored', '--socket', socket], () => existsSync(socket), 'lightvm xenstored'));
     const counters = await XsClient.connect(socket);
     stats = counters;
     // The backend is ready once its watch on /local/domain/0/backend is in the store.
     const watches = async (): Promise<number> => ((await counters.stats()) as { watches: number }).watches;
     const before = await watches();
-    peers.push(await startPeer(['xenstore-backend', '--socket', socket], async () => (await watches()) > before, 'lightvm xenstore-backend'));
+    peers.push(await startLightvmPeer(['xenstore-backend', '--socket', socket], async () => (await watches()) > before, 'lightvm xenstore-backend'));
     tool = await XenstoreMode.open(socket);
     // Warm-up, not counted: a window of domains made and destroyed first, so that the first
     // window measures the store's growth from empty and not this process's and the peers' JIT.
@@ -151,11 +135,7 @@ export async function benchXenstore(opts: XenstoreBenchOptions): Promise<Xenstor
     for (const g of guests) g.close();
     tool?.close();
     stats?.close();
-    await Promise.all(peers.map((p) => new Promise<void>((resolve) => {
-      if (p.exitCode !== null || p.signalCode !== null) { resolve(); return; }
-      p.once('exit', () => resolve());
-      p.kill('SIGTERM');
-    })));
+    await Promise.all(peers.map(stopPeer));
     rmSync(dir, { recursive: true, force: true });
   }
 }
@@ -182,7 +162,7 @@ function report(n: number, window: number, samples: Sample[], destroyMs: number[
     const s = p(samples.slice(i, i + window), 'total_ms');
     points.push({ series: 'xenstore mode, control path (no VM)', running: i, p50_ms: s.p50_ms, p90_ms: s.p90_ms });
   }
-  const noVm = 'needs real VMs (a KVM host): this bench measures the xenstore mode\'s control path only';
+  const noVm = 'needs real VMs: measured by lightvm bench xenstore without --control-path';
   return {
     bench: 'xenstore',
     vms: n,
