@@ -1,4 +1,5 @@
 import type { Command } from 'commander';
+import type { VmView } from '../../daemon/view.js';
 import { Host, type VirtualMachine } from '../../toolstack/host.js';
 import type { DeviceEntry } from '../../vmm/device-page.js';
 import { describeExit, processExitCode, type VmExit } from '../../vmm/exit.js';
@@ -81,8 +82,10 @@ async function run(image: string, opts: RunOptions): Promise<number> {
         vm_ms: ms(Number(closing - t0)),
         close_ms: ms(Number(process.hrtime.bigint() - closing)),
       };
+      // The fields it shares with the API's view of a VM are that view's.
+      const view: Pick<VmView, 'image' | 'name' | 'memory_mib' | 'exit'> = { image: vm.image, name: vm.name, memory_mib: vm.memoryMiB, exit };
       process.stdout.write(`${JSON.stringify({
-        image: vm.image, name: vm.name, memory_mib: vm.memoryMiB, exit, console: vm.consoleText(),
+        ...view, console: vm.consoleText(),
         timings: phases, process: processMs, exits: vm.exitCount, instructions: vm.instructions ?? null,
         max_rss_kib: process.resourceUsage().maxRSS,
       })}\n`);
