@@ -212,7 +212,7 @@ void describe('the CLI against a real daemon', () => {
 
   void describe('malformed cfg files: exit 1, nothing created, one line naming the file, the line and the field', () => {
     const cases: [string, string, (f: string) => RegExp][] = [
-      ['unknown-key.cfg', 'name = "a"\nkernel = "hello"\nbogus = 1\n', (f) => new RegExp(`^${f}:3: bogus: unknown key \\(known: name, kernel, memory, cmdline, extra, vif, disk\\)$`)],
+      ['unknown-key.cfg', 'name = "a"\nkernel = "hello"\nbogus = 1\n', (f) => new RegExp(`^${f}:3: bogus: unknown key \\(known: name, kernel, ramdisk, memory, cmdline, extra, vif, disk\\)$`)],
       ['bad-type.cfg', 'kernel = "hello"\nmemory = "four"\n', (f) => new RegExp(`^${f}:2: memory: expected a number$`)],
       ['list-type.cfg', 'kernel = "hello"\nname = [ "a" ]\n', (f) => new RegExp(`^${f}:2: name: expected a string$`)],
       ['bare-word.cfg', 'name = "a"\nkernel = hello\n', (f) => new RegExp(`^${f}:2: kernel: "hello" is not a number, a quoted string or a list of quoted strings$`)],
