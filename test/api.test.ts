@@ -243,6 +243,14 @@ void describe('the OpenAPI document', () => {
     await call('GET /v1/host', 'host', 'GET', '/v1/host');
     r = await call('GET /v1/stats', 'stats', 'GET', '/v1/stats');
     assert.ok((r.json as { vms: { id: number }[] }).vms.some((v) => v.id === slId), 'stats has no line for the running sleeper');
+    const VMSTATS = 'GET /v1/vms/{id}/stats';
+    r = await call(VMSTATS, 'running', 'GET', '/v1/vms/doc-sl/stats');
+    const one = (r.json as { stats: { id: number; name: string; memory_mib: number; cpu_ns: number; resident_kib: number } }).stats;
+    assert.deepEqual([one.id, one.name], [slId, 'doc-sl'], r.text);
+    assert.ok(one.cpu_ns > 0 && one.resident_kib > 0 && one.resident_kib <= one.memory_mib * 1024 + 64, r.text);
+    r = await call(VMSTATS, 'ended VM', 'GET', '/v1/vms/doc-hello/stats');
+    assert.equal(r.status, 409, r.text);
+    await call(VMSTATS, 'unknown', 'GET', '/v1/vms/nosuch/stats');
 
     const DEL = 'DELETE /v1/vms/{id}';
     r = await call(DEL, 'ended VM', 'DELETE', '/v1/vms/doc-hello');

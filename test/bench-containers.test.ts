@@ -1,6 +1,7 @@
 // lightvm bench containers, small: every pair measured on both sides in the
 // same run, the tasks left running all counted by the daemon, the shim
-// server's fds within what its tasks explain, nothing left behind.
+// server's fds within what its tasks explain, the shim binary's start and
+// delete answered in sh faster than in Node, nothing left behind.
 import { spawnSync } from 'node:child_process';
 import { readdirSync } from 'node:fs';
 import { describe, it } from 'node:test';
@@ -26,6 +27,13 @@ void describe('bench containers', { skip: containersUnavailable() ?? false }, ()
       assert.equal(p.runc_over_lightvm_p50, Math.round((p.runc.p50_ms / p.lightvm.p50_ms) * 100) / 100);
     }
     assert.deepEqual(r.podman, { skipped: 'not asked for' });
+    const parts = r.parts as Record<string, { p50_ms: number; n: number }>;
+    for (const k of ['ctr_version', 'ctr_container_create', 'shim_start_sh', 'shim_start_node', 'shim_delete_sh', 'shim_delete_node']) {
+      assert.ok(parts[k]!.n === 10 && parts[k]!.p50_ms > 0, `${k}: ${JSON.stringify(parts[k])}`);
+    }
+    // The sh answers start no Node: a Node start alone is tens of ms, more on a loaded host.
+    assert.ok(parts.shim_start_sh!.p50_ms < parts.shim_start_node!.p50_ms, JSON.stringify(parts));
+    assert.ok(parts.shim_delete_sh!.p50_ms < parts.shim_delete_node!.p50_ms, JSON.stringify(parts));
     const tasks = r.tasks as { tasks: number; vms_running: number; shim_server: { fds: number; rss_kib: number } | null };
     assert.equal(tasks.tasks, 10);
     assert.equal(tasks.vms_running, 10, 'every task is a running VM');

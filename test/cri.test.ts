@@ -45,7 +45,7 @@ void describe('CRI: a pod with runtimeClassName lightvm', { skip }, () => {
       '    bin_dir = "/usr/lib/cni"',
     ].join('\n'));
     await c.start();
-    for (const g of ['hello', 'exit-status']) {
+    for (const g of ['hello', 'exit-status', 'sleeper']) {
       const file = join(tmp.dir, `${g}.tar`);
       writeFileSync(file, buildImage({ kernel: guestImage(g), tag: `lightvm/${g}:1` }).archive);
       const r = c.ctr('-n', 'k8s.io', 'image', 'import', file);
@@ -108,6 +108,27 @@ void describe('CRI: a pod with runtimeClassName lightvm', { skip }, () => {
     assert.equal(results.hello!.code, 0);
     assert.match(results.hello!.log, /^\d{4}-\d\d-\d\dT[\d:.]+(Z|[+-]\d\d:\d\d) stdout F Hello from LightVM!\n$/);
     assert.equal(results.five!.code, 5);
+
+    // kubelet's container stats: the CRI plugin decodes the shim's cgroups v1 metrics.
+    const sl = (await rpc.CreateContainer!({
+      pod_sandbox_id: podId,
+      config: { metadata: { name: 'sleeper', attempt: 0 }, image: { image: 'docker.io/lightvm/sleeper:1' }, args: ['600000'], log_path: 'sleeper.log' },
+      sandbox_config: sandboxConfig,
+    })).container_id as string;
+    await rpc.StartContainer!({ container_id: sl });
+    type U64 = { value: number } | null;
+    const { stats } = await rpc.ContainerStats!({ container_id: sl }) as {
+      stats: { cpu: { usage_core_nano_seconds: U64 }; memory: { working_set_bytes: U64; available_bytes: U64; usage_bytes: U64; rss_bytes: U64 } };
+    };
+    const usage = stats.memory.usage_bytes?.value ?? 0;
+    assert.ok(usage > 0 && usage <= 4 * 1048576 + 65536, `usage_bytes ${usage}`);
+    assert.equal(stats.memory.rss_bytes?.value, usage);
+    assert.equal(stats.memory.working_set_bytes?.value, usage, 'a VM has no page cache on the host to discount');
+    assert.equal(stats.memory.available_bytes?.value, 4 * 1048576 - usage, 'the guest\'s 4 MiB less what it uses');
+    assert.ok((stats.cpu.usage_core_nano_seconds?.value ?? 0) > 0, 'the guest has run');
+    await rpc.StopContainer!({ container_id: sl, timeout: 1 });
+    await rpc.RemoveContainer!({ container_id: sl });
+
     await rpc.StopPodSandbox!({ pod_sandbox_id: podId });
     await rpc.RemovePodSandbox!({ pod_sandbox_id: podId });
     assert.deepEqual((await ok<{ vms: VmView[] }>(daemon.socket, 'GET', '/v1/vms')).vms.filter((x) => x.state !== 'exited'), []);

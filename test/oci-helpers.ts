@@ -44,6 +44,8 @@ export function ociWrapper(dir: string, socket: string): string {
 }
 
 export const SHIM_MAIN = join(ROOT, 'dist', 'shim', 'main.js');
+/** The package's bin (sh): answers start and delete itself when it can, else runs SHIM_MAIN with $LIGHTVM_NODE. */
+export const SHIM_BIN = join(ROOT, 'bin', 'containerd-shim-lightvm-v1');
 
 export interface Ctr {
   status: number | null;
@@ -74,7 +76,7 @@ export function privateContainerd(dir: string, daemonSocket: string, cri?: strin
   const shimDir = join(dir, 's');
   mkdirSync(bin, { recursive: true });
   const shim = join(bin, 'containerd-shim-lightvm-v1');
-  writeFileSync(shim, `#!/bin/sh\nexec "${process.execPath}" --no-warnings "${SHIM_MAIN}" "$@"\n`);
+  writeFileSync(shim, `#!/bin/sh\nLIGHTVM_NODE="${process.execPath}" exec "${SHIM_BIN}" "$@"\n`);
   chmodSync(shim, 0o755);
   writeFileSync(join(dir, 'config.toml'), [
     'version = 2', `root = "${dir}/root"`, `state = "${dir}/state"`, ...(cri ? [] : ['disabled_plugins = ["io.containerd.grpc.v1.cri"]']),

@@ -6,14 +6,18 @@
 // lightvm-oci under containerd's runc shim (ctr run --runc-binary).
 // Skipped where containerd or ctr is not installed.
 import { spawn, spawnSync } from 'node:child_process';
-import { writeFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { createServer } from 'node:net';
+import { basename, join } from 'node:path';
+import { fromBinary } from '@bufbuild/protobuf';
+import { serverSocket } from '../src/shim/address.js';
+import { DeleteResponseSchema } from '../src/shim/gen/task_pb.js';
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { buildImage } from '../src/container/oci-image.js';
 import { ok, startTestDaemon, type TestDaemon, type VmView } from './daemon-helpers.js';
 import { guestImage, sleep, tempDir } from './helpers.js';
-import { cleanContainerd, have, ociWrapper, privateContainerd, type Ctr, type PrivateContainerd } from './oci-helpers.js';
+import { cleanContainerd, have, ociWrapper, privateContainerd, SHIM_BIN, type Ctr, type PrivateContainerd } from './oci-helpers.js';
 
 const RT = ['--runtime', 'io.containerd.lightvm.v1'];
 const skip = !have('containerd', '--version') ? 'containerd is not installed (scripts/install-peers.sh)' : !have('ctr', '--version') ? 'ctr is not installed' : false;
@@ -88,6 +92,83 @@ void describe('containerd with the LightVM shim (ctr)', { skip }, () => {
       assert.equal((await running()).length, 1);
     } finally {
       events.kill();
+    }
+  });
+
+  void it('ctr task metrics: the VM\'s memory (resident and its size) and CPU time, as cgroups v1 metrics', async () => {
+    const table = ctr('task', 'metrics', 's2');
+    assert.equal(table.status, 0, table.stderr);
+    const value = (name: string): number => {
+      const m = new RegExp(`^${name.replace(/\./g, '\\.')}\\s+(\\d+)`, 'm').exec(table.stdout);
+      assert.ok(m, `no ${name} in ctr task metrics:\n${table.stdout}`);
+      return Number(m[1]);
+    };
+    // The sleeper has the default 4 MiB; a booted guest has touched some of it.
+    assert.equal(value('memory.limit_in_bytes'), 4 * 1048576);
+    const used = value('memory.usage_in_bytes');
+    assert.ok(used > 0 && used <= 4 * 1048576 + 65536, `memory.usage_in_bytes ${used}`);
+    const cpu = value('cpuacct.usage');
+    assert.ok(cpu > 0, `cpuacct.usage ${cpu}`);
+    const { vms } = await ok<{ vms: VmView[] }>(daemon.socket, 'GET', '/v1/vms');
+    const vm = vms.find((v) => v.state === 'running')!;
+    const { stats } = await ok<{ stats: { cpu_ns: number; resident_kib: number } }>(daemon.socket, 'GET', `/v1/vms/${vm.name}/stats`);
+    assert.ok(stats.cpu_ns >= cpu, `the daemon's cpu_ns ${stats.cpu_ns} is behind what ctr showed before (${cpu})`);
+    const json = ctr('task', 'metrics', '--format', 'json', 's2');
+    assert.equal(json.status, 0, json.stderr);
+    const m = JSON.parse(json.stdout) as { memory: { usage: { usage: number; limit: number } }; cpu: { usage: { total: number; per_cpu: number[] } } };
+    assert.equal(m.memory.usage.limit, 4 * 1048576);
+    assert.equal(m.cpu.usage.per_cpu.length, 1, 'one vCPU');
+    assert.ok(m.cpu.usage.total >= cpu, 'CPU time only grows');
+    assert.notEqual(ctr('task', 'metrics', 'nosuch').status, 0);
+  });
+
+  void it('the package bin answers start and delete in sh while the server is up (no Node: $LIGHTVM_NODE names nothing)', () => {
+    const bundle = join(tmp.dir, 'state', 'io.containerd.runtime.v2.task', 'default', 's2');
+    assert.match(readFileSync(join(bundle, 'lightvm-vm'), 'utf8'), /^c-[0-9a-f]{24}\n$/, 'a running task\'s bundle holds its VM marker');
+    const env = { ...process.env, LIGHTVM_SOCKET: daemon.socket, LIGHTVM_SHIM_DIR: c.shimDir, LIGHTVM_NODE: '/nonexistent/node' };
+    const shim = (cwd: string, ...args: string[]): { status: number | null; stdout: Buffer } => {
+      const r = spawnSync(SHIM_BIN, ['-namespace', 'default', '-address', c.sock, '-publish-binary', 'containerd', '-id', 'x', ...args], { cwd, env });
+      return { status: r.status, stdout: r.stdout };
+    };
+    const cwd = join(tmp.dir, 'fake-bundle');
+    mkdirSync(cwd, { recursive: true });
+    const start = shim(cwd, 'start');
+    assert.equal(start.status, 0, 'start went to Node');
+    assert.equal(start.stdout.toString(), readFileSync(join(bundle, 'address'), 'utf8'), 'the address containerd got for s2');
+    assert.equal(readFileSync(join(cwd, 'address'), 'utf8'), start.stdout.toString());
+    const del = shim(cwd, '-bundle', cwd, 'delete');
+    assert.equal(del.status, 0, 'delete without a VM went to Node');
+    const res = fromBinary(DeleteResponseSchema, del.stdout);
+    assert.equal(res.exitStatus, 137);
+    assert.ok(Math.abs(Number(res.exitedAt!.seconds) - Date.now() / 1000) < 60, `exited_at ${res.exitedAt!.seconds}`);
+    // With a VM to destroy, no bundle named, or a flag it does not know, Node answers: here there is none (127).
+    assert.equal(shim(cwd, 'delete').status, 127);
+    writeFileSync(join(cwd, 'lightvm-vm'), 'c-0\n');
+    assert.equal(shim(cwd, '-bundle', cwd, 'delete').status, 127);
+    assert.equal(shim(cwd, '-debug', '-unknown', 'start').status, 127);
+  });
+
+  void it('the sh start does not trust a pid file naming another process (pid reused after a kill -9)', async () => {
+    const dir = join(tmp.dir, 'stale');
+    mkdirSync(dir, { recursive: true });
+    const env = { ...process.env, LIGHTVM_SOCKET: daemon.socket, LIGHTVM_SHIM_DIR: dir, LIGHTVM_NODE: '/nonexistent/node' };
+    const args = ['-namespace', 'default', '-address', '/stale/c.sock', '-id', 'x', 'start'];
+    // No server: Node's (127). Then a listening socket and pid files under the name main.js computes.
+    assert.equal(spawnSync(SHIM_BIN, args, { cwd: dir, env }).status, 127);
+    const sock = join(dir, basename(serverSocket('/stale/c.sock', daemon.socket)));
+    const srv = createServer();
+    await new Promise<void>((r) => srv.listen(sock, r));
+    try {
+      const stat = readFileSync('/proc/self/stat', 'utf8');
+      const since = stat.slice(stat.lastIndexOf(') ') + 2).split(' ')[19];
+      writeFileSync(sock.replace(/\.sock$/, '.pid'), `${process.pid} ${Number(since) + 1}\n`);
+      assert.equal(spawnSync(SHIM_BIN, args, { cwd: dir, env }).status, 127, 'a wrong start time is not our server');
+      writeFileSync(sock.replace(/\.sock$/, '.pid'), `${process.pid} ${since}\n`);
+      const r = spawnSync(SHIM_BIN, args, { cwd: dir, env, encoding: 'utf8' });
+      assert.deepEqual([r.status, r.stdout], [0, `unix://${sock}`], 'the same pid and start time are');
+      assert.ok(existsSync(join(dir, 'address')));
+    } finally {
+      srv.close();
     }
   });
 

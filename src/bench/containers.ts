@@ -7,11 +7,15 @@
 // - podman run --rm / -d with lightvm-oci vs runc, the same two clocks;
 // - `tasks` long-lived tasks started one after another through one
 //   containerd with our shim: each ctr run -d timed; p50/p90 of the first and
-//   last windows, and the shim server's open fds and RSS at the end.
+//   last windows, and the shim server's open fds and RSS at the end;
+// - what a task's start is made of, with the server up: ctr's own start and
+//   one request (ctr version), and the shim binary's start and delete as
+//   containerd execs them, answered in sh (the package bin) and in Node.
 // Both sides pay ctr's (podman's) own start. Our side's guest is the
 // unikernel hello / sleeper; runc's is a static busybox (true / sleep).
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { chmodSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { availableParallelism, loadavg, release } from 'node:os';
 import { join } from 'node:path';
 import { buildImage } from '../container/oci-image.js';
 import { BUILTIN_DIR, PACKAGE_ROOT } from '../toolstack/images.js';
@@ -34,10 +38,10 @@ function which(cmd: string): boolean {
 }
 
 /** Runs a command to its end; its wall time in ms. A non-zero exit (other than `expect`) is an error naming it. */
-function timed(cmd: string, args: string[], env?: NodeJS.ProcessEnv, expect = 0): Promise<number> {
+function timed(cmd: string, args: string[], env?: NodeJS.ProcessEnv, expect = 0, cwd?: string): Promise<number> {
   return new Promise((resolve, reject) => {
     const t0 = process.hrtime.bigint();
-    const child = spawn(cmd, args, { stdio: ['ignore', 'ignore', 'pipe'], env });
+    const child = spawn(cmd, args, { stdio: ['ignore', 'ignore', 'pipe'], env, cwd });
     let err = '';
     child.stderr!.setEncoding('utf8').on('data', (s: string) => (err += s));
     child.once('error', reject);
@@ -89,7 +93,10 @@ export async function benchContainers(opts: ContainersBenchOptions): Promise<Rec
       chmodSync(f, 0o755);
       return f;
     };
-    wrapper('containerd-shim-lightvm-v1', 'shim/main.js');
+    // The package's bin (sh), which answers start and delete without Node when it can.
+    const shim = join(bin, 'containerd-shim-lightvm-v1');
+    writeFileSync(shim, `#!/bin/sh\nLIGHTVM_NODE="${process.execPath}" exec "${join(PACKAGE_ROOT, 'bin', 'containerd-shim-lightvm-v1')}" "$@"\n`);
+    chmodSync(shim, 0o755);
     const oci = wrapper('lightvm-oci', 'oci/main.js', `--lightvm-socket "${daemon.socket}" `);
     writeFileSync(join(dir, 'config.toml'), [
       'version = 2', `root = "${dir}/root"`, `state = "${dir}/state"`, 'disabled_plugins = ["io.containerd.grpc.v1.cri"]',
@@ -136,6 +143,11 @@ export async function benchContainers(opts: ContainersBenchOptions): Promise<Rec
     result.ctr_run_running = { clock: 'ctr run -d: spawn of ctr to its exit (the task is running); kill and delete off the clock', ...pair(runL, runR) };
 
     result.podman = opts.podman === false ? { skipped: 'not asked for' } : await benchPodman(dir, oci, images, opts.runs, progress);
+    // conmon runs a `podman container cleanup` per container after it ends:
+    // those must not share the first window's clock.
+    for (const t = Date.now(); Date.now() - t < 60_000 && spawnSync('pgrep', ['-f', join(dir, 'pm')], { stdio: 'ignore' }).status === 0;) {
+      await new Promise((r) => setTimeout(r, 200));
+    }
 
     // Many tasks through one containerd, one after another.
     const starts: number[] = [];
@@ -158,6 +170,9 @@ export async function benchContainers(opts: ContainersBenchOptions): Promise<Rec
       shim_server: pid ? { pid, fds: readdirSync(`/proc/${pid}/fd`).length, rss_kib: Number(/VmRSS:\s+(\d+)/.exec(status)?.[1] ?? 0) } : null,
       vms_running: (await daemon.client.request<{ vms: number }>('GET', '/v1/host')).vms,
     };
+    progress('parts', 0, 1);
+    result.parts = await taskParts(shim, sock, env, dir, images.sleeper.ref, Math.max(opts.runs, 10));
+    result.host = { kernel: release(), node: process.version, cpus: availableParallelism(), loadavg: loadavg().map((x) => Math.round(x * 100) / 100) };
     const exitP50 = (result.ctr_run_exit as { runc_over_lightvm_p50: number }).runc_over_lightvm_p50;
     result.goal = {
       ctr_start_faster_than_runc_x: exitP50, target_x: 5, met: exitP50 >= 5,
@@ -177,6 +192,38 @@ export async function benchContainers(opts: ContainersBenchOptions): Promise<Rec
     spawnSync('sh', ['-c', `grep -o "${dir}[^ ]*" /proc/mounts | sort -r | xargs -r umount`]);
     rmSync(dir, { recursive: true, force: true });
   }
+}
+
+/**
+ * What a ctr run pays besides the VM, with the server up (the tasks still
+ * run): ctr's own start and one request; ctr creating a container without
+ * a task (its record and snapshot, what runc's side pays too); the shim
+ * binary's `start` and `delete` as containerd execs them (no VM to destroy:
+ * the server did), in sh (what containerd runs) and, for comparison, in
+ * Node (main.js).
+ */
+async function taskParts(shim: string, sock: string, env: NodeJS.ProcessEnv, dir: string, image: string, runs: number): Promise<Record<string, unknown>> {
+  const cwd = join(dir, 'parts');
+  mkdirSync(cwd);
+  const node = [process.execPath, '--no-warnings', join(PACKAGE_ROOT, 'dist', 'shim', 'main.js')] as const;
+  const args = (cmd: string): string[] => ['-namespace', 'default', '-address', sock, '-publish-binary', 'containerd', '-id', 'parts', '-bundle', cwd, cmd];
+  const series: Record<string, number[]> = { ctr_version: [], ctr_container_create: [], shim_start_sh: [], shim_start_node: [], shim_delete_sh: [], shim_delete_node: [] };
+  for (let i = 0; i < runs; i++) {
+    series.ctr_version!.push(await timed('ctr', ['--address', sock, 'version'], env));
+    series.ctr_container_create!.push(await timed('ctr', ['--address', sock, 'container', 'create', image, `part${i}`], env));
+    quiet('ctr', ['--address', sock, 'container', 'rm', `part${i}`]);
+    series.shim_start_sh!.push(await timed(shim, args('start'), env, 0, cwd));
+    series.shim_start_node!.push(await timed(node[0], [...node.slice(1), ...args('start')], env, 0, cwd));
+    series.shim_delete_sh!.push(await timed(shim, args('delete'), env, 0, cwd));
+    series.shim_delete_node!.push(await timed(node[0], [...node.slice(1), ...args('delete')], env, 0, cwd));
+  }
+  const s = Object.fromEntries(Object.entries(series).map(([k, v]) => [k, summarize(v)])) as Record<string, ReturnType<typeof summarize>>;
+  return {
+    clock: 'spawn to exit of each command, one after another, the shim server up (ctr container create: the container record and its snapshot, no task)',
+    ...s,
+    node_over_sh_start_p50: ratio(s.shim_start_node!.p50_ms, s.shim_start_sh!.p50_ms),
+    node_over_sh_delete_p50: ratio(s.shim_delete_node!.p50_ms, s.shim_delete_sh!.p50_ms),
+  };
 }
 
 async function benchPodman(dir: string, oci: string, images: Record<'hello' | 'sleeper' | 'busybox', { ref: string }>, runs: number,

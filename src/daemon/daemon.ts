@@ -313,9 +313,9 @@ export class Daemon {
     await l?.close();
   }
 
-  /** Per-VM counters from every executor. */
-  async stats(): Promise<{ id: number; executor: number; cpu_ns: number; exits: number; console_throttled_ms: number; resident_kib: number; nets: VmStats['nets'] }[]> {
-    return (await this.host.stats()).map((s) => ({
+  /** Per-VM counters from every executor (only vm's, from its executor, when given). */
+  async stats(vm?: VirtualMachine): Promise<{ id: number; executor: number; cpu_ns: number; exits: number; console_throttled_ms: number; resident_kib: number; nets: VmStats['nets'] }[]> {
+    return (await this.host.stats(vm)).map((s) => ({
       id: s.vmId, executor: s.executor, cpu_ns: s.cpuNs, exits: s.exits, console_throttled_ms: Math.round(s.consoleThrottledNs / 1e6),
       resident_kib: Math.round(s.residentKiB), nets: s.nets,
     }));

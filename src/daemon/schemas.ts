@@ -414,36 +414,49 @@ export const stopDaemon = {
   },
 } as const;
 
+const vmCounters = {
+  id: { type: 'integer' }, executor: { type: 'integer' }, cpu_ns: { type: 'number', description: 'time spent running the guest (KVM_RUN and exit handling)' },
+  console_throttled_ms: { type: 'integer', description: 'time the guest waited because it wrote its console faster than 1 MiB/s' },
+  exits: { type: 'integer' }, resident_kib: { type: 'integer', description: 'guest memory (RAM and device page) backed by host pages' },
+  nets: {
+    type: 'array',
+    items: {
+      type: 'object', required: ['id', 'tap', 'txFrames', 'rxFrames', 'txDropped', 'rxDropped'],
+      properties: {
+        id: { type: 'integer' }, tap: { type: 'string' }, txFrames: { type: 'integer' }, rxFrames: { type: 'integer' },
+        txDropped: { type: 'integer', description: 'bad frames from the guest (short, oversized, foreign source MAC), dropped' },
+        rxDropped: { type: 'integer', description: 'frames longer than the guest\'s buffer, dropped' },
+      },
+    },
+  },
+} as const;
+const counterFields = ['id', 'executor', 'cpu_ns', 'exits', 'console_throttled_ms', 'resident_kib', 'nets'] as const;
+
 export const stats = {
   tags: ['host'], summary: 'per-VM CPU time, exits and resident guest memory',
   response: {
     200: {
       type: 'object', required: ['vms'],
+      properties: { vms: { type: 'array', items: { type: 'object', required: counterFields, properties: vmCounters } } },
+    },
+  },
+} as const;
+
+export const vmStats = {
+  tags, summary: 'one running VM\'s CPU time, exits and resident guest memory, asked of its executor alone',
+  params: idParams,
+  response: {
+    200: {
+      type: 'object', required: ['stats'],
       properties: {
-        vms: {
-          type: 'array',
-          items: {
-            type: 'object', required: ['id', 'executor', 'cpu_ns', 'exits', 'console_throttled_ms', 'resident_kib', 'nets'],
-            properties: {
-              id: { type: 'integer' }, executor: { type: 'integer' }, cpu_ns: { type: 'number' },
-              console_throttled_ms: { type: 'integer', description: 'time the guest waited because it wrote its console faster than 1 MiB/s' },
-              exits: { type: 'integer' }, resident_kib: { type: 'integer' },
-              nets: {
-                type: 'array',
-                items: {
-                  type: 'object', required: ['id', 'tap', 'txFrames', 'rxFrames', 'txDropped', 'rxDropped'],
-                  properties: {
-                    id: { type: 'integer' }, tap: { type: 'string' }, txFrames: { type: 'integer' }, rxFrames: { type: 'integer' },
-                    txDropped: { type: 'integer', description: 'bad frames from the guest (short, oversized, foreign source MAC), dropped' },
-                    rxDropped: { type: 'integer', description: 'frames longer than the guest\'s buffer, dropped' },
-                  },
-                },
-              },
-            },
-          },
+        stats: {
+          type: 'object', required: [...counterFields, 'name', 'memory_mib'],
+          properties: { ...vmCounters, name: { type: 'string' }, memory_mib: { type: 'number', description: 'guest memory size: resident_kib grows up to it' } },
         },
       },
     },
+    404: error,
+    409: error,
   },
 } as const;
 

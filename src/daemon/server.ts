@@ -405,6 +405,18 @@ export async function buildServer(daemon: Daemon): Promise<FastifyInstance> {
 
   app.get('/v1/stats', { schema: S.withErrors(S.stats) }, async () => ({ vms: await daemon.stats() }));
 
+  app.get<S.RouteOf<typeof S.vmStats>>('/v1/vms/:id/stats', { schema: S.withErrors(S.vmStats) }, async (req) => {
+    const vm = find(req.params.id);
+    const ended = (v: VirtualMachine): boolean => v.state === 'exited';
+    const [s] = ended(vm) ? [] : await daemon.stats(vm);
+    if (!s) {
+      if (ended(vm)) throw new ApiError(409, 'conflict', `VM ${vm.name} has ended: its counters went with it`, 'state');
+      // Answered as every route answers an executor that is gone (503).
+      throw Object.assign(new Error(`the executor of VM ${vm.name} did not answer`), { name: 'ExecutorError' });
+    }
+    return { stats: { ...s, name: vm.name, memory_mib: vm.memoryMiB } };
+  });
+
   app.get('/v1/openapi.json', { schema: { hide: true } }, async () => app.swagger());
 
   return app;

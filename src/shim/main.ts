@@ -7,7 +7,9 @@
 //   serve   the server itself: the task service for every task over ttrpc
 // containerd passes -namespace, -address, -publish-binary, -id (and -bundle
 // for delete) in Go's flag style, the bundle as cwd and TTRPC_ADDRESS.
-// `start` runs once per task and loads nothing but Node's own modules.
+// The package bin (bin/containerd-shim-lightvm-v1, sh) answers `start` and
+// `delete` itself while the server is up; this `start` runs when none is,
+// and loads nothing but Node's own modules.
 import { spawn } from 'node:child_process';
 import { mkdirSync, openSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';

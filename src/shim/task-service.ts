@@ -6,17 +6,20 @@
 // /tasks/exit events. The task pid is this server's (a kill -9 of it makes
 // containerd run `delete` per task, which destroys the VMs; an executor's pid
 // would invite a kill that takes hundreds of VMs down).
-import { constants as fsc, openSync, readFileSync } from 'node:fs';
+import { constants as fsc, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
 import { join } from 'node:path';
-import { timestampFromDate, type Timestamp } from '@bufbuild/protobuf/wkt';
+import { create, toBinary } from '@bufbuild/protobuf';
+import { timestampFromDate, type Any, type Timestamp } from '@bufbuild/protobuf/wkt';
 import { ApiError, Client } from '../cli/client.js';
 import { readBundle } from '../container/bundle.js';
 import { placeKernel, removeKernel } from '../container/kernel-copy.js';
 import { vmNameFor } from '../container/names.js';
 import { TaskCreateSchema, TaskDeleteSchema, TaskExitSchema, TaskPausedSchema, TaskResumedSchema, TaskStartSchema } from './gen/events_pb.js';
+import { MetricsSchema } from './gen/metrics_pb.js';
 import { Status, Task as TaskService, type CreateTaskRequest } from './gen/task_pb.js';
 import type { Mount } from './gen/types_pb.js';
+import { VM_MARKER } from './address.js';
 import type { EventPublisher } from './events.js';
 import { Code, TtrpcError, type CallContext, type ServiceImpl } from './ttrpc.js';
 
@@ -169,6 +172,8 @@ export class LightvmTasks {
         // The daemon reads no file outside its allowed directories: the layers are not among them.
         const { runtime_dir: runtimeDir } = await this.daemon.request<{ runtime_dir: string }>('GET', '/v1/host');
         t.kernelCopy ??= placeKernel(runtimeDir, t.kernel, t.vm);
+        // Before the VM exists: a `delete` run for this task must then ask the daemon.
+        writeFileSync(join(t.bundle, VM_MARKER), `${t.vm}\n`);
         await this.daemon.request('POST', '/v1/vms', { image: t.kernelCopy, name: t.vm, memory: t.memoryMiB, cmdline: t.cmdline, lease_ms: LEASE_MS });
       } catch (err) {
         throw new TtrpcError(err instanceof ApiError && err.status < 500 ? Code.FAILED_PRECONDITION : Code.UNAVAILABLE, `task ${t.id}: the VM did not start: ${(err as Error).message}`);
@@ -255,6 +260,37 @@ export class LightvmTasks {
     else this.events.publish(t.ns, '/tasks/resumed', TaskResumedSchema, { containerId: t.id });
   }
 
+  /**
+   * The VM's CPU time and memory as cgroups v1 metrics, what runc's shim
+   * answers on this kind of host: ctr task metrics and the CRI plugin
+   * (kubelet's container stats) decode them by the Any's bare type name.
+   * Memory usage is the guest memory backed by host pages, its limit the
+   * guest's size; CPU is the executor's time running the guest (one vCPU).
+   */
+  private async metrics(t: Task): Promise<Any> {
+    let cpuNs = 0;
+    let residentKiB = 0;
+    let memoryMiB = t.memoryMiB;
+    if (!t.sandbox) {
+      if (t.status !== Status.RUNNING && t.status !== Status.PAUSED) throw new TtrpcError(Code.NOT_FOUND, `task ${t.id} has no running VM to measure`);
+      try {
+        const { stats } = await this.daemon.request<{ stats: { cpu_ns: number; resident_kib: number; memory_mib: number } }>('GET', `/v1/vms/${t.vm}/stats`);
+        ({ cpu_ns: cpuNs, resident_kib: residentKiB, memory_mib: memoryMiB } = stats);
+      } catch (err) {
+        // Ended meanwhile (409) or destroyed (404): containerd skips a NotFound quietly.
+        if (err instanceof ApiError && (err.status === 404 || err.status === 409)) throw new TtrpcError(Code.NOT_FOUND, `task ${t.id}: its VM has ended`);
+        throw new TtrpcError(Code.UNAVAILABLE, `task ${t.id}: the daemon gave no stats: ${(err as Error).message}`);
+      }
+    }
+    const cpu = BigInt(Math.round(cpuNs));
+    const rss = BigInt(residentKiB) * 1024n;
+    const m = create(MetricsSchema, {
+      cpu: { usage: { total: cpu, perCpu: [cpu] } },
+      memory: { rss, totalRss: rss, usage: { usage: rss, limit: BigInt(Math.round(memoryMiB * 1048576)) } },
+    });
+    return { $typeName: 'google.protobuf.Any', typeUrl: MetricsSchema.typeName, value: toBinary(MetricsSchema, m) };
+  }
+
   private exitedAt(t: Task): Timestamp | undefined {
     return t.exitedAt ? timestampFromDate(t.exitedAt) : undefined;
   }
@@ -263,10 +299,13 @@ export class LightvmTasks {
   private async remove(t: Task): Promise<void> {
     this.tasks.delete(`${t.ns}/${t.id}`);
     t.out?.end();
+    let gone = true;
     if (!t.sandbox && t.status !== Status.CREATED && t.status !== Status.STOPPED) {
-      await this.daemon.request('DELETE', `/v1/vms/${t.vm}`).catch(() => {});
+      gone = await this.daemon.request('DELETE', `/v1/vms/${t.vm}`).then(() => true, (err: unknown) => err instanceof ApiError && err.status === 404);
     }
     removeKernel(t.kernelCopy);
+    // Its VM is gone: containerd's `delete` after Shutdown is answered without Node.
+    if (gone) rmSync(join(t.bundle, VM_MARKER), { force: true });
     if (this.tasks.size === 0) this.onEmpty?.();
   }
 
@@ -331,6 +370,7 @@ export class LightvmTasks {
       this.get(ctx, req.id);
       return {};
     },
+    stats: async (req, ctx) => ({ stats: await this.metrics(this.get(ctx, req.id)) }),
   };
 }
 

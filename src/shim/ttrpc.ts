@@ -77,7 +77,8 @@ export class TtrpcServer {
   private readonly methods = new Map<string, Handler>();
   private readonly sockets = new Set<net.Socket>();
   private server: net.Server | undefined;
-  /** Called when a connection closes (the shim exits when idle). */
+  /** Called when a connection opens or closes (the shim exits when idle). */
+  onConnect: (() => void) | undefined;
   onDisconnect: (() => void) | undefined;
 
   /** Registers every implemented method of a service; the others answer Unimplemented. */
@@ -123,6 +124,7 @@ export class TtrpcServer {
 
   private serve(sock: net.Socket): void {
     this.sockets.add(sock);
+    this.onConnect?.();
     const reader = new FrameReader((stream, type, data) => {
       if (type !== TYPE_REQUEST) return; // Data frames (streams) are not used by these APIs.
       void this.dispatch(data).then((res) => {

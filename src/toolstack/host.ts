@@ -670,10 +670,15 @@ export class Host extends EventEmitter<HostEvents> {
   /** Stats answers awaited, by executor and request id (one listener per executor, however many callers). */
   private readonly statsWaiters = new Map<string, (vms: VmStats[]) => void>();
 
-  /** Per-VM counters (CPU time, exits, resident memory, network frames) from every executor. */
-  async stats(): Promise<(VmStats & { executor: number })[]> {
+  /**
+   * Per-VM counters (CPU time, exits, resident memory, network frames) from
+   * every executor, or only vm's from its own executor (a poll per VM, as
+   * containerd's metrics make, costs one VM's answer, not every VM's).
+   */
+  async stats(vm?: VirtualMachine): Promise<(VmStats & { executor: number })[]> {
     const requestId = ++this.statsRequest;
-    const answers = [...this.placement.executors()].map((ex) => new Promise<(VmStats & { executor: number })[]>((resolve) => {
+    const executors = vm ? [vm.executor] : [...this.placement.executors()];
+    const answers = executors.map((ex) => new Promise<(VmStats & { executor: number })[]>((resolve) => {
       const key = `${ex.id}:${requestId}`;
       // An executor that does not answer in time is left out of this answer.
       const timer = setTimeout(() => done([]), 2000);
@@ -684,7 +689,7 @@ export class Host extends EventEmitter<HostEvents> {
       };
       this.statsWaiters.set(key, done);
       try {
-        ex.send({ op: 'stats', requestId });
+        ex.send(vm ? { op: 'stats', requestId, vmId: vm.id } : { op: 'stats', requestId });
       } catch {
         done([]);
       }

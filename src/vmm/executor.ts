@@ -430,7 +430,7 @@ export class Executor {
       case 'stats':
         this.emit({
           ev: 'stats', requestId: req.requestId,
-          vms: [...this.vms.values()].map((e) => ({
+          vms: [...this.vms.values()].filter((e) => req.vmId === undefined || e.vmId === req.vmId).map((e) => ({
             vmId: e.vmId, cpuNs: e.cpuNs, exits: e.machine.exitCount, consoleThrottledNs: e.consoleRate.throttledNs,
             residentKiB: (e.machine.ram.residentBytes() + e.machine.devicePage.memory.residentBytes()) / 1024,
             nets: netCounters(e.machine),

@@ -67,8 +67,8 @@ export type ExecutorRequest =
   | { op: 'shutdown'; vmId: number }
   /** Keep this many prepared shells of this memory size. */
   | { op: 'pool'; memory: number; target: number }
-  /** Per-VM counters, answered with 'stats'. */
-  | { op: 'stats'; requestId: number }
+  /** Per-VM counters (of one VM when vmId is given), answered with 'stats'. */
+  | { op: 'stats'; requestId: number; vmId?: number }
   | { op: 'stop' };
 
 /** Monotonic nanosecond timestamps (process.hrtime) of one VM's life. */
