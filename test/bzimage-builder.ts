@@ -23,6 +23,9 @@ export interface BzImageOptions {
   jumpDisplacement?: number;
   /** In 16-byte units; default: the payload's size rounded up. */
   syssize?: number;
+  /** The compressed kernel's place in the protected-mode part (payload_offset, payload_length; default 0). */
+  payloadOffset?: number;
+  payloadLength?: number;
 }
 
 export function buildBzImage(o: BzImageOptions): Uint8Array {
@@ -47,6 +50,8 @@ export function buildBzImage(o: BzImageOptions): Uint8Array {
   v.setUint8(0x235, 21);
   v.setUint16(0x236, o.xloadflags ?? 0x01, true);
   v.setUint32(0x238, o.cmdlineSize ?? 0x7ff, true);
+  v.setUint32(0x248, o.payloadOffset ?? 0, true);
+  v.setUint32(0x24c, o.payloadLength ?? 0, true);
   v.setBigUint64(0x258, o.prefAddress ?? 0x200000n, true);
   v.setUint32(0x260, o.initSize ?? Math.ceil(o.payload.length / 4096) * 4096 + 0x10000, true);
   out.set(o.payload, setupBytes);

@@ -6,11 +6,14 @@
 // changes nothing; destroy removes every entry; the daemon's stop ends the
 // store and the backend.
 import assert from 'node:assert/strict';
-import { execFile, spawnSync } from 'node:child_process';
-import { existsSync } from 'node:fs';
+import { execFile, spawn, spawnSync } from 'node:child_process';
+import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { after, before, describe, it } from 'node:test';
-import { lightvm, ok, processesOf, request, startTestDaemon, type ApiErrorBody, type HostInfo, type TestDaemon } from './daemon-helpers.js';
+import { within } from './helpers.js';
+import { CLI, lightvm, ok, processesOf, request, startTestDaemon, type ApiErrorBody, type HostInfo, type TestDaemon } from './daemon-helpers.js';
 
 const run = promisify(execFile);
 const inOwnNetns = process.env.LIGHTVM_NETNS === '1';
@@ -24,6 +27,22 @@ interface Vm { id: number; name: string; state: string }
 const vif = (addr: string): unknown[] => [{ type: 'net', id: 0, ipv4: { addr, netmask: '255.255.255.0', gateway: '10.0.0.1' } }];
 
 void describe('daemon --devices', () => {
+  void it('a store or backend started --with-parent ends when its parent\'s end of stdin closes (a daemon killed outright)', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'lightvm-txsp-'));
+    const sock = join(dir, 'xenstored.sock');
+    try {
+      const child = spawn(process.execPath, [CLI, 'xenstored', '--socket', sock, '--with-parent'], { stdio: ['pipe', 'ignore', 'ignore'] });
+      const exited = new Promise<number | null>((r) => child.once('exit', (code) => r(code)));
+      for (let i = 0; i < 200 && !existsSync(sock); i++) await new Promise((r) => setTimeout(r, 50));
+      assert.ok(existsSync(sock), 'xenstored did not listen');
+      child.stdin!.end();
+      assert.equal(await within(exited, 10_000, 'xenstored to end with its stdin'), 0);
+      assert.ok(!existsSync(sock), 'its socket stayed');
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
   void it('refuses a mode it does not know, naming the option', async () => {
     const r = await lightvm(['daemon', '--runtime-dir', '/nonexistent/lightvm-never', '--devices', 'xs']);
     assert.notEqual(r.code, 0);

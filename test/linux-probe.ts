@@ -19,6 +19,12 @@ export function buildProbe(dir: string): Uint8Array {
   return new Uint8Array(readFileSync(bin));
 }
 
+/** The probe's ELF (linked at 2 MiB), as buildProbe left it in dir. */
+export function probeElf(dir: string): Uint8Array {
+  buildProbe(dir);
+  return new Uint8Array(readFileSync(join(dir, 'probe.elf')));
+}
+
 /** The probe as a bzImage file in dir; returns its path. */
 export function writeProbeBzImage(dir: string): string {
   const file = join(dir, 'probe.bzImage');

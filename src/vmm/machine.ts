@@ -20,6 +20,7 @@ import type { Image } from './elf.js';
 import type { BzImage } from './linux/bzimage.js';
 import { writeLinuxEntryTables, linuxSregs } from './linux/entry.js';
 import { loadLinux } from './linux/load.js';
+import type { Vmlinux } from './linux/vmlinux.js';
 import { ImageError } from './elf.js';
 import { GuestFault, type VmExit } from './exit.js';
 import { DeviceBus, HYPERCALL_SLOTS, Next, type DeviceModule, type VmContext } from './devices.js';
@@ -346,10 +347,10 @@ export class Machine implements VmContext {
    * %rsi at the zero page. Only Linux VMs pay the extra KVM_SET_SREGS.
    * Checked on a real vCPU (the kvm box) by test/linux-boot.test.ts.
    */
-  loadBzImage(image: BzImage, config: MachineConfig, initrd?: { file: string; bytes: Uint8Array }): void {
+  loadBzImage(image: BzImage, config: MachineConfig, initrd?: { file: string; bytes: Uint8Array }, vmlinux?: Vmlinux): void {
     this.devicePage.write({ vmId: config.vmId, name: config.name, devices: config.devices });
     this.setUpBase(config);
-    const entry = loadLinux(this.ram, image, { cmdline: config.cmdline, initrd: initrd?.bytes, initrdFile: initrd?.file });
+    const entry = loadLinux(this.ram, image, { cmdline: config.cmdline, initrd: initrd?.bytes, initrdFile: initrd?.file, vmlinux });
     writeLinuxEntryTables(this.ram);
     const sregs = this.vcpu.getSregs();
     patchSregs(sregs, linuxSregs());

@@ -16,8 +16,14 @@ const WITH_PARENT = 'end when stdin closes: the process that started it (a daemo
 
 /** --with-parent: a store or backend a daemon started does not outlive it, however it ended. */
 function endWithParent(stop: () => void): void {
-  process.stdin.once('end', stop);
-  process.stdin.once('close', stop);
+  let once = false;
+  const end = (): void => {
+    if (once) return;
+    once = true;
+    stop();
+  };
+  process.stdin.once('end', end);
+  process.stdin.once('close', end);
   process.stdin.resume();
 }
 

@@ -32,6 +32,9 @@ export interface BzImage {
   initrdAddrMax: number;
   /** Bytes of the file. */
   size: number;
+  /** The compressed kernel inside the protected-mode part: its offset there and length. */
+  payloadOffset: number;
+  payloadLength: number;
 }
 
 const hex = (n: number | bigint): string => `0x${n.toString(16)}`;
@@ -108,6 +111,6 @@ export function parseBzImage(file: string, bytes: Uint8Array): BzImage {
   if (initrdAddrMax < 0x100000) fail('initrd_addr_max', `${hex(initrdAddrMax)} is below 1 MiB`);
   return {
     file, version, setupSects, header: bytes.slice(SETUP_HEADER.setupSects, headerEnd), loadflags, xloadflags, kernel,
-    prefAddress, kernelAlignment, relocatable, initSize, cmdlineSize, initrdAddrMax, size: bytes.length,
+    prefAddress, kernelAlignment, relocatable, initSize, cmdlineSize, initrdAddrMax, size: bytes.length, payloadOffset, payloadLength,
   };
 }

@@ -23,6 +23,8 @@ export interface LinuxVcpuData {
   cmdline: string;
   memory: number;
   devices: DeviceEntry[];
+  /** false: enter the bzImage's own decompressor instead of the kernel the monitor unpacked. */
+  decompress?: boolean;
   /** KVM_SET_CPUID2's argument, probed once by the executor (linux/cpuid.ts). */
   cpuid: Uint8Array;
   port: MessagePort;

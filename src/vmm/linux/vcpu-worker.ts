@@ -11,6 +11,7 @@ import { COM1_IRQ, UartModule } from '../modules/uart.js';
 import { KICK_SIGNAL, serializeError } from '../protocol.js';
 import { readRegularFile } from '../regular-file.js';
 import { parseBzImage } from './bzimage.js';
+import { extractVmlinux } from './vmlinux.js';
 import type { LinuxVcpuData, LinuxVcpuMessage } from './vcpu-thread.js';
 
 const data = workerData as LinuxVcpuData;
@@ -89,7 +90,9 @@ function main(): void {
       if (!booted) post({ kind: 'booted', ns: machine.firstHypercallNs });
       booted = true;
     };
-    machine.loadBzImage(image, { vmId: data.vmId, name: data.name, cmdline: data.cmdline, devices: data.devices }, initrd);
+    // The monitor unpacks the kernel (far faster than the guest's decompressor where guests run slowly).
+    const vmlinux = data.decompress === false ? undefined : extractVmlinux(image);
+    machine.loadBzImage(image, { vmId: data.vmId, name: data.name, cmdline: data.cmdline, devices: data.devices }, initrd, vmlinux);
     machine.add(new UartModule(machine, (high) => machine.vm.setIrqLine(COM1_IRQ, high)));
     post({ kind: 'loaded', tid: libc.gettid(), shellNs, loadedNs: monotonicNs() });
   } catch (err) {
