@@ -42,7 +42,7 @@ export class ImageCache {
     let bytes: Uint8Array;
     try {
       // Never a FIFO or a device swapped in after the stat: its open would wait, or have effects (readRegularFile).
-      bytes = new Uint8Array(readRegularFile(path));
+      bytes = new Uint8Array(readRegularFile(path, MAX_IMAGE_BYTES));
     } catch (err) {
       if (err instanceof NotRegularFileError) throw new ImageError(path, 'file', `is ${err.kind}, not a regular file`);
       // A read error says its errno only (EIO from /proc/self/mem): the path and field go with it.

@@ -77,9 +77,12 @@ export async function readAt(fd: number, buf: Buffer, length: number, position: 
 }
 
 /** The whole of a regular file, read synchronously (an executor's thread: it reads in its own time, never a FIFO's). */
-export function readRegularFile(file: string): Buffer {
+export function readRegularFile(file: string, maxBytes = 1 << 30): Buffer {
   const { fd, size } = openRegularFile(file);
   try {
+    // procfs and sysfs files say size 0 and still have content (or fail with
+    // their own errno, as /proc/<pid>/mem's EIO): read those to their end.
+    if (size === 0) return readToEnd(fd, maxBytes);
     const buf = Buffer.allocUnsafe(size);
     let got = 0;
     while (got < buf.length) {
@@ -91,6 +94,20 @@ export function readRegularFile(file: string): Buffer {
   } finally {
     closeSync(fd);
   }
+}
+
+/** Reads until EOF, at most maxBytes + 1 bytes (so a caller sees it was too large). */
+function readToEnd(fd: number, maxBytes: number): Buffer {
+  const parts: Buffer[] = [];
+  let got = 0;
+  while (got <= maxBytes) {
+    const chunk = Buffer.allocUnsafe(Math.min(64 * 1024, maxBytes + 1 - got));
+    const n = readSync(fd, chunk, 0, chunk.length, got);
+    if (n === 0) break;
+    parts.push(chunk.subarray(0, n));
+    got += n;
+  }
+  return Buffer.concat(parts, got);
 }
 
 /** errno and text of a failed call, with the caller's path instead of an internal one. */
