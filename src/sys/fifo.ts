@@ -1,5 +1,5 @@
 // Named pipes (mkfifo has no Node API).
-import koffi from 'koffi';
+import koffi from './koffi.js';
 import { SysError } from './errors.js';
 
 const libc = koffi.load('libc.so.6');

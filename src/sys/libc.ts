@@ -1,6 +1,6 @@
 // The libc calls LightVM needs, declared once with fixed prototypes.
 // Nothing outside src/sys may import koffi or know a syscall.
-import koffi from 'koffi';
+import koffi from './koffi.js';
 import { SysError, EINTR, EAGAIN } from './errors.js';
 
 const libc = koffi.load('libc.so.6');

@@ -2,7 +2,7 @@
 // link to it, bring links up, give addresses and delete links, built and
 // parsed here (no `ip`, no `brctl`, no shell). Written by hand because no
 // npm library speaks rtnetlink without a native addon or a child process.
-import koffi from 'koffi';
+import koffi from './koffi.js';
 import { SysError } from './errors.js';
 import * as libc from './libc.js';
 

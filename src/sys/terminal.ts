@@ -1,7 +1,7 @@
 // Pseudo-terminals and passing a descriptor over a unix socket (SCM_RIGHTS):
 // the console-socket protocol of OCI runtimes (runc docs/terminals.md), which
 // Node cannot speak by itself.
-import koffi from 'koffi';
+import koffi from './koffi.js';
 import { SysError } from './errors.js';
 import { close } from './libc.js';
 

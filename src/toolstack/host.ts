@@ -579,11 +579,15 @@ export class Host extends EventEmitter<HostEvents> {
   /** The VMs counted in bridgeUsers, with their bridges. */
   private readonly bridgesHeld = new Map<number, Set<string>>();
 
+  /** Every bridge this host's VMs were to join: close() removes those of them LightVM made that are idle. */
+  private readonly bridgesUsed = new Set<string>();
+
   /** Makes the bridges these devices join (a link of that name that is no bridge is refused, by its field). */
   private ensureBridges(devices: readonly DeviceEntry[]): void {
     for (const b of bridgesOf(devices, this.bridge.name)) {
       try {
         ensureBridge(b === this.bridge.name ? this.bridge : { name: b });
+        this.bridgesUsed.add(b);
       } catch (err) {
         const i = devices.findIndex((d) => d.type === 'net' && (d.bridge ?? this.bridge.name) === b);
         // The kernel's EINVAL (a name it refuses) names no field: this one is the bridge.
@@ -711,9 +715,12 @@ export class Host extends EventEmitter<HostEvents> {
     if (this.closed) return;
     this.closed = true;
     await this.placement.close();
-    // The taps are gone: so go the bridges LightVM made that nobody else's port is on.
+    // The taps are gone: so go the bridges LightVM made that this host used
+    // and nobody else's port is on. Only those: another process's idle bridge
+    // is not ours to remove, and a host that used none (a `lightvm run` with
+    // no vif) asks the kernel nothing.
     try {
-      removeIdleBridges(undefined, () => false);
+      removeIdleBridges(this.bridgesUsed, () => false);
     } catch (err) {
       this.emit('bridge-error', { reason: (err as Error).message });
     }

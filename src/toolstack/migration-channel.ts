@@ -7,8 +7,8 @@
 // reordered by whoever sits on the path. Before the peer has proved itself
 // only a few bytes are buffered; after, the socket is paused while the
 // reader lags (no unbounded buffering on either side).
-import { createCipheriv, createDecipheriv, createHmac, hkdfSync, randomBytes, timingSafeEqual } from 'node:crypto';
 import type { Socket } from 'node:net';
+import { crypto } from '../sys/builtins.js';
 
 export const PROTOCOL = 2;
 /** Largest handshake message (JSON). */
@@ -42,7 +42,7 @@ export interface SealedRecord {
 }
 
 export function newNonce(): Buffer {
-  return randomBytes(NONCE_BYTES);
+  return crypto().randomBytes(NONCE_BYTES);
 }
 
 /** Parses a hex nonce from the peer. */
@@ -53,16 +53,16 @@ export function nonceOf(value: unknown, what: string): Buffer {
 
 /** What `role` sends to prove it knows the token, bound to both nonces. */
 export function proofOf(token: string, role: Role, sourceNonce: Buffer, destinationNonce: Buffer): string {
-  return createHmac('sha256', token).update(`lightvm-migration-${PROTOCOL} ${role}\n`).update(sourceNonce).update(destinationNonce).digest('hex');
+  return crypto().createHmac('sha256', token).update(`lightvm-migration-${PROTOCOL} ${role}\n`).update(sourceNonce).update(destinationNonce).digest('hex');
 }
 
 export function sameProof(a: unknown, b: string): boolean {
   if (typeof a !== 'string' || a.length !== b.length) return false;
-  return timingSafeEqual(Buffer.from(a), Buffer.from(b));
+  return crypto().timingSafeEqual(Buffer.from(a), Buffer.from(b));
 }
 
 function directionKey(token: string, salt: Buffer, from: Role): Buffer {
-  return Buffer.from(hkdfSync('sha256', token, salt, `lightvm-migration-${PROTOCOL} from ${from}`, 32));
+  return Buffer.from(crypto().hkdfSync('sha256', token, salt, `lightvm-migration-${PROTOCOL} from ${from}`, 32));
 }
 
 /** Framed messages on a socket, read one at a time: clear JSON for the handshake, then sealed records. */
@@ -178,7 +178,7 @@ export class Channel {
     if (!this.keys) throw new Error('migration channel: send before the handshake');
     if (body.length > RECORD_MAX) throw new Error(`migration record of ${body.length} bytes`);
     const t0 = performance.now();
-    const cipher = createCipheriv('aes-256-gcm', this.keys.send, this.iv(this.sent++));
+    const cipher = crypto().createCipheriv('aes-256-gcm', this.keys.send, this.iv(this.sent++));
     const head = Buffer.from([KINDS.indexOf(kind), more ? 1 : 0]);
     const parts = [cipher.update(head), cipher.update(body), cipher.final(), cipher.getAuthTag()];
     const len = Buffer.alloc(4);
@@ -207,7 +207,7 @@ export class Channel {
     const t0 = performance.now();
     try {
       if (f.length < 2 + TAG) throw new Error('short');
-      const decipher = createDecipheriv('aes-256-gcm', this.keys.recv, this.iv(this.received++));
+      const decipher = crypto().createDecipheriv('aes-256-gcm', this.keys.recv, this.iv(this.received++));
       decipher.setAuthTag(f.subarray(f.length - TAG));
       const plain = Buffer.concat([decipher.update(f.subarray(0, f.length - TAG)), decipher.final()]);
       const kind = KINDS[plain[0]!];

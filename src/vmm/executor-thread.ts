@@ -1,13 +1,14 @@
 // The host's handle on one executor thread: starts the worker, posts
 // requests and wakes (or kicks) the thread so it reads them at once.
 import { EventEmitter } from 'node:events';
-import { MessageChannel, type Worker } from 'node:worker_threads';
+import type { Worker } from 'node:worker_threads';
 import * as libc from '../sys/libc.js';
 import {
   CONTROL_IN_GUEST, CONTROL_PENDING, CONTROL_WORDS, KICK_SIGNAL,
   type ExecutorEvent, type ExecutorRequest, type ProcessEvent, type SerializedError,
 } from './protocol.js';
 import { startWorker } from './workers.js';
+import { workerThreads } from '../sys/builtins.js';
 
 export class ExecutorError extends Error {
   constructor(message: string) {
@@ -42,7 +43,7 @@ export class ExecutorThread extends EventEmitter<ExecutorThreadEvents> {
     const sab = new SharedArrayBuffer(CONTROL_WORDS * 4);
     this.control = new Int32Array(sab);
     this.wakeFd = libc.eventfd();
-    const { port1, port2 } = new MessageChannel();
+    const { port1, port2 } = new (workerThreads().MessageChannel)();
     this.port = port1;
     this.worker = startWorker('executor-worker', {
       workerData: { port: port2, control: sab, wakeFd: this.wakeFd },

@@ -4,9 +4,7 @@
 // until the earliest deadline or a message from its host. A VM that runs
 // past its slice while others wait is interrupted by a thread-directed
 // timer signal; the host interrupts the thread the same way (a "kick").
-import { createHash } from 'node:crypto';
 import { release } from 'node:os';
-import { MessageChannel } from 'node:worker_threads';
 import { Kvm } from '../kvm/kvm.js';
 import { GuestArenas } from '../kvm/memory.js';
 import * as libc from '../sys/libc.js';
@@ -35,6 +33,7 @@ import {
 import { encodeSnapshotParts, SnapshotError, writeSnapshotFile, type Snapshot } from './snapshot.js';
 import { SnapshotReader } from './snapshot-reader.js';
 import { startWorker } from './workers.js';
+import { crypto, workerThreads } from '../sys/builtins.js';
 
 const PAGE_BYTES = 4096;
 
@@ -84,7 +83,7 @@ function netCounters(m: Machine): ReturnType<NetModule['counters']> {
 
 /** The SHA-256 (hex) of every page of a VM's RAM. */
 function memoryDigest(m: Machine): string {
-  return createHash('sha256').update(m.ram.bytes).digest('hex');
+  return crypto().createHash('sha256').update(m.ram.bytes).digest('hex');
 }
 
 function lastTraffic(m: Machine): number {
@@ -1115,7 +1114,7 @@ export class Executor {
   }
 
   private startPreparer(): ShellSupply {
-    const { port1, port2 } = new MessageChannel();
+    const { port1, port2 } = new (workerThreads().MessageChannel)();
     const worker = startWorker('preparer', {
       workerData: { executor: port1, wakeFd: this.wakeFd, arenas: this.arenas?.share },
       transferList: [port1],

@@ -1,7 +1,7 @@
-import { createHash } from 'node:crypto';
 import { statSync } from 'node:fs';
 import { ImageError, parseElf, type Image, MAX_IMAGE_BYTES } from './elf.js';
 import { fileKind, NotRegularFileError, readRegularFile } from './regular-file.js';
+import { crypto } from '../sys/builtins.js';
 
 /**
  * Parsed images, keyed by path and revalidated by size and mtime, so that
@@ -16,7 +16,7 @@ export class ImageCache {
     try {
       this.get(path);
       const hit = this.cache.get(path)!;
-      hit.sha256 ??= createHash('sha256').update(readRegularFile(path)).digest('hex');
+      hit.sha256 ??= crypto().createHash('sha256').update(readRegularFile(path)).digest('hex');
       return hit.sha256;
     } catch {
       return null;

@@ -5,11 +5,11 @@
 // does not open a device it is pointed at (opening one can have effects: a
 // watchdog arms, a tape rewinds); a write never follows a link nor
 // replaces what is not a regular file.
-import { randomBytes } from 'node:crypto';
 import { closeSync, constants as fsc, fstatSync, lstatSync, openSync, read, readSync, renameSync, statSync, unlinkSync, writevSync, type Stats } from 'node:fs';
 import { basename, dirname, join } from 'node:path';
 import { promisify } from 'node:util';
 import { FieldError } from './field-error.js';
+import { crypto } from '../sys/builtins.js';
 
 /** A path that names something other than a regular file. */
 export class NotRegularFileError extends FieldError {
@@ -145,7 +145,7 @@ export function writeFileReplacing(file: string, parts: Buffer[]): void {
   if (existing) mustBeRegular(file, existing);
   const dir = dirname(file);
   // Short enough for NAME_MAX whatever the target's name; hidden, and plainly temporary.
-  const tmp = join(dir, `.${basename(file).slice(0, 64)}.tmp-${randomBytes(8).toString('hex')}`);
+  const tmp = join(dir, `.${basename(file).slice(0, 64)}.tmp-${crypto().randomBytes(8).toString('hex')}`);
   let fd: number;
   try {
     fd = openSync(tmp, fsc.O_WRONLY | fsc.O_CREAT | fsc.O_EXCL | fsc.O_NOFOLLOW, 0o600);

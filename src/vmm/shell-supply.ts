@@ -1,12 +1,13 @@
 // The executor's side of the shell preparer: takes in the shells it hands
 // over (each already run once: see Machine.warmUp) and gives them out to
 // requests.
-import { receiveMessageOnPort, type MessagePort } from 'node:worker_threads';
+import type { MessagePort } from 'node:worker_threads';
 import type { Kvm } from '../kvm/kvm.js';
 import type { GuestArenas } from '../kvm/memory.js';
 import { Machine, monotonicNs } from './machine.js';
 import type { PreparerMessage, PreparerRequest } from './preparer.js';
 import type { SerializedError } from './protocol.js';
+import { workerThreads } from '../sys/builtins.js';
 
 /** A pool size whose preparation failed is tried again after this, doubling per failure in a row. */
 const RETRY_FIRST_NS = 1e9;
@@ -52,6 +53,7 @@ export class ShellSupply {
   /** Takes in what the preparer has handed over. */
   drain(): void {
     this.tellTaken();
+    const { receiveMessageOnPort } = workerThreads();
     for (let m = receiveMessageOnPort(this.port); m; m = receiveMessageOnPort(this.port)) {
       const msg = m.message as PreparerMessage;
       this.dirty = true;

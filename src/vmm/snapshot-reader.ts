@@ -12,11 +12,12 @@
 // throws that memory away if the file is refused. A defect in the layout
 // found part way is kept until the end: a file whose checksum fails is
 // refused for its checksum first, as decodeSnapshot does.
-import { createHash, type Hash } from 'node:crypto';
+import type { Hash } from 'node:crypto';
 import { closeSync, readSync } from 'node:fs';
 import { openRegularFile } from './regular-file.js';
 import { checkHeader, decodeDevices, SECTION, SECTION_SIZES, SNAPSHOT_END, SNAPSHOT_MAGIC, SNAPSHOT_VERSION, SnapshotError, type Snapshot, type SnapshotHeader } from './snapshot.js';
 import { validateConsoleSection, VmStateError } from './vm-schema.js';
+import { crypto } from '../sys/builtins.js';
 
 const PAGE = 4096;
 const RECORD = 4 + PAGE;
@@ -38,7 +39,7 @@ export class SnapshotReader {
   private fd: number | undefined;
   private readonly endAt: number;
   private readonly sum: Buffer;
-  private readonly hash: Hash = createHash('sha256');
+  private readonly hash: Hash = crypto().createHash('sha256');
   private readonly chunk: Buffer;
   /** Next byte of the file to read, and where the sections begin. */
   private pos = 0;

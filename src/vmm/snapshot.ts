@@ -12,13 +12,13 @@
 //   "LVMSEND\0"  then SHA-256 of every byte before "LVMSEND\0"
 // A file of another version, or damaged anywhere, is refused whole with
 // the reason: nothing is restored from it.
-import { createHash } from 'node:crypto';
 import { closeSync } from 'node:fs';
 import type { VcpuState } from '../kvm/vcpu.js';
 import { openRegularFile, readAt, readRegularFile, writeFileReplacing } from './regular-file.js';
 import type { SchemaType } from './schema-type.js';
 import { validateConsoleSection, validateDeviceState, validateSnapshotHeader, VmStateError, type snapshotHeader } from './vm-schema.js';
 import { FieldError } from './field-error.js';
+import { crypto } from '../sys/builtins.js';
 
 export const SNAPSHOT_MAGIC = 'LVMSNAP\0';
 export const SNAPSHOT_END = 'LVMSEND\0';
@@ -123,7 +123,7 @@ export function encodeSnapshotParts(s: SnapshotSource): Buffer[] {
     const json = Object.fromEntries([...s.devices].map(([k, v]) => [k, Buffer.from(v.buffer, v.byteOffset, v.byteLength).toString('base64')]));
     section(SECTION.devices, [Buffer.from(JSON.stringify(json), 'utf8')]);
   }
-  const hash = createHash('sha256');
+  const hash = crypto().createHash('sha256');
   for (const part of parts) hash.update(part);
   parts.push(Buffer.from(SNAPSHOT_END, 'latin1'), hash.digest());
   return parts;
@@ -213,7 +213,7 @@ export function decodeSnapshot(file: string, buf: Uint8Array): Snapshot {
   if (version !== SNAPSHOT_VERSION) fail('version', `snapshot version ${version}; this LightVM reads version ${SNAPSHOT_VERSION} only`);
   const endAt = b.length - 32 - 8;
   if (b.toString('latin1', endAt, endAt + 8) !== SNAPSHOT_END) fail('end', 'the end marker is missing: the file is truncated');
-  const sum = createHash('sha256').update(b.subarray(0, endAt)).digest();
+  const sum = crypto().createHash('sha256').update(b.subarray(0, endAt)).digest();
   if (!sum.equals(b.subarray(endAt + 8))) fail('checksum', 'SHA-256 does not match: the file is damaged');
   const headLen = b.readUInt32LE(12);
   if (16 + headLen > endAt) fail('header', `header length ${headLen} runs past the end of the file`);

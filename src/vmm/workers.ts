@@ -1,5 +1,6 @@
 // Starting this folder's worker threads, from dist or (tests) from source.
-import { Worker } from 'node:worker_threads';
+import type { Worker } from 'node:worker_threads';
+import { workerThreads } from '../sys/builtins.js';
 
 const fromSource = import.meta.url.endsWith('.ts');
 
@@ -13,6 +14,6 @@ export function startWorkerBeside(beside: string, name: string, options: Constru
   const url = new URL(`./${name}.${fromSource ? 'ts' : 'js'}`, beside);
   // From source the worker must register the TypeScript loader itself:
   // Node 20 does not pass loader hooks on to worker threads.
-  if (!fromSource) return new Worker(url, options);
-  return new Worker(`import('tsx/esm/api').then((m) => { m.register(); return import(${JSON.stringify(url.href)}); })`, { ...options, eval: true });
+  if (!fromSource) return new (workerThreads().Worker)(url, options);
+  return new (workerThreads().Worker)(`import('tsx/esm/api').then((m) => { m.register(); return import(${JSON.stringify(url.href)}); })`, { ...options, eval: true });
 }
