@@ -61,7 +61,10 @@ function main(): void {
   const run = process.argv[2] === 'run' ? loadRunBundle() : undefined;
   const direct = run?.parseRunArgs(process.argv.slice(3));
   if (run && direct) {
-    void run.runCommand(direct.image, direct.opts);
+    // Once the run is over, exit at once: a natural exit tears V8's heap
+    // down first (~2-3 ms of CPU here). Nothing is left to write: stdout
+    // and stderr are synchronous on Linux, and the exit code is set.
+    void run.runCommand(direct.image, direct.opts).then(() => process.exit());
     return;
   }
   void import('./main.js');
