@@ -4,7 +4,8 @@
 // do. The executor starts one of these per Linux VM and hears from it over
 // a MessagePort, woken by an eventfd it watches (its thread never returns
 // to an event loop); it stops it with a flag and the kick signal.
-import { receiveMessageOnPort, MessageChannel, type MessagePort, type Worker } from 'node:worker_threads';
+import type { MessagePort, Worker } from 'node:worker_threads';
+import { workerThreads } from '../../sys/builtins.js';
 import * as libc from '../../sys/libc.js';
 import type { DeviceEntry } from '../device-page.js';
 import type { VmExit } from '../exit.js';
@@ -55,7 +56,7 @@ export class LinuxVcpuThread {
 
   constructor(config: Omit<LinuxVcpuData, 'port' | 'wakeFd' | 'control'>) {
     this.wakeFd = libc.eventfd();
-    const { port1, port2 } = new MessageChannel();
+    const { port1, port2 } = new (workerThreads().MessageChannel)();
     this.port = port2;
     const control = new SharedArrayBuffer(8);
     this.control = new Int32Array(control);
@@ -75,6 +76,7 @@ export class LinuxVcpuThread {
   receive(): LinuxVcpuMessage[] {
     libc.eventfdDrain(this.wakeFd);
     const out: LinuxVcpuMessage[] = [];
+    const { receiveMessageOnPort } = workerThreads();
     for (let m = receiveMessageOnPort(this.port); m; m = receiveMessageOnPort(this.port)) {
       const msg = m.message as LinuxVcpuMessage;
       if (msg.kind === 'loaded') this.tid = msg.tid;
