@@ -74,8 +74,12 @@ const FORBIDDEN_URLS: [RegExp, string][] = [
   [/\/node_modules\/(fastify|@fastify|pino|ajv|vega|vega-lite|cli-progress)\//, 'the daemon, chart or progress bar packages'],
   // Plain arguments are parsed without commander (run-args.ts).
   [/\/node_modules\/commander\//, 'commander'],
+  // Its prebuilt binary is loaded without it (src/sys/koffi.ts): the entry reads Node's ELF headers twice.
+  [/\/node_modules\/koffi\//, "koffi's entry"],
 ];
 const FORBIDDEN_BUILTINS = ['http', 'https', '_http_server', '_http_client', 'http2'];
+/** Built-ins a run does not use, loaded at their first use elsewhere (src/sys/builtins.ts): ~1-5 ms each. */
+const UNUSED_BUILTINS = ['crypto', 'perf_hooks'];
 
 void describe('lightvm run loads only what it runs', () => {
   const { dir, cleanup } = tempDir('run-modules');
@@ -100,6 +104,7 @@ void describe('lightvm run loads only what it runs', () => {
       assert.deepEqual(bad, [], `lightvm run loaded ${what}`);
     }
     assert.deepEqual(loaded.builtins.filter((b) => FORBIDDEN_BUILTINS.includes(b)), [], 'lightvm run loaded the HTTP stack');
+    assert.deepEqual(loaded.builtins.filter((b) => UNUSED_BUILTINS.includes(b)), [], 'lightvm run loaded a built-in it does not use');
   });
 
   void it('run with --help, or an argument it does not take, goes to commander: its usual help and messages', async () => {
