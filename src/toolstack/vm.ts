@@ -265,6 +265,7 @@ export class VirtualMachine extends EventEmitter<VirtualMachineEvents> {
 
   async pause(): Promise<void> {
     if (this.state !== 'running') throw new Error(`VM ${this.name} is ${this.state}, not running`);
+    if (this.config.linux) throw new Error(`VM ${this.name} is a Linux VM: pausing a Linux VM is not supported yet`);
     await this.request('pause');
     if (this.state === 'running') this.state = 'paused';
   }

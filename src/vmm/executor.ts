@@ -342,7 +342,7 @@ export class Executor {
       case 'hello':
         this.emit({
           ev: 'hello', id: this.id, pid: libc.getpid(), tid: libc.gettid(),
-          vms: [...[...this.vms.values()].map((e) => this.record(e)), ...this.ended.values()],
+          vms: [...[...this.vms.values()].map((e) => this.record(e)), ...[...this.linuxVms.values()].filter((e) => e.started).map((e) => this.linuxRecord(e)), ...this.ended.values()],
           services: [...this.services.values()].map((svc) => ({
             serviceId: svc.id, config: svc.config, idleMs: svc.idleNs / 1e6, armedVmId: svc.armedVmId, vmId: svc.vmId,
           })),
@@ -376,7 +376,7 @@ export class Executor {
       case 'digest': {
         const e = this.vms.get(req.vmId);
         if (e) this.emit({ ev: 'digest', requestId: req.requestId, vmId: req.vmId, sha256: memoryDigest(e.machine) });
-        else this.emit({ ev: 'digest', requestId: req.requestId, vmId: req.vmId, error: { name: 'Error', message: `no VM ${req.vmId} on this executor` } });
+        else this.emit({ ev: 'digest', requestId: req.requestId, vmId: req.vmId, error: { name: 'Error', message: this.missing(req.vmId, 'a memory digest') } });
         break;
       }
       case 'arm':
@@ -406,7 +406,7 @@ export class Executor {
       }
       case 'console-input': {
         const e = this.vms.get(req.vmId);
-        const error = e ? consoleInput(e.machine.bus, req.data) : { name: 'Error', message: `no VM ${req.vmId} on this executor` };
+        const error = e ? consoleInput(e.machine.bus, req.data) : { name: 'Error', message: this.missing(req.vmId, 'console input') };
         // A guest waiting in POLL wakes to read it.
         if (e && !error) this.deviceReady(e);
         this.emit({ ev: 'console-input', requestId: req.requestId, vmId: req.vmId, ...(error ? { error } : {}) });
@@ -531,6 +531,16 @@ export class Executor {
           return;
       }
     }
+  }
+
+  /** Why a request about vmId finds no VM it can serve here. */
+  private missing(vmId: number, what: string): string {
+    return this.linuxVms.has(vmId) ? `VM ${vmId} is a Linux VM: ${what} of a Linux VM is not supported yet` : `no VM ${vmId} on this executor`;
+  }
+
+  /** A running Linux VM as a re-adopting toolstack sees it (it can follow and destroy it). */
+  private linuxRecord(e: LinuxEntry): AdoptedVm {
+    return { config: e.config, state: 'running', warm: false, timings: e.timings, exit: undefined, console: e.console };
   }
 
   private dropLinux(e: LinuxEntry): void {
@@ -906,7 +916,7 @@ export class Executor {
   private copyPages(req: Extract<ProcessRequest, { op: 'copy-pages' }>): void {
     const e = this.vms.get(req.vmId);
     try {
-      if (!e) throw new Error(`no VM ${req.vmId} on this executor`);
+      if (!e) throw new Error(this.missing(req.vmId, 'live migration'));
       const m = e.machine;
       let pages: number[];
       if (req.round === 0) {
@@ -934,7 +944,7 @@ export class Executor {
     const e = this.vms.get(req.vmId);
     const t0 = monotonicNs();
     if (!e) {
-      this.emit({ ev: 'save-failed', requestId: req.requestId, vmId: req.vmId, error: { name: 'Error', message: `no VM ${req.vmId} on this executor` } });
+      this.emit({ ev: 'save-failed', requestId: req.requestId, vmId: req.vmId, error: { name: 'Error', message: this.missing(req.vmId, 'a snapshot') } });
       return;
     }
     try {

@@ -15,6 +15,8 @@ import { EXIT, EXIT_NAMES, INTERNAL_ERROR_EMULATION, RUN } from '../../sys/kvm-a
 import { encodeCpuid, patchSregs, sregsField, type CpuidEntry } from '../../sys/kvm-structs.js';
 import { IMAGE_BASE_GPA } from '../layout.js';
 import { Machine } from '../machine.js';
+import { KICK_SIGNAL } from '../protocol.js';
+import * as libc from '../../sys/libc.js';
 
 type Reg = 'eax' | 'ebx' | 'ecx' | 'edx';
 
@@ -99,6 +101,16 @@ export const FEATURE_PROBES: readonly FeatureProbe[] = [
   },
 ];
 
+/**
+ * An interrupted entry: on an executor's thread a kick waits pending (its
+ * signal is blocked outside KVM_RUN) and would cut every entry short; it is
+ * taken here (the executor reads its requests at its next turn anyway).
+ */
+function interrupted(): void {
+  while (libc.takePendingSignal(KICK) !== 0);
+}
+const KICK = libc.sigset(KICK_SIGNAL);
+
 /** What a probe found: the instruction ran, or how it failed. */
 export interface ProbeResult {
   name: string;
@@ -143,7 +155,10 @@ export function runProbe(kvm: Kvm, probe: FeatureProbe): Omit<ProbeResult, 'offe
     m.vcpu.setRegs({ rip: BigInt(IMAGE_BASE_GPA), rsp: BigInt(PROBE_MEMORY), rdi: BigInt(DATA_GPA), rflags: 2n });
     for (let tries = 0; tries < 100; tries++) {
       const r = m.vcpu.enter();
-      if (r === -EINTR) continue;
+      if (r === -EINTR) {
+        interrupted();
+        continue;
+      }
       if (r === EXIT.IO && m.vcpu.run.getUint16(RUN.ioPort, true) === PROBE_PORT) return { name: probe.name, ran: true };
       let reason: string;
       if (r < 0) reason = `KVM_RUN failed (errno ${-r})`;
@@ -179,7 +194,10 @@ export function guestCpuid(kvm: Kvm, table: Uint8Array, leaf: number, index = 0)
     m.vcpu.setRegs({ rip: BigInt(IMAGE_BASE_GPA), rsp: BigInt(PROBE_MEMORY), rdi: BigInt(DATA_GPA), rflags: 2n });
     for (let tries = 0; tries < 100; tries++) {
       const r = m.vcpu.enter();
-      if (r === -EINTR) continue;
+      if (r === -EINTR) {
+        interrupted();
+        continue;
+      }
       if (r !== EXIT.IO || m.vcpu.run.getUint16(RUN.ioPort, true) !== PROBE_PORT) throw new Error(`CPUID probe ended with exit ${EXIT_NAMES[r] ?? r}`);
       const v = new DataView(m.ram.bytes.buffer, m.ram.bytes.byteOffset + DATA_GPA, 16);
       return { eax: v.getUint32(0, true), ebx: v.getUint32(4, true), ecx: v.getUint32(8, true), edx: v.getUint32(12, true) };
