@@ -247,7 +247,9 @@ async function runBreakdown(runs: number): Promise<Record<string, number> | null
   const all: Record<string, number[]> = {};
   for (let i = 0; i < runs; i++) {
     try {
-      const { stdout } = await execFileP(process.execPath, [cliPath(), 'run', 'noop', '--json']);
+      // An empty environment, as the samples have (processRuns): NODE_EXTRA_CA_CERTS, where
+      // set, alone adds ~100 ms to Node's bootstrap here.
+      const { stdout } = await execFileP(process.execPath, [cliPath(), 'run', 'noop', '--json'], { env: {} });
       const r = JSON.parse(stdout) as { timings: Record<string, number | null>; process: Record<string, number> };
       for (const [k, v] of Object.entries({ ...r.process, ...r.timings })) if (typeof v === 'number') (all[k] ??= []).push(v);
     } catch {
