@@ -4,13 +4,11 @@
 // until the earliest deadline or a message from its host. A VM that runs
 // past its slice while others wait is interrupted by a thread-directed
 // timer signal; the host interrupts the thread the same way (a "kick").
-import { release } from 'node:os';
 import { Kvm } from '../kvm/kvm.js';
 import { GuestArenas } from '../kvm/memory.js';
 import * as libc from '../sys/libc.js';
 import { POLL_CONTROL } from './abi.js';
-import { ConsoleRate } from './console-rate.js';
-import { DeadlineHeap, type HeapItem } from './deadline-heap.js';
+import { DeadlineHeap } from './deadline-heap.js';
 import type { VmExit } from './exit.js';
 import { ImageCache } from './image-cache.js';
 import { nextBackoffNs, ShellSupply } from './shell-supply.js';
@@ -20,7 +18,7 @@ import { setUpXenstore } from './modules/xenstore.js';
 import { setUpBlock } from './virtio/blk.js';
 import { consoleInput, setUpConsole } from './virtio/console.js';
 import { placeVirtio } from './virtio/mmio.js';
-import { isHeld, isWaiting, transition, type ResumeTo, type VmState } from './vm-state.js';
+import { isHeld, isWaiting, transition } from './vm-state.js';
 import { Rtnetlink } from '../sys/netlink.js';
 import { DEFAULT_BRIDGE } from './device-page.js';
 import { Machine, monotonicNs, Outcome } from './machine.js';
@@ -30,12 +28,12 @@ import {
   CONTROL_IN_GUEST, CONTROL_PENDING, KICK_SIGNAL, serializeError,
   type AdoptedVm, type CreateRequest, type ProcessEvent, type ProcessRequest, type RestoreRequest, type Timings,
 } from './protocol.js';
-import { encodeSnapshotParts, SnapshotError, writeSnapshotFile, type Snapshot } from './snapshot.js';
+import { SnapshotError, type Snapshot } from './snapshot.js';
+import { copyPages, digest, save } from './migration.js';
+import { appendHistory, CONSOLE_HISTORY, lastTraffic, netCounters, newEntry, type Entry } from './vm-entry.js';
 import { SnapshotReader } from './snapshot-reader.js';
 import { startWorker } from './workers.js';
-import { crypto, workerThreads } from '../sys/builtins.js';
-
-const PAGE_BYTES = 4096;
+import { workerThreads } from '../sys/builtins.js';
 
 interface Service {
   id: number;
@@ -73,26 +71,6 @@ function isFor(svc: Service, dev: NetDevice, f: Uint8Array): boolean {
   return false;
 }
 
-function netOf(m: Machine): NetModule | undefined {
-  return m.module('net') as NetModule | undefined;
-}
-
-function netCounters(m: Machine): ReturnType<NetModule['counters']> {
-  return netOf(m)?.counters() ?? [];
-}
-
-/** The SHA-256 (hex) of every page of a VM's RAM. */
-function memoryDigest(m: Machine): string {
-  return crypto().createHash('sha256').update(m.ram.bytes).digest('hex');
-}
-
-function lastTraffic(m: Machine): number {
-  return netOf(m)?.lastTrafficNs() || monotonicNs();
-}
-
-/** Console bytes kept per VM for a toolstack that reconnects (executor processes). */
-export const CONSOLE_HISTORY = 16 * 1024;
-
 /** How long a VM may hold the executor while others are runnable. */
 export const SLICE_NS = 10_000_000;
 /** Longest a new VM runs before the toolstack hears that it started. */
@@ -113,27 +91,6 @@ const MAX_DYING = 64;
 const MIN_TIMER_NS = 50_000;
 /** Longest an executor that stops waits for its preparer's last word. */
 const PREPARER_STOP_MS = 5_000;
-
-interface Entry extends HeapItem {
-  vmId: number;
-  machine: Machine;
-  timings: Timings;
-  /** See vm-state.ts; 'migrating' is paused by a live migration's last step (not by the user). */
-  state: VmState;
-  /** Where a held VM goes when let go. */
-  resume: ResumeTo;
-  countInstructions: boolean;
-  cpuNs: number;
-  /** A just-in-time service's VM: its id, and the idle time that ends it. */
-  serviceId?: number;
-  idleNs?: number;
-  config: CreateRequest;
-  warm: boolean;
-  /** The last CONSOLE_HISTORY bytes of console, when kept. */
-  console: Uint8Array;
-  /** Its console's rate (CONSOLE_WRITE and virtio-console spend it). */
-  consoleRate: ConsoleRate;
-}
 
 /** A restore whose file is being read: its shell takes the pages as they come. */
 interface Restoring {
@@ -187,12 +144,16 @@ interface LinuxEntry {
   started: boolean;
 }
 
+/**
+ * Its members without `private` are shared with the files of its concerns
+ * (migration.ts, ...), which take the executor as their first argument.
+ */
 export class Executor {
   private readonly kvm: Kvm;
   /** Where its VMs' RAM and device pages come from, shared with its preparer. */
   private readonly arenas: GuestArenas | undefined;
-  private readonly images = new ImageCache();
-  private readonly vms = new Map<number, Entry>();
+  readonly images = new ImageCache();
+  readonly vms = new Map<number, Entry>();
   private readonly linuxVms = new Map<number, LinuxEntry>();
   private runQueue: Entry[] = [];
   /** Restores reading their files, a chunk per turn (see restoreStep). */
@@ -362,7 +323,7 @@ export class Executor {
         this.restore(req);
         break;
       case 'save':
-        this.save(req);
+        save(this, req);
         break;
       case 'destroy': {
         const e = this.vms.get(req.vmId);
@@ -371,14 +332,11 @@ export class Executor {
         break;
       }
       case 'copy-pages':
-        this.copyPages(req);
+        copyPages(this, req);
         break;
-      case 'digest': {
-        const e = this.vms.get(req.vmId);
-        if (e) this.emit({ ev: 'digest', requestId: req.requestId, vmId: req.vmId, sha256: memoryDigest(e.machine) });
-        else this.emit({ ev: 'digest', requestId: req.requestId, vmId: req.vmId, error: { name: 'Error', message: this.missing(req.vmId, 'a memory digest') } });
+      case 'digest':
+        digest(this, req);
         break;
-      }
       case 'arm':
         this.arm(req);
         break;
@@ -534,7 +492,7 @@ export class Executor {
   }
 
   /** Why a request about vmId finds no VM it can serve here. */
-  private missing(vmId: number, what: string): string {
+  missing(vmId: number, what: string): string {
     return this.linuxVms.has(vmId) ? `VM ${vmId} is a Linux VM: ${what} of a Linux VM is not supported yet` : `no VM ${vmId} on this executor`;
   }
 
@@ -831,7 +789,7 @@ export class Executor {
   }
 
   /** Paused (by the user) or migrating (a migration's last step): it stops running here. A parked VM's deadline goes on. */
-  private hold(e: Entry, as: 'paused' | 'migrating'): void {
+  hold(e: Entry, as: 'paused' | 'migrating'): void {
     const was = e.state;
     transition(e, as);
     if (was === 'runnable') this.runQueue = this.runQueue.filter((x) => x !== e);
@@ -860,7 +818,7 @@ export class Executor {
   }
 
   /** Sends an event; whatever the toolstack hears of a VM comes after its start. */
-  private emit(ev: ProcessEvent): void {
+  emit(ev: ProcessEvent): void {
     this.announce();
     this.port.send(ev);
   }
@@ -868,11 +826,7 @@ export class Executor {
   /** Takes a loaded machine in: it runs from now on (or waits, parked or paused, as restored). */
   private start(req: CreateRequest, machine: Machine, timings: Timings, warm: boolean, restored?: Snapshot): Entry {
     const vmId = req.vmId;
-    const e: Entry = {
-      vmId, machine, timings, deadlineNs: 0, heapIndex: -1, state: 'created', resume: 'runnable',
-      countInstructions: req.countInstructions === true, cpuNs: 0,
-      config: req, warm, console: new Uint8Array(0), consoleRate: new ConsoleRate(monotonicNs()),
-    };
+    const e = newEntry(req, machine, timings, warm);
     // The boot marker is news at once: the guest may run on for a while.
     machine.onBoot = () => {
       e.timings.bootNs = machine.firstHypercallNs;
@@ -910,75 +864,6 @@ export class Executor {
     }
     if (paused) this.hold(e, 'paused');
     return e;
-  }
-
-  /** Live migration: copies pages out while the VM runs on. */
-  private copyPages(req: Extract<ProcessRequest, { op: 'copy-pages' }>): void {
-    const e = this.vms.get(req.vmId);
-    try {
-      if (!e) throw new Error(this.missing(req.vmId, 'live migration'));
-      const m = e.machine;
-      let pages: number[];
-      if (req.round === 0) {
-        // Rounds first, then copy: a page written meanwhile shows up in the next round.
-        m.beginRounds();
-        pages = m.capture().pages;
-      } else {
-        pages = m.dirtyPageList();
-      }
-      const data = new Uint8Array(pages.length * (4 + PAGE_BYTES));
-      const v = new DataView(data.buffer);
-      pages.forEach((p, i) => {
-        const o = i * (4 + PAGE_BYTES);
-        v.setUint32(o, p, true);
-        data.set(m.ram.bytes.subarray(p * PAGE_BYTES, (p + 1) * PAGE_BYTES), o + 4);
-      });
-      this.emit({ ev: 'pages', requestId: req.requestId, vmId: req.vmId, data, count: pages.length });
-    } catch (err) {
-      this.emit({ ev: 'save-failed', requestId: req.requestId, vmId: req.vmId, error: serializeError(err) });
-    }
-  }
-
-  /** Snapshots a VM; it ends, as saved, unless keep. */
-  private save(req: Extract<ProcessRequest, { op: 'save' }>): void {
-    const e = this.vms.get(req.vmId);
-    const t0 = monotonicNs();
-    if (!e) {
-      this.emit({ ev: 'save-failed', requestId: req.requestId, vmId: req.vmId, error: { name: 'Error', message: this.missing(req.vmId, 'a snapshot') } });
-      return;
-    }
-    try {
-      const m = e.machine;
-      // Held for its console's rate, it is in no POLL: it restores runnable.
-      const parked = isWaiting(e) && !m.holding ? { remainingNs: Math.max(0, e.deadlineNs - monotonicNs()) } : null;
-      const userPaused = e.state === 'paused';
-      // Stop-and-copy: from here the VM does not run here again unless the migration is called off.
-      if (req.final && !isHeld(e)) this.hold(e, 'migrating');
-      const c = m.capture(req.final ? m.dirtyPageList() : undefined);
-      const sha256 = req.digest ? memoryDigest(m) : undefined;
-      const parts = encodeSnapshotParts({
-        header: {
-          vm: { id: e.vmId, name: e.config.name, memory: m.memSize, cmdline: e.config.cmdline, devices: e.config.devices },
-          image: { path: e.config.image, sha256: this.images.sha256(e.config.image) },
-          msrs: c.vcpu.msrs.map((r) => [r.index, `0x${r.data.toString(16)}`]),
-          parked: parked ? { arg: c.pollArg, remainingNs: parked.remainingNs } : null,
-          paused: userPaused,
-          savedAt: new Date().toISOString(),
-          kernel: release(),
-        },
-        vcpu: c.vcpu, devicePage: c.devicePage, memory: c.memory, pages: c.pages, console: e.console, devices: c.devices,
-      });
-      const bytes = parts.reduce((n, b) => n + b.length, 0);
-      if (req.file) writeSnapshotFile(req.file, parts);
-      // Ended first, so that whoever hears 'saved' finds the VM's name free.
-      if (!req.keep) this.end(e, { kind: 'saved', file: req.file ?? null });
-      this.emit({
-        ev: 'saved', requestId: req.requestId, vmId: req.vmId, file: req.file, data: req.file ? undefined : new Uint8Array(Buffer.concat(parts)),
-        bytes, pages: c.pages.length, ns: monotonicNs() - t0, sha256,
-      });
-    } catch (err) {
-      this.emit({ ev: 'save-failed', requestId: req.requestId, vmId: req.vmId, error: serializeError(err) });
-    }
   }
 
   private runSlice(e: Entry): void {
@@ -1058,7 +943,7 @@ export class Executor {
    * memory (hundreds of µs, mostly in the kernel) waits until the executor
    * has nothing better to do, so a destroy never delays a request.
    */
-  private end(e: Entry, exit: VmExit): void {
+  end(e: Entry, exit: VmExit): void {
     e.timings.endNs = monotonicNs();
     for (const w of e.machine.bus.watches) this.unwatch(w.fd);
     if (e.serviceId !== undefined) {
@@ -1264,12 +1149,4 @@ export class Executor {
 
   /** Runs once the executor has stopped, before its epoll set is closed. */
   onStop: (() => void) | undefined;
-}
-
-function appendHistory(history: Uint8Array, data: Uint8Array): Uint8Array {
-  const out = new Uint8Array(Math.min(CONSOLE_HISTORY, history.length + data.length));
-  const keepOld = Math.max(0, out.length - data.length);
-  out.set(history.subarray(history.length - keepOld), 0);
-  out.set(data.subarray(Math.max(0, data.length - out.length)), keepOld);
-  return out;
 }
