@@ -30,46 +30,11 @@ import {
 } from './protocol.js';
 import { SnapshotError, type Snapshot } from './snapshot.js';
 import { copyPages, digest, save } from './migration.js';
+import { arm, disarm, type Service } from './services.js';
 import { appendHistory, CONSOLE_HISTORY, lastTraffic, netCounters, newEntry, type Entry } from './vm-entry.js';
 import { SnapshotReader } from './snapshot-reader.js';
 import { startWorker } from './workers.js';
 import { workerThreads } from '../sys/builtins.js';
-
-interface Service {
-  id: number;
-  config: CreateRequest;
-  /** Its taps by device id: they stay on the bridge between VMs. */
-  nets: (NetDevice | undefined)[];
-  /** Its IPv4 address (the frames that boot it are for this address or its MAC). */
-  ip: Uint8Array | undefined;
-  idleNs: number;
-  /** The id its next VM gets, once armed. */
-  armedVmId?: number;
-  /** Its VM, while one runs. */
-  vmId?: number;
-}
-
-/** The service's address: ip= on its command line, else its first net device's. */
-function serviceAddress(config: CreateRequest): Uint8Array | undefined {
-  const m = /(?:^|\s)ip=(\d+\.\d+\.\d+\.\d+)/.exec(config.cmdline);
-  const ip = m?.[1] ?? config.devices.find((d) => d.type === 'net')?.ipv4?.addr;
-  return ip ? new Uint8Array(ip.split('.').map(Number)) : undefined;
-}
-
-/** A frame a just-in-time VM must answer: to its MAC, an ARP request for its address, or IPv4 to it. */
-function isFor(svc: Service, dev: NetDevice, f: Uint8Array): boolean {
-  if (f.length < 14) return false;
-  let mine = true;
-  for (let i = 0; i < 6; i++) if (f[i] !== dev.macBytes[i]) mine = false;
-  if (mine) return true;
-  const ip = svc.ip;
-  if (!ip) return false;
-  const type = (f[12]! << 8) | f[13]!;
-  const at = (o: number): boolean => f.length >= o + 4 && f[o] === ip[0] && f[o + 1] === ip[1] && f[o + 2] === ip[2] && f[o + 3] === ip[3];
-  if (type === 0x0806) return f.length >= 42 && f[21] === 1 && at(38);
-  if (type === 0x0800) return at(30);
-  return false;
-}
 
 /** How long a VM may hold the executor while others are runnable. */
 export const SLICE_NS = 10_000_000;
@@ -146,7 +111,7 @@ interface LinuxEntry {
 
 /**
  * Its members without `private` are shared with the files of its concerns
- * (migration.ts, ...), which take the executor as their first argument.
+ * (migration.ts, services.ts, ...), which take the executor as their first argument.
  */
 export class Executor {
   private readonly kvm: Kvm;
@@ -185,8 +150,8 @@ export class Executor {
   private backgroundTurn = false;
   /** When epoll last returned: the start of a request's handling here. */
   private wokeNs = 0;
-  private nl: Rtnetlink | undefined;
-  private readonly services = new Map<number, Service>();
+  nl: Rtnetlink | undefined;
+  readonly services = new Map<number, Service>();
   private readonly keepRecords: boolean;
   private readonly turnNs: number;
   readonly id: number;
@@ -338,10 +303,10 @@ export class Executor {
         digest(this, req);
         break;
       case 'arm':
-        this.arm(req);
+        arm(this, req);
         break;
       case 'disarm':
-        this.disarm(req.serviceId);
+        disarm(this, req.serviceId);
         break;
       case 'migration-abort': {
         const e = this.vms.get(req.vmId);
@@ -625,7 +590,7 @@ export class Executor {
   }
 
   /** A virtio module per block device (its disk file opened) and console device, each with its MMIO window. */
-  private attachVirtio(machine: Machine, req: CreateRequest): void {
+  attachVirtio(machine: Machine, req: CreateRequest): void {
     req.devices.forEach((d, i) => {
       if (d.type === 'block') machine.add(setUpBlock(machine, d, i));
       else if (d.type === 'console') machine.add(setUpConsole(machine, d));
@@ -651,113 +616,14 @@ export class Executor {
     timings.netSetupNs = monotonicNs() - t0;
   }
 
-  // ---- just-in-time services ----
-
-  private arm(req: Extract<ProcessRequest, { op: 'arm' }>): void {
-    let svc = this.services.get(req.serviceId);
-    try {
-      // The image is checked now, not when the first packet is waiting for it.
-      this.images.get(req.config.image);
-      if (!svc) {
-        const created: Service = { id: req.serviceId, config: req.config, nets: [], ip: serviceAddress(req.config), idleNs: req.idleMs * 1e6 };
-        this.nl ??= new Rtnetlink();
-        for (const [i, d] of req.config.devices.entries()) {
-          if (d.type !== 'net') continue;
-          const dev = NetDevice.create(d.id, `lvs${req.serviceId}n${d.id}`, d.bridge ?? DEFAULT_BRIDGE, d.mtu ?? 1500, d.mac!, this.nl, `devices.${i}`);
-          dev.owned = false;
-          created.nets[d.id] = dev;
-          this.watch(dev.tap.fd, libc.EPOLLIN | libc.EPOLLET, () => this.serviceFrame(created, dev));
-        }
-        if (!created.nets.some(Boolean)) throw new Error('a just-in-time service needs a network device');
-        svc = created;
-        this.services.set(svc.id, svc);
-      }
-    } catch (err) {
-      for (const dev of svc?.nets ?? []) dev?.close();
-      this.emit({ ev: 'create-failed', vmId: req.vmId, error: serializeError(err) });
-      return;
-    }
-    svc.config = req.config;
-    svc.idleNs = req.idleMs * 1e6;
-    svc.armedVmId = req.vmId;
-    this.emit({ ev: 'armed', vmId: req.vmId });
-    // Frames that came while no VM was armed: one of them may be for us.
-    for (const dev of svc.nets) if (dev) this.serviceFrame(svc, dev);
-  }
-
-  /** A frame reached a service's tap: to its VM if it runs, else maybe the packet that boots it. */
-  private serviceFrame(svc: Service, dev: NetDevice): void {
-    if (svc.vmId !== undefined) {
-      const e = this.vms.get(svc.vmId);
-      if (e) this.frameArrived(e, dev);
-      return;
-    }
-    const seenNs = monotonicNs();
-    dev.drainTap((f) => dev.held.length > 0 || isFor(svc, dev, f));
-    if (svc.armedVmId !== undefined && svc.nets.some((d) => d && d.held.length > 0)) this.bootService(svc, seenNs);
-  }
-
-  private bootService(svc: Service, firstFrameNs: number): void {
-    const vmId = svc.armedVmId!;
-    svc.armedVmId = undefined;
-    const req: CreateRequest = { ...svc.config, devices: placeVirtio(svc.config.devices), vmId, warm: true, trace: { firstFrameNs } };
-    const timings: Timings = { trace: req.trace, requestNs: monotonicNs(), shellNs: 0, loadedNs: 0, bootNs: 0, endNs: 0, destroyedNs: 0 };
-    let machine: Machine | undefined;
-    let warm: boolean;
-    try {
-      ({ machine, warm } = this.shell(req.memory, true));
-      timings.shellNs = monotonicNs();
-      machine.load(this.images.get(req.image), { vmId, name: req.name, cmdline: req.cmdline, devices: req.devices });
-      this.attachVirtio(machine, req);
-      setUpXenstore(machine, req.devices);
-      const lent = svc.nets.filter((d): d is NetDevice => d !== undefined);
-      for (const dev of lent) {
-        dev.pending = dev.held.length > 0;
-        dev.lastTrafficNs = firstFrameNs;
-      }
-      machine.add(new NetModule(machine, lent));
-      timings.loadedNs = monotonicNs();
-    } catch (err) {
-      machine?.close();
-      this.emit({ ev: 'create-failed', vmId, error: serializeError(err) });
-      return;
-    }
-    svc.vmId = vmId;
-    const e = this.start(req, machine, timings, warm);
-    e.serviceId = svc.id;
-    e.idleNs = svc.idleNs;
-  }
-
-  private disarm(serviceId: number): void {
-    const svc = this.services.get(serviceId);
-    if (!svc) return;
-    this.services.delete(serviceId);
-    // The taps go first: whoever hears that the service's VM ended may look
-    // for them at once. The VM ends in this same turn, before it could run.
-    for (const dev of svc.nets) {
-      if (!dev) continue;
-      this.unwatch(dev.tap.fd);
-      dev.close();
-    }
-    const e = svc.vmId !== undefined ? this.vms.get(svc.vmId) : undefined;
-    if (e) this.end(e, { kind: 'destroyed' });
-    if (svc.armedVmId !== undefined) {
-      // The VM that never booted ends too, holding nothing.
-      const now = monotonicNs();
-      const timings: Timings = { requestNs: now, shellNs: now, loadedNs: now, bootNs: 0, endNs: now, destroyNs: now, destroyedNs: now };
-      this.emit({ ev: 'exit', vmId: svc.armedVmId, exit: { kind: 'destroyed' }, timings, exits: 0 });
-      this.emit({ ev: 'freed', vmId: svc.armedVmId, destroyNs: now, destroyedNs: now });
-    }
-  }
-
   /** A frame reached one of a VM's taps: a VM parked in POLL wakes. */
-  private frameArrived(e: Entry, dev: NetDevice): void {
+  frameArrived(e: Entry, dev: NetDevice): void {
     dev.pending = true;
     this.deviceReady(e);
   }
 
   /** A device of e is ready: if it waits in POLL, it wakes with the ready set. */
-  private deviceReady(e: Entry): void {
+  deviceReady(e: Entry): void {
     if (isWaiting(e) && this.vms.get(e.vmId) === e) this.wakeUp(e, e.machine.readySet());
   }
 
@@ -803,7 +669,7 @@ export class Executor {
   }
 
   /** A prepared shell of this size if one is wanted and ready (warm), else a new one. */
-  private shell(memory: number, wantPrepared: boolean): { machine: Machine; warm: boolean } {
+  shell(memory: number, wantPrepared: boolean): { machine: Machine; warm: boolean } {
     const prepared = wantPrepared ? this.supply?.take(memory) : undefined;
     if (prepared) return { machine: prepared, warm: true };
     return { machine: new Machine(this.kvm, memory, undefined, this.arenas), warm: false };
@@ -824,7 +690,7 @@ export class Executor {
   }
 
   /** Takes a loaded machine in: it runs from now on (or waits, parked or paused, as restored). */
-  private start(req: CreateRequest, machine: Machine, timings: Timings, warm: boolean, restored?: Snapshot): Entry {
+  start(req: CreateRequest, machine: Machine, timings: Timings, warm: boolean, restored?: Snapshot): Entry {
     const vmId = req.vmId;
     const e = newEntry(req, machine, timings, warm);
     // The boot marker is news at once: the guest may run on for a while.
@@ -1113,7 +979,7 @@ export class Executor {
       r.reader.close();
       r.machine.close();
     }
-    for (const id of [...this.services.keys()]) this.disarm(id);
+    for (const id of [...this.services.keys()]) disarm(this, id);
     for (const e of [...this.vms.values()]) this.end(e, { kind: 'destroyed' });
     while (this.reapOne());
     this.stopLinuxVms();
