@@ -11,7 +11,7 @@ import { POLL_CONTROL } from './abi.js';
 import { DeadlineHeap } from './deadline-heap.js';
 import type { VmExit } from './exit.js';
 import { ImageCache } from './image-cache.js';
-import { nextBackoffNs, ShellSupply } from './shell-supply.js';
+import { Pools } from './pools.js';
 import { NetDevice } from './net.js';
 import { NetModule } from './modules/net.js';
 import { setUpXenstore } from './modules/xenstore.js';
@@ -33,8 +33,6 @@ import { copyPages, digest, save } from './migration.js';
 import { arm, disarm, type Service } from './services.js';
 import { appendHistory, CONSOLE_HISTORY, lastTraffic, netCounters, newEntry, type Entry } from './vm-entry.js';
 import { SnapshotReader } from './snapshot-reader.js';
-import { startWorker } from './workers.js';
-import { workerThreads } from '../sys/builtins.js';
 
 /** How long a VM may hold the executor while others are runnable. */
 export const SLICE_NS = 10_000_000;
@@ -54,8 +52,8 @@ const QUIET_NS = 2_000_000;
 const MAX_DYING = 64;
 /** Shortest timer the executor arms: below this, signals cost more than lateness. */
 const MIN_TIMER_NS = 50_000;
-/** Longest an executor that stops waits for its preparer's last word. */
-const PREPARER_STOP_MS = 5_000;
+/** Longest an executor that stops waits for its Linux VMs to free what they hold. */
+const LINUX_STOP_MS = 5_000;
 
 /** A restore whose file is being read: its shell takes the pages as they come. */
 interface Restoring {
@@ -127,12 +125,8 @@ export class Executor {
   /** 'started' events not yet sent: see start(). */
   private unannounced: ProcessEvent[] = [];
   private readonly parked = new DeadlineHeap<Entry>();
-  /** Shells from a preparer thread, which runs only while a pool target is set. */
-  private supply: ShellSupply | undefined;
-  /** After a preparer died or could not start: no new one before this (monotonic ns), and how long that wait was. */
-  private preparerRestartNs = 0;
-  private preparerBackoffNs = 0;
-  private readonly poolTargets = new Map<number, number>();
+  /** Prepared shells, from a preparer thread that runs only while a pool target is set. */
+  private readonly pools: Pools;
   private readonly epfd: number;
   private readonly events = new Uint8Array(libc.EPOLL_EVENT_SIZE * 16);
   private readonly kickSet = libc.sigset(KICK_SIGNAL);
@@ -144,7 +138,6 @@ export class Executor {
   private readonly ended = new Map<number, AdoptedVm>();
   /** Ended VMs not yet freed. */
   private readonly dying: { e: Entry; exit: VmExit }[] = [];
-  private poolChanged = false;
   private lastRequestNs = 0;
   /** Set after a slice: background work may take one step before the next guest. */
   private backgroundTurn = false;
@@ -180,6 +173,7 @@ export class Executor {
     this.epfd = libc.epollCreate();
     this.watch(this.wakeFd, libc.EPOLLIN, () => libc.eventfdDrain(this.wakeFd));
     this.timer = libc.threadTimerCreate(KICK_SIGNAL);
+    this.pools = new Pools(this.kvm, this.wakeFd, this.arenas, (ev) => this.emit(ev));
   }
 
   setPort(port: ExecutorPort): void {
@@ -272,7 +266,7 @@ export class Executor {
           services: [...this.services.values()].map((svc) => ({
             serviceId: svc.id, config: svc.config, idleMs: svc.idleNs / 1e6, armedVmId: svc.armedVmId, vmId: svc.vmId,
           })),
-          pools: Object.fromEntries(this.supply?.depths() ?? []),
+          pools: Object.fromEntries(this.pools.depths()),
         });
         break;
       case 'forget':
@@ -344,10 +338,7 @@ export class Executor {
         break;
       }
       case 'pool':
-        this.poolTargets.set(req.memory, req.target);
-        this.supply?.setTarget(req.memory, req.target);
-        this.poolChanged = true;
-        this.updatePreparer();
+        this.pools.setTarget(req.memory, req.target);
         break;
       case 'stats':
         this.emit({
@@ -476,7 +467,7 @@ export class Executor {
   private stopLinuxVms(): void {
     for (const e of this.linuxVms.values()) e.thread.stop();
     const nap = new Int32Array(new SharedArrayBuffer(4));
-    for (const until = Date.now() + PREPARER_STOP_MS; this.linuxVms.size > 0 && Date.now() < until;) {
+    for (const until = Date.now() + LINUX_STOP_MS; this.linuxVms.size > 0 && Date.now() < until;) {
       for (const e of [...this.linuxVms.values()]) this.linuxEvents(e);
       if (this.linuxVms.size > 0) Atomics.wait(nap, 0, 0, 1);
     }
@@ -670,7 +661,7 @@ export class Executor {
 
   /** A prepared shell of this size if one is wanted and ready (warm), else a new one. */
   shell(memory: number, wantPrepared: boolean): { machine: Machine; warm: boolean } {
-    const prepared = wantPrepared ? this.supply?.take(memory) : undefined;
+    const prepared = wantPrepared ? this.pools.take(memory) : undefined;
     if (prepared) return { machine: prepared, warm: true };
     return { machine: new Machine(this.kvm, memory, undefined, this.arenas), warm: false };
   }
@@ -851,65 +842,6 @@ export class Executor {
     return monotonicNs() - this.lastRequestNs >= QUIET_NS || this.dying.length > MAX_DYING / 2;
   }
 
-  /**
-   * A preparer thread costs memory (a V8 isolate): it runs only while this
-   * executor holds a pool, which the toolstack moves to the executor it fills.
-   * This thread starts and stops it itself (it never returns to its event
-   * loop, so all it hears from the preparer comes over their channel).
-   */
-  private updatePreparer(): void {
-    let want = false;
-    for (const t of this.poolTargets.values()) if (t > 0) want = true;
-    if (want && !this.supply && monotonicNs() >= this.preparerRestartNs) {
-      try {
-        this.supply = this.startPreparer();
-      } catch (err) {
-        // No thread to be had now (no memory, no fd): try again later, as for a dead one.
-        this.delayPreparer();
-        for (const [memory, t] of this.poolTargets) if (t > 0) this.emit({ ev: 'pool-error', memory, error: serializeError(err) });
-      }
-    } else if (!want) {
-      this.supply?.stop();
-    }
-    // Wanted again while the old one stops: the next sleep() starts a new one once it is settled.
-  }
-
-  private startPreparer(): ShellSupply {
-    const { port1, port2 } = new (workerThreads().MessageChannel)();
-    const worker = startWorker('preparer', {
-      workerData: { executor: port1, wakeFd: this.wakeFd, arenas: this.arenas?.share },
-      transferList: [port1],
-      resourceLimits: { maxOldGenerationSizeMb: 64, maxYoungGenerationSizeMb: 2 },
-    });
-    // It ends by itself once stopped; it never keeps the process alive.
-    worker.unref();
-    const supply = new ShellSupply(this.kvm, port2, this.arenas);
-    for (const [memory, target] of this.poolTargets) supply.setTarget(memory, target);
-    return supply;
-  }
-
-  /**
-   * No new preparer for a while: one that dies at start would cost a
-   * thread's start-up (tens of ms of CPU) in a loop. The wait doubles per
-   * failure in a row; a shell handed over resets it (see sleep()).
-   */
-  private delayPreparer(): void {
-    this.preparerBackoffNs = nextBackoffNs(this.preparerBackoffNs);
-    this.preparerRestartNs = monotonicNs() + this.preparerBackoffNs;
-  }
-
-  /** Once a stopped preparer's last shell is in, frees what it left (sleep() then starts a new one if a pool is wanted). */
-  private settlePreparer(): void {
-    if (!this.supply?.stopped) return;
-    if (this.supply.died) this.delayPreparer();
-    this.supply.close();
-    this.supply = undefined;
-    // Its thread has ended (its V8 heap with it), but glibc keeps that
-    // thread's malloc arena: ~MiBs per executor, held until trimmed.
-    libc.mallocTrim();
-    this.poolChanged = true;
-  }
-
   private hasBackgroundWork(): boolean {
     return this.dying.length > 0;
   }
@@ -923,21 +855,7 @@ export class Executor {
 
   private sleep(): void {
     this.announce();
-    this.supply?.drain();
-    // Also what a request drained or took: the pool's depth is news.
-    if (this.supply?.changed()) this.poolChanged = true;
-    this.settlePreparer();
-    if (this.poolChanged) {
-      // Pool depth is news for the toolstack, but never on a VM's boot path.
-      this.poolChanged = false;
-      const depths = this.supply?.depths() ?? new Map<number, number>();
-      for (const memory of this.poolTargets.keys()) this.emit({ ev: 'pool', memory, depth: depths.get(memory) ?? 0 });
-      const f = this.supply?.failure;
-      if (f && this.supply) {
-        this.supply.failure = undefined;
-        this.emit({ ev: 'pool-error', memory: f.memory, error: f.error });
-      }
-    }
+    this.pools.tend();
     const top = this.parked.peek();
     // Bounded, so that the thread returns to JavaScript now and then and
     // can be terminated even if its host vanished without a word.
@@ -945,13 +863,7 @@ export class Executor {
     const cap = this.keepRecords ? MAX_SLEEP_PROCESS_NS : MAX_SLEEP_NS;
     let timeout = Math.min(top ? Math.max(0, top.deadlineNs - now) : cap, cap, this.turnNs);
     // Pool sizes that failed are asked for again, a dead preparer replaced, in time.
-    if (this.supply?.received) this.preparerBackoffNs = 0;
-    const retryAt = this.supply?.retry(now);
-    if (retryAt !== undefined) timeout = Math.min(timeout, retryAt - now);
-    if (!this.supply) {
-      this.updatePreparer();
-      if (!this.supply && this.preparerRestartNs > now) timeout = Math.min(timeout, this.preparerRestartNs - now);
-    }
+    timeout = Math.min(timeout, this.pools.dueNs(now) - now);
     // Background work waits for the quiet period to end.
     if (this.hasBackgroundWork()) timeout = Math.min(timeout, Math.max(0, this.lastRequestNs + QUIET_NS - now));
     if (this.timerArmed) {
@@ -983,7 +895,7 @@ export class Executor {
     for (const e of [...this.vms.values()]) this.end(e, { kind: 'destroyed' });
     while (this.reapOne());
     this.stopLinuxVms();
-    const preparerGone = this.stopPreparer();
+    const preparerGone = this.pools.stop();
     libc.threadTimerDelete(this.timer);
     this.emit({ ev: 'stopped' });
     this.onStop?.();
@@ -991,26 +903,6 @@ export class Executor {
     this.kvm.close();
     // A preparer that never said it stopped may still write into the arenas.
     if (preparerGone) this.arenas?.close();
-  }
-
-  /**
-   * Stops the preparer and frees every shell it handed over, the last ones
-   * included. A preparer that died says nothing: it is waited for only so
-   * long. True if no preparer is left.
-   */
-  private stopPreparer(): boolean {
-    const supply = this.supply;
-    if (!supply) return true;
-    this.supply = undefined;
-    supply.stop();
-    const nap = new Int32Array(new SharedArrayBuffer(4));
-    for (const until = Date.now() + PREPARER_STOP_MS; Date.now() < until;) {
-      supply.drain();
-      if (supply.stopped) break;
-      Atomics.wait(nap, 0, 0, 1);
-    }
-    supply.close();
-    return supply.stopped;
   }
 
   /** Runs once the executor has stopped, before its epoll set is closed. */
