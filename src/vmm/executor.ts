@@ -8,10 +8,10 @@ import { Kvm } from '../kvm/kvm.js';
 import { GuestArenas } from '../kvm/memory.js';
 import * as libc from '../sys/libc.js';
 import { POLL_CONTROL } from './abi.js';
-import { DeadlineHeap } from './deadline-heap.js';
 import type { VmExit } from './exit.js';
 import { ImageCache } from './image-cache.js';
 import { Pools } from './pools.js';
+import { Scheduler } from './scheduler.js';
 import { NetDevice } from './net.js';
 import { NetModule } from './modules/net.js';
 import { setUpXenstore } from './modules/xenstore.js';
@@ -31,7 +31,7 @@ import {
 import { SnapshotError, type Snapshot } from './snapshot.js';
 import { copyPages, digest, save } from './migration.js';
 import { arm, disarm, type Service } from './services.js';
-import { appendHistory, CONSOLE_HISTORY, lastTraffic, netCounters, newEntry, type Entry } from './vm-entry.js';
+import { appendHistory, CONSOLE_HISTORY, netCounters, newEntry, type Entry } from './vm-entry.js';
 import { SnapshotReader } from './snapshot-reader.js';
 
 /** How long a VM may hold the executor while others are runnable. */
@@ -109,7 +109,7 @@ interface LinuxEntry {
 
 /**
  * Its members without `private` are shared with the files of its concerns
- * (migration.ts, services.ts, ...), which take the executor as their first argument.
+ * (migration.ts, services.ts, scheduler.ts, ...), which take the executor as their first argument.
  */
 export class Executor {
   private readonly kvm: Kvm;
@@ -118,20 +118,18 @@ export class Executor {
   readonly images = new ImageCache();
   readonly vms = new Map<number, Entry>();
   private readonly linuxVms = new Map<number, LinuxEntry>();
-  private runQueue: Entry[] = [];
   /** Restores reading their files, a chunk per turn (see restoreStep). */
   private restoring: Restoring[] = [];
   private restoreTurn = false;
   /** 'started' events not yet sent: see start(). */
   private unannounced: ProcessEvent[] = [];
-  private readonly parked = new DeadlineHeap<Entry>();
+  /** Its VMs' turns: the run queue, the VMs parked in POLL, the slice timer. */
+  readonly scheduler: Scheduler;
   /** Prepared shells, from a preparer thread that runs only while a pool target is set. */
   private readonly pools: Pools;
   private readonly epfd: number;
   private readonly events = new Uint8Array(libc.EPOLL_EVENT_SIZE * 16);
   private readonly kickSet = libc.sigset(KICK_SIGNAL);
-  private readonly timer: bigint;
-  private timerArmed = false;
   private stopping = false;
   private port: ExecutorPort = { receive: () => undefined, send: () => {} };
   private readonly watches = new Map<number, FdHandler>();
@@ -172,7 +170,7 @@ export class Executor {
     }
     this.epfd = libc.epollCreate();
     this.watch(this.wakeFd, libc.EPOLLIN, () => libc.eventfdDrain(this.wakeFd));
-    this.timer = libc.threadTimerCreate(KICK_SIGNAL);
+    this.scheduler = new Scheduler((e, exit) => this.end(e, exit));
     this.pools = new Pools(this.kvm, this.wakeFd, this.arenas, (ev) => this.emit(ev));
   }
 
@@ -217,11 +215,11 @@ export class Executor {
       this.drainRequests();
       return;
     }
-    this.wakeExpired(monotonicNs());
+    this.scheduler.wakeExpired(monotonicNs());
     // Background work (freeing ended VMs) goes one step at a time: when no
     // guest is runnable, or as one turn among busy guests after a slice,
     // never ahead of a request.
-    if ((this.runQueue.length === 0 || this.backgroundTurn) && this.hasBackgroundWork() && this.quiet()) {
+    if ((this.scheduler.runnable === 0 || this.backgroundTurn) && this.hasBackgroundWork() && this.quiet()) {
       this.backgroundTurn = false;
       this.poll(0);
       if (Atomics.load(this.control, CONTROL_PENDING) !== 0) return;
@@ -230,14 +228,14 @@ export class Executor {
     }
     // A restore reading its file takes turns with the runnable guests: a chunk, a slice, a chunk.
     // Its fds are served first: with no guest runnable nothing else polls them, and a request would wait for the whole file.
-    if (this.restoring.length > 0 && (this.runQueue.length === 0 || this.restoreTurn)) {
+    if (this.restoring.length > 0 && (this.scheduler.runnable === 0 || this.restoreTurn)) {
       this.restoreTurn = false;
       this.poll(0);
       if (Atomics.load(this.control, CONTROL_PENDING) !== 0) return;
       this.restoreStep();
       return;
     }
-    const next = this.runQueue.shift();
+    const next = this.scheduler.next();
     if (next) {
       this.runSlice(next);
       this.restoreTurn = true;
@@ -311,13 +309,13 @@ export class Executor {
       }
       case 'pause': {
         const e = this.vms.get(req.vmId);
-        if (e && !isHeld(e)) this.hold(e, 'paused');
+        if (e && !isHeld(e)) this.scheduler.hold(e, 'paused');
         this.emit({ ev: 'paused', vmId: req.vmId, ok: e !== undefined });
         break;
       }
       case 'unpause': {
         const e = this.vms.get(req.vmId);
-        if (e && isHeld(e)) this.release(e);
+        if (e && isHeld(e)) this.scheduler.release(e);
         this.emit({ ev: 'unpaused', vmId: req.vmId, ok: e !== undefined });
         break;
       }
@@ -334,7 +332,7 @@ export class Executor {
         if (!e) break;
         e.machine.requestShutdown();
         // Parked in POLL: end the wait now so the guest sees the request.
-        if (isWaiting(e)) this.wakeUp(e, POLL_CONTROL);
+        if (isWaiting(e)) this.scheduler.wakeUp(e, POLL_CONTROL);
         break;
       }
       case 'pool':
@@ -615,48 +613,7 @@ export class Executor {
 
   /** A device of e is ready: if it waits in POLL, it wakes with the ready set. */
   deviceReady(e: Entry): void {
-    if (isWaiting(e) && this.vms.get(e.vmId) === e) this.wakeUp(e, e.machine.readySet());
-  }
-
-  // ---- changes of a VM's state (vm-state.ts): one function each ----
-
-  /** Into the run queue; a held VM goes there when let go. */
-  private makeRunnable(e: Entry): void {
-    this.parked.remove(e);
-    if (isHeld(e)) {
-      e.resume = 'runnable';
-      return;
-    }
-    transition(e, 'runnable');
-    this.runQueue.push(e);
-  }
-
-  /** Waits in POLL until its deadline or a device is ready. */
-  private park(e: Entry): void {
-    transition(e, 'parked');
-    e.deadlineNs = e.machine.deadlineNs;
-    if (e.idleNs !== undefined) e.deadlineNs = Math.min(e.deadlineNs, lastTraffic(e.machine) + e.idleNs);
-    this.parked.push(e);
-  }
-
-  /** Ends a POLL wait: the guest finds readySet in its struct. */
-  private wakeUp(e: Entry, readySet: bigint): void {
-    e.machine.wake(readySet);
-    this.makeRunnable(e);
-  }
-
-  /** Paused (by the user) or migrating (a migration's last step): it stops running here. A parked VM's deadline goes on. */
-  hold(e: Entry, as: 'paused' | 'migrating'): void {
-    const was = e.state;
-    transition(e, as);
-    if (was === 'runnable') this.runQueue = this.runQueue.filter((x) => x !== e);
-    e.resume = was === 'parked' ? 'parked' : 'runnable';
-  }
-
-  /** Lets a held VM go: back to the run queue, or to its POLL wait if that has not ended. */
-  private release(e: Entry): void {
-    transition(e, e.resume);
-    if (e.resume === 'runnable') this.runQueue.push(e);
+    if (isWaiting(e) && this.vms.get(e.vmId) === e) this.scheduler.wakeUp(e, e.machine.readySet());
   }
 
   /** A prepared shell of this size if one is wanted and ready (warm), else a new one. */
@@ -712,14 +669,9 @@ export class Executor {
     // toolstack, and here that costs the boot ~0.05 ms. A restored VM is
     // announced at once: it may compute for a whole slice before it exits.
     if (restored) this.announce();
-    if (restored?.header.parked) {
-      transition(e, 'parked');
-      e.deadlineNs = machine.deadlineNs;
-      this.parked.push(e);
-    } else {
-      this.makeRunnable(e);
-    }
-    if (paused) this.hold(e, 'paused');
+    if (restored?.header.parked) this.scheduler.parkRestored(e);
+    else this.scheduler.makeRunnable(e);
+    if (paused) this.scheduler.hold(e, 'paused');
     return e;
   }
 
@@ -728,18 +680,12 @@ export class Executor {
     // Bound the time in the guest while others wait: runnable VMs for their
     // turn, parked VMs for their deadline, an inline executor its event loop
     // (turnNs). Nothing waits: no timer at all.
-    let until = Math.min(this.runQueue.length > 0 || this.hasBackgroundWork() ? SLICE_NS : Infinity, this.turnNs);
+    let until = Math.min(this.scheduler.runnable > 0 || this.hasBackgroundWork() ? SLICE_NS : Infinity, this.turnNs);
     // A guest that never exits still gets announced, soon.
     if (this.unannounced.length) until = Math.min(until, ANNOUNCE_NS);
-    const top = this.parked.peek();
+    const top = this.scheduler.earliest();
     if (top) until = Math.min(until, Math.max(MIN_TIMER_NS, top.deadlineNs - monotonicNs()));
-    if (until !== Infinity) {
-      libc.threadTimerOnce(this.timer, until);
-      this.timerArmed = true;
-    } else if (this.timerArmed) {
-      libc.threadTimerSet(this.timer, 0);
-      this.timerArmed = false;
-    }
+    this.scheduler.armTimer(until);
     Atomics.store(this.control, CONTROL_IN_GUEST, 1);
     // What the guest says in this slice (console lines, its end) goes out in
     // one write at its end; only the boot marker goes at once (onBoot).
@@ -759,13 +705,13 @@ export class Executor {
           // VMs whose deadline passed during this slice queued up before
           // its end: they go first (a guest spinning alone was stopped for
           // them, and must not take another whole slice ahead of them).
-          this.wakeExpired(monotonicNs());
-          this.makeRunnable(e);
+          this.scheduler.wakeExpired(monotonicNs());
+          this.scheduler.makeRunnable(e);
           this.backgroundTurn = true;
           this.poll(0);
           break;
         case Outcome.Parked:
-          this.park(e);
+          this.scheduler.park(e);
           break;
         case Outcome.Ended:
           this.end(e, m.exit ?? { kind: 'crash', code: 'internal-error', reason: 'ended without a stated reason' });
@@ -773,24 +719,6 @@ export class Executor {
       }
     } finally {
       this.port.uncork?.();
-    }
-  }
-
-  private wakeExpired(now: number): void {
-    for (let top = this.parked.peek(); top && top.deadlineNs <= now; top = this.parked.peek()) {
-      this.parked.pop();
-      if (top.idleNs !== undefined && now < top.machine.deadlineNs) {
-        // Its idle time, not the guest's: stop it if no frame came meanwhile.
-        const idleEnd = lastTraffic(top.machine) + top.idleNs;
-        if (now >= idleEnd) {
-          this.end(top, { kind: 'idle', ms: Math.round(top.idleNs / 1e6) });
-        } else {
-          top.deadlineNs = Math.min(top.machine.deadlineNs, idleEnd);
-          this.parked.push(top);
-        }
-        continue;
-      }
-      this.wakeUp(top, 0n);
     }
   }
 
@@ -807,9 +735,8 @@ export class Executor {
       const svc = this.services.get(e.serviceId);
       if (svc?.vmId === e.vmId) svc.vmId = undefined;
     }
-    this.parked.remove(e);
+    this.scheduler.remove(e);
     this.vms.delete(e.vmId);
-    if (e.state === 'runnable') this.runQueue = this.runQueue.filter((x) => x !== e);
     transition(e, 'ended');
     this.dying.push({ e, exit });
     if (this.keepRecords) this.ended.set(e.vmId, { ...this.record(e), state: 'exited', exit });
@@ -856,7 +783,7 @@ export class Executor {
   private sleep(): void {
     this.announce();
     this.pools.tend();
-    const top = this.parked.peek();
+    const top = this.scheduler.earliest();
     // Bounded, so that the thread returns to JavaScript now and then and
     // can be terminated even if its host vanished without a word.
     const now = monotonicNs();
@@ -866,10 +793,7 @@ export class Executor {
     timeout = Math.min(timeout, this.pools.dueNs(now) - now);
     // Background work waits for the quiet period to end.
     if (this.hasBackgroundWork()) timeout = Math.min(timeout, Math.max(0, this.lastRequestNs + QUIET_NS - now));
-    if (this.timerArmed) {
-      libc.threadTimerSet(this.timer, 0);
-      this.timerArmed = false;
-    }
+    this.scheduler.armTimer(Infinity);
     this.poll(timeout);
   }
 
@@ -896,7 +820,7 @@ export class Executor {
     while (this.reapOne());
     this.stopLinuxVms();
     const preparerGone = this.pools.stop();
-    libc.threadTimerDelete(this.timer);
+    this.scheduler.close();
     this.emit({ ev: 'stopped' });
     this.onStop?.();
     libc.close(this.epfd);

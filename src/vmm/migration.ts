@@ -64,7 +64,7 @@ export function save(x: Executor, req: Extract<ProcessRequest, { op: 'save' }>):
     const parked = isWaiting(e) && !m.holding ? { remainingNs: Math.max(0, e.deadlineNs - monotonicNs()) } : null;
     const userPaused = e.state === 'paused';
     // Stop-and-copy: from here the VM does not run here again unless the migration is called off.
-    if (req.final && !isHeld(e)) x.hold(e, 'migrating');
+    if (req.final && !isHeld(e)) x.scheduler.hold(e, 'migrating');
     const c = m.capture(req.final ? m.dirtyPageList() : undefined);
     const sha256 = req.digest ? memoryDigest(m) : undefined;
     const parts = encodeSnapshotParts({
