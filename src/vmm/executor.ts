@@ -11,16 +11,13 @@ import { POLL_CONTROL } from './abi.js';
 import type { VmExit } from './exit.js';
 import { ImageCache } from './image-cache.js';
 import { Pools } from './pools.js';
+import { attachDevices } from './vm-devices.js';
 import { Scheduler } from './scheduler.js';
 import { NetDevice } from './net.js';
-import { NetModule } from './modules/net.js';
-import { setUpXenstore } from './modules/xenstore.js';
-import { setUpBlock } from './virtio/blk.js';
-import { consoleInput, setUpConsole } from './virtio/console.js';
+import { consoleInput } from './virtio/console.js';
 import { placeVirtio } from './virtio/mmio.js';
 import { isHeld, isWaiting, transition } from './vm-state.js';
 import { Rtnetlink } from '../sys/netlink.js';
-import { DEFAULT_BRIDGE } from './device-page.js';
 import { Machine, monotonicNs, Outcome } from './machine.js';
 import { linuxCpuid } from './linux/cpuid.js';
 import { LinuxVcpuThread } from './linux/vcpu-thread.js';
@@ -109,7 +106,7 @@ interface LinuxEntry {
 
 /**
  * Its members without `private` are shared with the files of its concerns
- * (migration.ts, services.ts, scheduler.ts, ...), which take the executor as their first argument.
+ * (migration.ts, services.ts, scheduler.ts, vm-devices.ts, ...), which take the executor as their first argument.
  */
 export class Executor {
   private readonly kvm: Kvm;
@@ -370,7 +367,7 @@ export class Executor {
       ({ machine, warm } = this.shell(req.memory, req.warm));
       timings.shellNs = monotonicNs();
       machine.load(image, { vmId: req.vmId, name: req.name, cmdline: req.cmdline, devices: req.devices });
-      this.attachDevices(machine, req, timings);
+      attachDevices(this, machine, req, timings);
       if (req.countInstructions) machine.countInstructions();
       timings.loadedNs = monotonicNs();
     } catch (err) {
@@ -553,7 +550,7 @@ export class Executor {
   private restored(snapshot: Snapshot, config: CreateRequest, timings: Timings, machine: Machine, warm: boolean, stateDone = false): void {
     try {
       if (!stateDone) machine.restoreState(snapshot, { vmId: config.vmId, name: config.name, cmdline: config.cmdline, devices: config.devices });
-      this.attachDevices(machine, config, timings);
+      attachDevices(this, machine, config, timings);
       machine.restoreDevices(snapshot.devices);
       timings.loadedNs = timings.bootNs = monotonicNs();
     } catch (err) {
@@ -569,40 +566,6 @@ export class Executor {
       const dropped = snapshot.console.length - tail.length;
       this.emit({ ev: 'console', vmId: config.vmId, data: tail, ...(dropped ? { dropped } : {}) });
     }
-  }
-
-  /** Sets up the device modules of the VM's configuration beyond core and noxs: net, virtio-blk. */
-  private attachDevices(machine: Machine, req: CreateRequest, timings: Timings): void {
-    this.attachVirtio(machine, req);
-    setUpXenstore(machine, req.devices);
-    this.attachNets(machine, req, timings);
-  }
-
-  /** A virtio module per block device (its disk file opened) and console device, each with its MMIO window. */
-  attachVirtio(machine: Machine, req: CreateRequest): void {
-    req.devices.forEach((d, i) => {
-      if (d.type === 'block') machine.add(setUpBlock(machine, d, i));
-      else if (d.type === 'console') machine.add(setUpConsole(machine, d));
-    });
-  }
-
-  /** Creates the VM's network devices (a tap each, on its bridge, up) and its net module; none without a net device. */
-  private attachNets(machine: Machine, req: CreateRequest, timings: Timings): void {
-    const t0 = monotonicNs();
-    const devs: NetDevice[] = [];
-    try {
-      for (const [i, d] of req.devices.entries()) {
-        if (d.type !== 'net') continue;
-        this.nl ??= new Rtnetlink();
-        devs.push(NetDevice.create(d.id, `lv${req.vmId}n${d.id}`, d.bridge ?? DEFAULT_BRIDGE, d.mtu ?? 1500, d.mac!, this.nl, `devices.${i}`));
-      }
-    } catch (err) {
-      for (const dev of devs) dev.close();
-      throw err;
-    }
-    if (devs.length === 0) return;
-    machine.add(new NetModule(machine, devs));
-    timings.netSetupNs = monotonicNs() - t0;
   }
 
   /** A frame reached one of a VM's taps: a VM parked in POLL wakes. */

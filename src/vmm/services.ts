@@ -9,6 +9,7 @@ import { setUpXenstore } from './modules/xenstore.js';
 import { NetDevice } from './net.js';
 import { serializeError, type CreateRequest, type ProcessRequest, type Timings } from './protocol.js';
 import { placeVirtio } from './virtio/mmio.js';
+import { attachVirtio } from './vm-devices.js';
 import * as libc from '../sys/libc.js';
 import { Rtnetlink } from '../sys/netlink.js';
 
@@ -103,7 +104,7 @@ function bootService(x: Executor, svc: Service, firstFrameNs: number): void {
     ({ machine, warm } = x.shell(req.memory, true));
     timings.shellNs = monotonicNs();
     machine.load(x.images.get(req.image), { vmId, name: req.name, cmdline: req.cmdline, devices: req.devices });
-    x.attachVirtio(machine, req);
+    attachVirtio(x, machine, req);
     setUpXenstore(machine, req.devices);
     const lent = svc.nets.filter((d): d is NetDevice => d !== undefined);
     for (const dev of lent) {
