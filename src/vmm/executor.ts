@@ -19,8 +19,7 @@ import { placeVirtio } from './virtio/mmio.js';
 import { isHeld, isWaiting, transition } from './vm-state.js';
 import { Rtnetlink } from '../sys/netlink.js';
 import { Machine, monotonicNs, Outcome } from './machine.js';
-import { linuxCpuid } from './linux/cpuid.js';
-import { LinuxVcpuThread } from './linux/vcpu-thread.js';
+import { createLinux, linuxRecord, stopLinuxVms, type LinuxEntry } from './linux-vms.js';
 import {
   CONTROL_IN_GUEST, CONTROL_PENDING, KICK_SIGNAL, serializeError,
   type AdoptedVm, type CreateRequest, type ProcessEvent, type ProcessRequest, type RestoreRequest, type Timings,
@@ -49,8 +48,6 @@ const QUIET_NS = 2_000_000;
 const MAX_DYING = 64;
 /** Shortest timer the executor arms: below this, signals cost more than lateness. */
 const MIN_TIMER_NS = 50_000;
-/** Longest an executor that stops waits for its Linux VMs to free what they hold. */
-const LINUX_STOP_MS = 5_000;
 
 /** A restore whose file is being read: its shell takes the pages as they come. */
 interface Restoring {
@@ -95,26 +92,17 @@ export interface ExecutorOptions {
 
 type FdHandler = (events: number) => void;
 
-/** A Linux VM: its vCPU runs on a thread of its own (see linux/vcpu-thread.ts). */
-interface LinuxEntry {
-  config: CreateRequest;
-  thread: LinuxVcpuThread;
-  timings: Timings;
-  console: Uint8Array;
-  started: boolean;
-}
-
 /**
  * Its members without `private` are shared with the files of its concerns
- * (migration.ts, services.ts, scheduler.ts, vm-devices.ts, ...), which take the executor as their first argument.
+ * (migration.ts, services.ts, scheduler.ts, vm-devices.ts, linux-vms.ts), which take the executor as their first argument.
  */
 export class Executor {
-  private readonly kvm: Kvm;
+  readonly kvm: Kvm;
   /** Where its VMs' RAM and device pages come from, shared with its preparer. */
   private readonly arenas: GuestArenas | undefined;
   readonly images = new ImageCache();
   readonly vms = new Map<number, Entry>();
-  private readonly linuxVms = new Map<number, LinuxEntry>();
+  readonly linuxVms = new Map<number, LinuxEntry>();
   /** Restores reading their files, a chunk per turn (see restoreStep). */
   private restoring: Restoring[] = [];
   private restoreTurn = false;
@@ -130,7 +118,7 @@ export class Executor {
   private stopping = false;
   private port: ExecutorPort = { receive: () => undefined, send: () => {} };
   private readonly watches = new Map<number, FdHandler>();
-  private readonly ended = new Map<number, AdoptedVm>();
+  readonly ended = new Map<number, AdoptedVm>();
   /** Ended VMs not yet freed. */
   private readonly dying: { e: Entry; exit: VmExit }[] = [];
   private lastRequestNs = 0;
@@ -140,7 +128,7 @@ export class Executor {
   private wokeNs = 0;
   nl: Rtnetlink | undefined;
   readonly services = new Map<number, Service>();
-  private readonly keepRecords: boolean;
+  readonly keepRecords: boolean;
   private readonly turnNs: number;
   readonly id: number;
 
@@ -257,7 +245,7 @@ export class Executor {
       case 'hello':
         this.emit({
           ev: 'hello', id: this.id, pid: libc.getpid(), tid: libc.gettid(),
-          vms: [...[...this.vms.values()].map((e) => this.record(e)), ...[...this.linuxVms.values()].filter((e) => e.started).map((e) => this.linuxRecord(e)), ...this.ended.values()],
+          vms: [...[...this.vms.values()].map((e) => this.record(e)), ...[...this.linuxVms.values()].filter((e) => e.started).map((e) => linuxRecord(e)), ...this.ended.values()],
           services: [...this.services.values()].map((svc) => ({
             serviceId: svc.id, config: svc.config, idleMs: svc.idleNs / 1e6, armedVmId: svc.armedVmId, vmId: svc.vmId,
           })),
@@ -353,7 +341,7 @@ export class Executor {
 
   private create(request: CreateRequest): void {
     if (request.linux) {
-      this.createLinux(request);
+      createLinux(this, request);
       return;
     }
     const req: CreateRequest = { ...request, devices: placeVirtio(request.devices) };
@@ -376,97 +364,6 @@ export class Executor {
       return;
     }
     this.start(req, machine, timings, warm);
-  }
-
-  /** A Linux VM: a thread for its vCPU, which builds and loads it and reports back (linuxEvents). */
-  private createLinux(req: CreateRequest): void {
-    const timings: Timings = { trace: req.trace, requestNs: monotonicNs(), shellNs: 0, loadedNs: 0, bootNs: 0, endNs: 0, destroyedNs: 0 };
-    try {
-      if (this.vms.has(req.vmId) || this.linuxVms.has(req.vmId)) throw new Error(`VM id ${req.vmId} already exists on this executor`);
-      const cpuid = linuxCpuid(this.kvm);
-      // Features this host cannot run but shows the guest anyway are turned off by options ahead of the VM's own.
-      const cmdline = [...cpuid.kernelOptions, req.cmdline].filter((s) => s).join(' ');
-      const thread = new LinuxVcpuThread({
-        vmId: req.vmId, name: req.name, kernel: req.image, initrd: req.linux?.initrd, cmdline, memory: req.memory,
-        devices: req.devices, cpuid: cpuid.table,
-      });
-      const e: LinuxEntry = { config: req, thread, timings, console: new Uint8Array(0), started: false };
-      this.linuxVms.set(req.vmId, e);
-      this.watch(thread.wakeFd, libc.EPOLLIN, () => this.linuxEvents(e));
-    } catch (err) {
-      this.emit({ ev: 'create-failed', vmId: req.vmId, error: serializeError(err) });
-    }
-  }
-
-  /** What a Linux VM's vCPU thread said, as the events of any VM. */
-  private linuxEvents(e: LinuxEntry): void {
-    const vmId = e.config.vmId;
-    for (const msg of e.thread.receive()) {
-      switch (msg.kind) {
-        case 'loaded':
-          e.timings.shellNs = msg.shellNs;
-          e.timings.loadedNs = msg.loadedNs;
-          e.started = true;
-          // Destroyed while it loaded: the stop it missed (no tid yet) goes again.
-          if (e.thread.stopped) e.thread.stop();
-          this.emit({ ev: 'started', vmId, warm: false, timings: e.timings, memory: e.config.memory });
-          break;
-        case 'failed':
-          this.dropLinux(e);
-          this.emit({ ev: 'create-failed', vmId, error: msg.error });
-          return;
-        case 'booted':
-          if (e.timings.bootNs === 0) {
-            e.timings.bootNs = msg.ns;
-            this.emit({ ev: 'booted', vmId, bootNs: msg.ns });
-          }
-          break;
-        case 'console':
-          if (this.keepRecords) e.console = appendHistory(e.console, msg.data);
-          this.emit({ ev: 'console', vmId, data: msg.data });
-          break;
-        case 'exit': {
-          e.timings.endNs = msg.endNs;
-          const exit = msg.exit.kind === 'destroyed' ? e.thread.stopExit : msg.exit;
-          if (this.keepRecords) this.ended.set(vmId, { config: e.config, state: 'exited', warm: false, timings: e.timings, exit, console: e.console });
-          this.emit({ ev: 'exit', vmId, exit, timings: e.timings, exits: msg.exits });
-          break;
-        }
-        case 'freed':
-          e.timings.destroyNs = msg.destroyNs;
-          e.timings.destroyedNs = msg.destroyedNs;
-          this.dropLinux(e);
-          this.emit({ ev: 'freed', vmId, destroyNs: msg.destroyNs, destroyedNs: msg.destroyedNs });
-          return;
-      }
-    }
-  }
-
-  /** Why a request about vmId finds no VM it can serve here. */
-  missing(vmId: number, what: string): string {
-    return this.linuxVms.has(vmId) ? `VM ${vmId} is a Linux VM: ${what} of a Linux VM is not supported yet` : `no VM ${vmId} on this executor`;
-  }
-
-  /** A running Linux VM as a re-adopting toolstack sees it (it can follow and destroy it). */
-  private linuxRecord(e: LinuxEntry): AdoptedVm {
-    return { config: e.config, state: 'running', warm: false, timings: e.timings, exit: undefined, console: e.console };
-  }
-
-  private dropLinux(e: LinuxEntry): void {
-    this.unwatch(e.thread.wakeFd);
-    this.linuxVms.delete(e.config.vmId);
-    e.thread.close();
-  }
-
-  /** Stops every Linux VM and waits (bounded) until each has freed what it held. */
-  private stopLinuxVms(): void {
-    for (const e of this.linuxVms.values()) e.thread.stop();
-    const nap = new Int32Array(new SharedArrayBuffer(4));
-    for (const until = Date.now() + LINUX_STOP_MS; this.linuxVms.size > 0 && Date.now() < until;) {
-      for (const e of [...this.linuxVms.values()]) this.linuxEvents(e);
-      if (this.linuxVms.size > 0) Atomics.wait(nap, 0, 0, 1);
-    }
-    for (const e of [...this.linuxVms.values()]) this.dropLinux(e);
   }
 
   /**
@@ -577,6 +474,11 @@ export class Executor {
   /** A device of e is ready: if it waits in POLL, it wakes with the ready set. */
   deviceReady(e: Entry): void {
     if (isWaiting(e) && this.vms.get(e.vmId) === e) this.scheduler.wakeUp(e, e.machine.readySet());
+  }
+
+  /** Why a request about vmId finds no VM it can serve here. */
+  missing(vmId: number, what: string): string {
+    return this.linuxVms.has(vmId) ? `VM ${vmId} is a Linux VM: ${what} of a Linux VM is not supported yet` : `no VM ${vmId} on this executor`;
   }
 
   /** A prepared shell of this size if one is wanted and ready (warm), else a new one. */
@@ -781,7 +683,7 @@ export class Executor {
     for (const id of [...this.services.keys()]) disarm(this, id);
     for (const e of [...this.vms.values()]) this.end(e, { kind: 'destroyed' });
     while (this.reapOne());
-    this.stopLinuxVms();
+    stopLinuxVms(this);
     const preparerGone = this.pools.stop();
     this.scheduler.close();
     this.emit({ ev: 'stopped' });
