@@ -7,26 +7,24 @@
 import { Kvm } from '../kvm/kvm.js';
 import { GuestArenas } from '../kvm/memory.js';
 import * as libc from '../sys/libc.js';
-import { POLL_CONTROL } from './abi.js';
 import type { VmExit } from './exit.js';
 import { ImageCache } from './image-cache.js';
 import { Pools } from './pools.js';
 import { attachDevices } from './vm-devices.js';
 import { Scheduler } from './scheduler.js';
 import { NetDevice } from './net.js';
-import { consoleInput } from './virtio/console.js';
 import { placeVirtio } from './virtio/mmio.js';
 import { isHeld, isWaiting, transition } from './vm-state.js';
 import { Rtnetlink } from '../sys/netlink.js';
 import { Machine, monotonicNs, Outcome } from './machine.js';
-import { createLinux, linuxRecord, stopLinuxVms, type LinuxEntry } from './linux-vms.js';
+import { createLinux, stopLinuxVms, type LinuxEntry } from './linux-vms.js';
 import {
   CONTROL_IN_GUEST, CONTROL_PENDING, KICK_SIGNAL, serializeError,
   type AdoptedVm, type CreateRequest, type ProcessEvent, type ProcessRequest, type RestoreRequest, type Timings,
 } from './protocol.js';
 import { SnapshotError, type Snapshot } from './snapshot.js';
-import { copyPages, digest, save } from './migration.js';
-import { arm, disarm, type Service } from './services.js';
+import { carryOut } from './requests.js';
+import { disarm, type Service } from './services.js';
 import { appendHistory, CONSOLE_HISTORY, netCounters, newEntry, type Entry } from './vm-entry.js';
 import { SnapshotReader } from './snapshot-reader.js';
 
@@ -94,7 +92,7 @@ type FdHandler = (events: number) => void;
 
 /**
  * Its members without `private` are shared with the files of its concerns
- * (migration.ts, services.ts, scheduler.ts, vm-devices.ts, linux-vms.ts), which take the executor as their first argument.
+ * (requests.ts, migration.ts, services.ts, scheduler.ts, vm-devices.ts, linux-vms.ts), which take the executor as their first argument.
  */
 export class Executor {
   readonly kvm: Kvm;
@@ -111,7 +109,7 @@ export class Executor {
   /** Its VMs' turns: the run queue, the VMs parked in POLL, the slice timer. */
   readonly scheduler: Scheduler;
   /** Prepared shells, from a preparer thread that runs only while a pool target is set. */
-  private readonly pools: Pools;
+  readonly pools: Pools;
   private readonly epfd: number;
   private readonly events = new Uint8Array(libc.EPOLL_EVENT_SIZE * 16);
   private readonly kickSet = libc.sigset(KICK_SIGNAL);
@@ -238,108 +236,18 @@ export class Executor {
     for (let req = this.port.receive(); req; req = this.port.receive()) this.handle(req);
   }
 
-  /** Carries out one request from the toolstack. */
+  /** Carries out one request from the toolstack (requests.ts). */
   handle(req: ProcessRequest): void {
     this.lastRequestNs = monotonicNs();
-    switch (req.op) {
-      case 'hello':
-        this.emit({
-          ev: 'hello', id: this.id, pid: libc.getpid(), tid: libc.gettid(),
-          vms: [...[...this.vms.values()].map((e) => this.record(e)), ...[...this.linuxVms.values()].filter((e) => e.started).map((e) => linuxRecord(e)), ...this.ended.values()],
-          services: [...this.services.values()].map((svc) => ({
-            serviceId: svc.id, config: svc.config, idleMs: svc.idleNs / 1e6, armedVmId: svc.armedVmId, vmId: svc.vmId,
-          })),
-          pools: Object.fromEntries(this.pools.depths()),
-        });
-        break;
-      case 'forget':
-        this.ended.delete(req.vmId);
-        break;
-      case 'terminate':
-        this.stopping = true;
-        break;
-      case 'create':
-        this.create(req);
-        break;
-      case 'restore':
-        this.restore(req);
-        break;
-      case 'save':
-        save(this, req);
-        break;
-      case 'destroy': {
-        const e = this.vms.get(req.vmId);
-        if (e) this.end(e, req.exit ?? { kind: 'destroyed' });
-        else this.linuxVms.get(req.vmId)?.thread.stop(req.exit);
-        break;
-      }
-      case 'copy-pages':
-        copyPages(this, req);
-        break;
-      case 'digest':
-        digest(this, req);
-        break;
-      case 'arm':
-        arm(this, req);
-        break;
-      case 'disarm':
-        disarm(this, req.serviceId);
-        break;
-      case 'migration-abort': {
-        const e = this.vms.get(req.vmId);
-        if (!e) break;
-        e.machine.endRounds();
-        if (e.state === 'migrating') this.handle({ op: 'unpause', vmId: req.vmId });
-        break;
-      }
-      case 'pause': {
-        const e = this.vms.get(req.vmId);
-        if (e && !isHeld(e)) this.scheduler.hold(e, 'paused');
-        this.emit({ ev: 'paused', vmId: req.vmId, ok: e !== undefined });
-        break;
-      }
-      case 'unpause': {
-        const e = this.vms.get(req.vmId);
-        if (e && isHeld(e)) this.scheduler.release(e);
-        this.emit({ ev: 'unpaused', vmId: req.vmId, ok: e !== undefined });
-        break;
-      }
-      case 'console-input': {
-        const e = this.vms.get(req.vmId);
-        const error = e ? consoleInput(e.machine.bus, req.data) : { name: 'Error', message: this.missing(req.vmId, 'console input') };
-        // A guest waiting in POLL wakes to read it.
-        if (e && !error) this.deviceReady(e);
-        this.emit({ ev: 'console-input', requestId: req.requestId, vmId: req.vmId, ...(error ? { error } : {}) });
-        break;
-      }
-      case 'shutdown': {
-        const e = this.vms.get(req.vmId);
-        if (!e) break;
-        e.machine.requestShutdown();
-        // Parked in POLL: end the wait now so the guest sees the request.
-        if (isWaiting(e)) this.scheduler.wakeUp(e, POLL_CONTROL);
-        break;
-      }
-      case 'pool':
-        this.pools.setTarget(req.memory, req.target);
-        break;
-      case 'stats':
-        this.emit({
-          ev: 'stats', requestId: req.requestId,
-          vms: [...this.vms.values()].filter((e) => req.vmId === undefined || e.vmId === req.vmId).map((e) => ({
-            vmId: e.vmId, cpuNs: e.cpuNs, exits: e.machine.exitCount, consoleThrottledNs: e.consoleRate.throttledNs,
-            residentKiB: (e.machine.ram.residentBytes() + e.machine.devicePage.memory.residentBytes()) / 1024,
-            nets: netCounters(e.machine),
-          })),
-        });
-        break;
-      case 'stop':
-        this.stopping = true;
-        break;
-    }
+    carryOut(this, req);
   }
 
-  private create(request: CreateRequest): void {
+  /** Asked to stop: the loop ends after this turn. */
+  requestStop(): void {
+    this.stopping = true;
+  }
+
+  create(request: CreateRequest): void {
     if (request.linux) {
       createLinux(this, request);
       return;
@@ -372,7 +280,7 @@ export class Executor {
    * other VMs' slices: they keep running while it is read, and its bytes are
    * not held beside the guest's copy of them.
    */
-  private restore(req: RestoreRequest): void {
+  restore(req: RestoreRequest): void {
     const config: CreateRequest = { ...req.config, devices: placeVirtio(req.config.devices) };
     const timings: Timings = { requestNs: monotonicNs(), shellNs: 0, loadedNs: 0, bootNs: 0, endNs: 0, destroyedNs: 0 };
     if (req.snapshot) {
@@ -638,7 +546,7 @@ export class Executor {
     return this.dying.length > 0;
   }
 
-  private record(e: Entry): AdoptedVm {
+  record(e: Entry): AdoptedVm {
     return {
       config: e.config, state: isHeld(e) ? 'paused' : 'running', migrationPaused: e.state === 'migrating' || undefined, warm: e.warm, timings: e.timings,
       exit: undefined, console: e.console,
