@@ -6,27 +6,25 @@
 // timer signal; the host interrupts the thread the same way (a "kick").
 import { Kvm } from '../kvm/kvm.js';
 import { GuestArenas } from '../kvm/memory.js';
+import type { Rtnetlink } from '../sys/netlink.js';
 import * as libc from '../sys/libc.js';
 import type { VmExit } from './exit.js';
 import { ImageCache } from './image-cache.js';
-import { Pools } from './pools.js';
-import { attachDevices } from './vm-devices.js';
-import { Scheduler } from './scheduler.js';
-import { NetDevice } from './net.js';
-import { placeVirtio } from './virtio/mmio.js';
-import { isHeld, isWaiting, transition } from './vm-state.js';
-import { Rtnetlink } from '../sys/netlink.js';
+import { stopLinuxVms, type LinuxEntry } from './linux-vms.js';
 import { Machine, monotonicNs, Outcome } from './machine.js';
-import { createLinux, stopLinuxVms, type LinuxEntry } from './linux-vms.js';
+import type { NetDevice } from './net.js';
+import { Pools } from './pools.js';
 import {
-  CONTROL_IN_GUEST, CONTROL_PENDING, KICK_SIGNAL, serializeError,
-  type AdoptedVm, type CreateRequest, type ProcessEvent, type ProcessRequest, type RestoreRequest, type Timings,
+  CONTROL_IN_GUEST, CONTROL_PENDING, KICK_SIGNAL,
+  type AdoptedVm, type CreateRequest, type ProcessEvent, type ProcessRequest, type Timings,
 } from './protocol.js';
-import { SnapshotError, type Snapshot } from './snapshot.js';
 import { carryOut } from './requests.js';
+import { Scheduler } from './scheduler.js';
 import { disarm, type Service } from './services.js';
-import { appendHistory, CONSOLE_HISTORY, netCounters, newEntry, type Entry } from './vm-entry.js';
-import { SnapshotReader } from './snapshot-reader.js';
+import type { Snapshot } from './snapshot.js';
+import { restoreStep, type Restoring } from './vm-creation.js';
+import { appendHistory, netCounters, newEntry, type Entry } from './vm-entry.js';
+import { isHeld, isWaiting, transition } from './vm-state.js';
 
 /** How long a VM may hold the executor while others are runnable. */
 export const SLICE_NS = 10_000_000;
@@ -46,15 +44,6 @@ const QUIET_NS = 2_000_000;
 const MAX_DYING = 64;
 /** Shortest timer the executor arms: below this, signals cost more than lateness. */
 const MIN_TIMER_NS = 50_000;
-
-/** A restore whose file is being read: its shell takes the pages as they come. */
-interface Restoring {
-  config: CreateRequest;
-  timings: Timings;
-  reader: SnapshotReader;
-  machine: Machine;
-  warm: boolean;
-}
 
 /** How an executor talks to its toolstack. */
 export interface ExecutorPort {
@@ -92,7 +81,8 @@ type FdHandler = (events: number) => void;
 
 /**
  * Its members without `private` are shared with the files of its concerns
- * (requests.ts, migration.ts, services.ts, scheduler.ts, vm-devices.ts, linux-vms.ts), which take the executor as their first argument.
+ * (requests.ts, vm-creation.ts, migration.ts, services.ts, scheduler.ts, vm-devices.ts,
+ * linux-vms.ts), which take the executor as their first argument.
  */
 export class Executor {
   readonly kvm: Kvm;
@@ -102,7 +92,7 @@ export class Executor {
   readonly vms = new Map<number, Entry>();
   readonly linuxVms = new Map<number, LinuxEntry>();
   /** Restores reading their files, a chunk per turn (see restoreStep). */
-  private restoring: Restoring[] = [];
+  restoring: Restoring[] = [];
   private restoreTurn = false;
   /** 'started' events not yet sent: see start(). */
   private unannounced: ProcessEvent[] = [];
@@ -114,7 +104,7 @@ export class Executor {
   private readonly events = new Uint8Array(libc.EPOLL_EVENT_SIZE * 16);
   private readonly kickSet = libc.sigset(KICK_SIGNAL);
   private stopping = false;
-  private port: ExecutorPort = { receive: () => undefined, send: () => {} };
+  port: ExecutorPort = { receive: () => undefined, send: () => {} };
   private readonly watches = new Map<number, FdHandler>();
   readonly ended = new Map<number, AdoptedVm>();
   /** Ended VMs not yet freed. */
@@ -123,7 +113,7 @@ export class Executor {
   /** Set after a slice: background work may take one step before the next guest. */
   private backgroundTurn = false;
   /** When epoll last returned: the start of a request's handling here. */
-  private wokeNs = 0;
+  wokeNs = 0;
   nl: Rtnetlink | undefined;
   readonly services = new Map<number, Service>();
   readonly keepRecords: boolean;
@@ -215,7 +205,7 @@ export class Executor {
       this.restoreTurn = false;
       this.poll(0);
       if (Atomics.load(this.control, CONTROL_PENDING) !== 0) return;
-      this.restoreStep();
+      restoreStep(this);
       return;
     }
     const next = this.scheduler.next();
@@ -245,132 +235,6 @@ export class Executor {
   /** Asked to stop: the loop ends after this turn. */
   requestStop(): void {
     this.stopping = true;
-  }
-
-  create(request: CreateRequest): void {
-    if (request.linux) {
-      createLinux(this, request);
-      return;
-    }
-    const req: CreateRequest = { ...request, devices: placeVirtio(request.devices) };
-    if (req.trace) req.trace.wokeNs = this.wokeNs;
-    const timings: Timings = { trace: req.trace, requestNs: monotonicNs(), shellNs: 0, loadedNs: 0, bootNs: 0, endNs: 0, destroyedNs: 0 };
-    let machine: Machine | undefined;
-    let warm: boolean;
-    try {
-      if (this.vms.has(req.vmId)) throw new Error(`VM id ${req.vmId} already exists on this executor`);
-      const image = this.images.get(req.image);
-      ({ machine, warm } = this.shell(req.memory, req.warm));
-      timings.shellNs = monotonicNs();
-      machine.load(image, { vmId: req.vmId, name: req.name, cmdline: req.cmdline, devices: req.devices });
-      attachDevices(this, machine, req, timings);
-      if (req.countInstructions) machine.countInstructions();
-      timings.loadedNs = monotonicNs();
-    } catch (err) {
-      machine?.close();
-      this.emit({ ev: 'create-failed', vmId: req.vmId, error: serializeError(err) });
-      return;
-    }
-    this.start(req, machine, timings, warm);
-  }
-
-  /**
-   * Starts a VM from a snapshot, in a prepared shell if one is ready. A
-   * file is read in steps (SnapshotReader), one chunk per turn between the
-   * other VMs' slices: they keep running while it is read, and its bytes are
-   * not held beside the guest's copy of them.
-   */
-  restore(req: RestoreRequest): void {
-    const config: CreateRequest = { ...req.config, devices: placeVirtio(req.config.devices) };
-    const timings: Timings = { requestNs: monotonicNs(), shellNs: 0, loadedNs: 0, bootNs: 0, endNs: 0, destroyedNs: 0 };
-    if (req.snapshot) {
-      this.restoreWhole(req.snapshot, config, timings);
-      return;
-    }
-    let machine: Machine | undefined;
-    let reader: SnapshotReader | undefined;
-    try {
-      if (this.vms.has(config.vmId) || this.restoring.some((r) => r.config.vmId === config.vmId)) throw new Error(`VM id ${config.vmId} already exists on this executor`);
-      reader = new SnapshotReader(req.file ?? '');
-      if (reader.header.vm.memory !== config.memory) {
-        throw new SnapshotError(req.file ?? 'snapshot', 'header.vm.memory', 'changed since it was first read');
-      }
-      // Its pages go straight into the shell: no guest runs on it until the file is checked whole.
-      const shell = this.shell(config.memory, config.warm);
-      machine = shell.machine;
-      timings.shellNs = monotonicNs();
-      machine.beginRestore(config.memory);
-      this.restoring.push({ config, timings, reader, machine, warm: shell.warm });
-    } catch (err) {
-      reader?.close();
-      machine?.close();
-      this.emit({ ev: 'create-failed', vmId: config.vmId, error: serializeError(err) });
-    }
-  }
-
-  /** One chunk of the restores under way (taking turns), and the VM started once its file is read and checked. */
-  private restoreStep(): void {
-    const job = this.restoring.shift()!;
-    let snapshot: Snapshot | undefined;
-    try {
-      snapshot = job.reader.step((p, data) => job.machine.placePage(p, data));
-    } catch (err) {
-      job.machine.close();
-      this.emit({ ev: 'create-failed', vmId: job.config.vmId, error: serializeError(err) });
-      return;
-    }
-    if (!snapshot) {
-      this.restoring.push(job);
-      return;
-    }
-    // Its start and its console history go out in one write, as a request's answers do: a toolstack that heard
-    // the start alone could answer the restore before the history came.
-    this.port.cork?.();
-    try {
-      this.restored(snapshot, job.config, job.timings, job.machine, job.warm);
-    } finally {
-      this.port.uncork?.();
-    }
-  }
-
-  /** A snapshot already in memory (a migration's, or its bytes): placed at once. */
-  private restoreWhole(snapshot: Snapshot, config: CreateRequest, timings: Timings): void {
-    let machine: Machine | undefined;
-    let warm: boolean;
-    try {
-      if (this.vms.has(config.vmId)) throw new Error(`VM id ${config.vmId} already exists on this executor`);
-      if (snapshot.header.vm.memory !== config.memory) throw new SnapshotError('snapshot', 'header.vm.memory', 'changed since it was first read');
-      ({ machine, warm } = this.shell(config.memory, config.warm));
-      timings.shellNs = monotonicNs();
-      machine.restore(snapshot, { vmId: config.vmId, name: config.name, cmdline: config.cmdline, devices: config.devices });
-    } catch (err) {
-      machine?.close();
-      this.emit({ ev: 'create-failed', vmId: config.vmId, error: serializeError(err) });
-      return;
-    }
-    this.restored(snapshot, config, timings, machine, warm, true);
-  }
-
-  /** The rest of a restore, its memory in place: state, devices, then it runs (or waits, as saved). */
-  private restored(snapshot: Snapshot, config: CreateRequest, timings: Timings, machine: Machine, warm: boolean, stateDone = false): void {
-    try {
-      if (!stateDone) machine.restoreState(snapshot, { vmId: config.vmId, name: config.name, cmdline: config.cmdline, devices: config.devices });
-      attachDevices(this, machine, config, timings);
-      machine.restoreDevices(snapshot.devices);
-      timings.loadedNs = timings.bootNs = monotonicNs();
-    } catch (err) {
-      machine.close();
-      this.emit({ ev: 'create-failed', vmId: config.vmId, error: serializeError(err) });
-      return;
-    }
-    const e = this.start(config, machine, timings, warm, snapshot);
-    if (snapshot.console.length) {
-      // A snapshot's console is the history its VM had: no more than that is kept, or sent on.
-      const tail = snapshot.console.subarray(Math.max(0, snapshot.console.length - CONSOLE_HISTORY));
-      if (this.keepRecords) e.console = appendHistory(e.console, tail);
-      const dropped = snapshot.console.length - tail.length;
-      this.emit({ ev: 'console', vmId: config.vmId, data: tail, ...(dropped ? { dropped } : {}) });
-    }
   }
 
   /** A frame reached one of a VM's taps: a VM parked in POLL wakes. */

@@ -8,6 +8,7 @@ import { copyPages, digest, save } from './migration.js';
 import type { ProcessRequest } from './protocol.js';
 import { arm, disarm } from './services.js';
 import { consoleInput } from './virtio/console.js';
+import { create, restore } from './vm-creation.js';
 import { netCounters } from './vm-entry.js';
 import { isHeld, isWaiting } from './vm-state.js';
 
@@ -31,10 +32,10 @@ export function carryOut(x: Executor, req: ProcessRequest): void {
       x.requestStop();
       break;
     case 'create':
-      x.create(req);
+      create(x, req);
       break;
     case 'restore':
-      x.restore(req);
+      restore(x, req);
       break;
     case 'save':
       save(x, req);
