@@ -106,6 +106,9 @@ function buildChecks(): Check[] {
   add('GUESTDBG_ENABLE', 'KVM_GUESTDBG_ENABLE', api.GUESTDBG_ENABLE);
   add('GUESTDBG_SINGLESTEP', 'KVM_GUESTDBG_SINGLESTEP', api.GUESTDBG_SINGLESTEP);
   add('IO_OUT', 'KVM_EXIT_IO_OUT', api.IO_OUT);
+  for (const [k, member] of Object.entries({ exceptionInjected: 'exception.injected', exceptionNr: 'exception.nr', exceptionHasErrorCode: 'exception.has_error_code', exceptionPending: 'exception.pending' })) {
+    add(`VCPU_EVENTS.${k}`, `offsetof(struct kvm_vcpu_events, ${member})`, api.VCPU_EVENTS[k as keyof typeof api.VCPU_EVENTS]);
+  }
   add('INTERNAL_ERROR_EMULATION', 'KVM_INTERNAL_ERROR_EMULATION', api.INTERNAL_ERROR_EMULATION);
   add('PIT_SPEAKER_DUMMY', 'KVM_PIT_SPEAKER_DUMMY', api.PIT_SPEAKER_DUMMY);
   for (const [k, member] of Object.entries(RUN_MEMBER)) {

@@ -1,6 +1,6 @@
 import { EINTR, SysError } from '../sys/errors.js';
 import * as libc from '../sys/libc.js';
-import { KVM, RUN, SIZE, GUESTDBG_ENABLE, GUESTDBG_SINGLESTEP } from '../sys/kvm-api.js';
+import { KVM, RUN, SIZE, GUESTDBG_ENABLE, GUESTDBG_SINGLESTEP, VCPU_EVENTS } from '../sys/kvm-api.js';
 import { encodeRegs, decodeRegs, decodeMsrs, encodeMsrs, encodeSignalMask, type Regs } from '../sys/kvm-structs.js';
 
 /** A vCPU's state as KVM's own structs: stable across kernels of one architecture. */
@@ -79,6 +79,17 @@ export class Vcpu {
 
   setCpuid(cpuid2: Uint8Array): void {
     libc.ioctlStruct(this.fd, KVM.SET_CPUID2, cpuid2, 'KVM_SET_CPUID2');
+  }
+
+  /** Delivers exception nr (one without an error code) at the next entry: KVM_SET_VCPU_EVENTS. */
+  injectException(nr: number): void {
+    const ev = new Uint8Array(SIZE.vcpuEvents);
+    libc.ioctlStruct(this.fd, KVM.GET_VCPU_EVENTS, ev, 'KVM_GET_VCPU_EVENTS');
+    ev[VCPU_EVENTS.exceptionInjected] = 1;
+    ev[VCPU_EVENTS.exceptionNr] = nr;
+    ev[VCPU_EVENTS.exceptionHasErrorCode] = 0;
+    ev[VCPU_EVENTS.exceptionPending] = 0;
+    libc.ioctlStruct(this.fd, KVM.SET_VCPU_EVENTS, ev, 'KVM_SET_VCPU_EVENTS');
   }
 
   /** The signal mask in force while this vCPU runs guest code. */

@@ -192,5 +192,8 @@ export const DIRTY_LOG = { slot: 0, dirtyBitmap: 8 } as const;
 /** struct kvm_guest_debug offsets. */
 export const GUEST_DEBUG = { control: 0 } as const;
 
+/** struct kvm_vcpu_events: its exception part. */
+export const VCPU_EVENTS = { exceptionInjected: 0, exceptionNr: 1, exceptionHasErrorCode: 2, exceptionPending: 3 } as const;
+
 /** struct kvm_signal_mask: u32 len, then the mask bytes. */
 export const SIGNAL_MASK = { len: 0, sigset: 4 } as const;

@@ -9,7 +9,7 @@ import { Vm } from '../kvm/vm.js';
 import { nonZeroPages, type Snapshot } from './snapshot.js';
 import { EINTR, SysError } from '../sys/errors.js';
 import { EXIT, EXIT_NAMES, INTERNAL_ERROR_EMULATION, IO_OUT, RUN } from '../sys/kvm-api.js';
-import { patchSregs } from '../sys/kvm-structs.js';
+import { patchSregs, sregsField } from '../sys/kvm-structs.js';
 import {
   ABI_VERSION, BOOT_INFO, BOOT_MAGIC, CMDLINE_MAX, DEVICE_PAGE_GPA, HC_PIO_BASE, NOXS_PAGE_SIZE, PLATFORM_LIGHTVM,
 } from './abi.js';
@@ -19,6 +19,7 @@ import type { VmConfig } from './vm-schema.js';
 import type { Image } from './elf.js';
 import type { BzImage } from './linux/bzimage.js';
 import { writeLinuxEntryTables, linuxSregs } from './linux/entry.js';
+import { guestPhysical } from './linux/guest-page-walk.js';
 import { loadLinux } from './linux/load.js';
 import type { Vmlinux } from './linux/vmlinux.js';
 import { ImageError } from './elf.js';
@@ -69,6 +70,10 @@ export interface LinuxShell {
 
 /** The three pages KVM's TSS takes and its identity-map page, in a Linux VM, below the LAPIC and IOAPIC. */
 export const LINUX_TSS_GPA = 0xfffbc000;
+
+const INT3 = 0xcc;
+const BP_VECTOR = 3;
+const FWAIT = 0x9b;
 
 const RAM_SLOT = 0;
 const DEVICE_SLOT = 1;
@@ -395,6 +400,7 @@ export class Machine implements VmContext {
           this.instructionCount++;
           continue;
         } else {
+          if (this.linux && r === EXIT.INTERNAL_ERROR && this.emulateForLinux()) continue;
           return this.otherExit(r);
         }
         if (next === Next.Resume) continue;
@@ -450,6 +456,31 @@ export class Machine implements VmContext {
     }
     if (!dev) throw new GuestFault('mmio', `${write ? 'wrote' : 'read'} ${len} bytes at 0x${gpa.toString(16)}, where no memory exists`);
     return dev.handler(gpa - dev.base, this.mmioData, len, write);
+  }
+
+  /**
+   * An instruction KVM could not emulate, done here when we can: int3
+   * (which some hosts' KVM lacks, and Linux's boot self-test runs) is a #BP
+   * delivered past it, as the CPU delivers it; fwait goes on past it. True
+   * if the guest may go on.
+   */
+  private emulateForLinux(): boolean {
+    if (this.vcpu.run.getUint32(RUN.internalSuberror, true) !== INTERNAL_ERROR_EMULATION) return false;
+    const regs = this.vcpu.getRegs();
+    const at = guestPhysical(this.ram.bytes, sregsField(this.vcpu.getSregs(), 'cr3'), regs.rip);
+    const op = at === undefined ? undefined : this.ram.bytes[at];
+    if (op === INT3) {
+      this.vcpu.setRegs({ ...regs, rip: regs.rip + 1n });
+      this.vcpu.injectException(BP_VECTOR);
+      return true;
+    }
+    // fwait: waits for the x87 unit, which here has nothing in flight (the
+    // monitor cannot see its pending exceptions: taken as none).
+    if (op === FWAIT) {
+      this.vcpu.setRegs({ ...regs, rip: regs.rip + 1n });
+      return true;
+    }
+    return false;
   }
 
   /** Linux probes ports where a PC may have a device: none here reads all ones, a write goes nowhere. */

@@ -20,7 +20,7 @@ const CACHE = join(process.env.XDG_CACHE_HOME ?? join(homedir(), '.cache'), 'lig
 /** Longest wait for the first console lines. */
 const FIRST_LINES_MS = 15 * 60_000;
 /** How long it runs on after them, to see how far it gets. */
-const WINDOW_MS = Number(process.env.LIGHTVM_LINUX_WINDOW_MS ?? 180_000);
+const WINDOW_MS = Number(process.env.LIGHTVM_LINUX_WINDOW_MS ?? 300_000);
 
 /** Debian's kernel in the kvm-box cache, fetched if missing; undefined where apt cannot fetch it. */
 function debianKernel(): string | undefined {
@@ -82,7 +82,7 @@ void describe('Debian\'s kernel on LightVM', { skip: !existsSync('/dev/kvm') ? '
       process.stderr.write(`  ${kernel}\n  started (vCPU thread, kernel unpacked, loaded) ${started.toFixed(0)} ms after Host.create; ` +
         `"Linux version" at ${(banner.at / 1000).toFixed(1)} s, its command line at ${(cmdline.at / 1000).toFixed(1)} s; ` +
         `${lines.length} lines in ${((performance.now() - t0) / 1000).toFixed(0)} s, the last at ${(last.at / 1000).toFixed(1)} s: ${last.text}\n` +
-        `  ended: ${JSON.stringify(exit)}\n`);
+        `  ended: ${JSON.stringify(exit)}\n  its last lines:\n${lines.slice(-40).map((l) => `    ${l.text}`).join('\n')}\n`);
       assert.ok(exit);
     } finally {
       await host.close();

@@ -88,6 +88,12 @@ export const FEATURE_PROBES: readonly FeatureProbe[] = [
     code: [...RDI_DATA, 0x0f, 0x38, 0xf0, 0x07, ...DONE],
   },
   {
+    name: 'smap',
+    bits: [bit(7, 'ebx', 20)],
+    // clac (what Linux's entry code runs first where SMAP is on)
+    code: [0x0f, 0x01, 0xca, ...DONE],
+  },
+  {
     name: 'rdrand',
     bits: [bit(1, 'ecx', 30)],
     // rdrand %eax
