@@ -32,6 +32,12 @@ const FILL_FROM_PAGE = (16 * MIB) / PAGE;
  * one gap of 1.1-1.6 s when the file was read whole.
  */
 const GAP_MS = 500;
+/**
+ * On a loaded host the whole restore slows down (5.7 s at load average 14,
+ * a 578 ms gap), so the bound also grows with the restore's own length: the
+ * file read whole stops the other VM for about the restore's full length.
+ */
+const gapBound = (restoreMs: number): number => Math.max(scaled(GAP_MS), restoreMs / 4);
 /** Executor growth allowed beyond the pages placed: a chunk buffer, the restored VM's own structures. */
 const RSS_SLACK_MIB = 64;
 
@@ -194,7 +200,7 @@ void describe('a large restore beside a running VM (issue 10 F13)', () => {
     console.error(`restore of ${statSync(file).size} bytes took ${(t1 - t0).toFixed(0)} ms; tick's longest gap ${gap.toFixed(0)} ms over ${to - from} pieces; ` +
       `stats answered in ${stats.ms.toFixed(0)} ms${stats.late ? ', after the restore' : ''}; executor RSS ${tick.rss.toFixed(0)} -> ${rssAfter.toFixed(0)} MiB`);
     assertAnsweredDuring('GET /v1/stats', stats);
-    assert.ok(gap <= scaled(GAP_MS), `tick printed nothing for ${gap.toFixed(0)} ms while the restore ran (${(t1 - t0).toFixed(0)} ms)`);
+    assert.ok(gap <= gapBound(t1 - t0), `tick printed nothing for ${gap.toFixed(0)} ms while the restore ran (${(t1 - t0).toFixed(0)} ms; at most ${gapBound(t1 - t0).toFixed(0)} allowed)`);
     assert.ok(grew <= FILL_MIB + RSS_SLACK_MIB, `the executor grew by ${grew.toFixed(0)} MiB for ${FILL_MIB} MiB of pages placed`);
     assert.ok(grew >= FILL_MIB * 0.9, `the executor grew by ${grew.toFixed(0)} MiB: were the ${FILL_MIB} MiB of pages placed?`);
 
