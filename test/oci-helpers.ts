@@ -7,6 +7,8 @@ import { join } from 'node:path';
 import { guestImage, ROOT, sleep } from './helpers.js';
 
 export const OCI_MAIN = join(ROOT, 'dist', 'oci', 'main.js');
+/** The package's bin (sh): answers state, start and delete from the disk when it can, else runs OCI_MAIN. */
+export const OCI_BIN = join(ROOT, 'bin', 'lightvm-oci');
 
 export function have(cmd: string, ...args: string[]): boolean {
   return spawnSync(cmd, args.length ? args : ['--version'], { stdio: 'ignore' }).status === 0;
@@ -38,7 +40,7 @@ export function rootfsTar(dir: string, guest: string): string {
  */
 export function ociWrapper(dir: string, socket: string): string {
   const file = join(dir, 'lightvm-oci');
-  writeFileSync(file, `#!/bin/sh\nexec "${process.execPath}" --no-warnings "${OCI_MAIN}" --lightvm-socket "${socket}" "$@"\n`);
+  writeFileSync(file, `#!/bin/sh\nLIGHTVM_NODE="${process.execPath}" exec "${OCI_BIN}" --lightvm-socket "${socket}" "$@"\n`);
   chmodSync(file, 0o755);
   return file;
 }

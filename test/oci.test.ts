@@ -9,7 +9,7 @@ import assert from 'node:assert/strict';
 import { vmNameFor } from '../src/container/names.js';
 import { ok, openStream, request, startTestDaemon, type TestDaemon, type VmView } from './daemon-helpers.js';
 import { guestImage, sleep, tempDir, waitFor } from './helpers.js';
-import { have, makeBundle, OCI_MAIN, ociWrapper, rootfsTar } from './oci-helpers.js';
+import { have, makeBundle, OCI_BIN, OCI_MAIN, ociWrapper, rootfsTar } from './oci-helpers.js';
 
 interface Result {
   status: number | null;
@@ -24,6 +24,16 @@ let root: string;
 /** lightvm-oci with pipes, for commands that leave no process behind. */
 function oci(...args: string[]): Result {
   const r = spawnSync(process.execPath, [OCI_MAIN, '--root', root, '--lightvm-socket', daemon.socket, ...args], { encoding: 'utf8', timeout: 30_000 });
+  return { status: r.status, stdout: r.stdout, stderr: r.stderr };
+}
+
+/**
+ * The package's sh bin, which answers from the disk what it can and runs
+ * OCI_MAIN otherwise; with `node: false` it has no node to run (exit 127).
+ */
+function ociSh(o: { node: boolean }, ...args: string[]): Result {
+  const env = { ...process.env, LIGHTVM_NODE: o.node ? process.execPath : join(tmp.dir, 'no-node') };
+  const r = spawnSync(OCI_BIN, ['--root', root, '--lightvm-socket', daemon.socket, ...args], { encoding: 'utf8', timeout: 30_000, env });
   return { status: r.status, stdout: r.stdout, stderr: r.stderr };
 }
 
@@ -152,6 +162,52 @@ void describe('lightvm-oci with a real daemon', () => {
     assert.match(oci('state', 'sl').stderr, /container sl does not exist/);
     assert.equal(oci('delete', '--force', 'sl').status, 0, 'delete --force of a missing container succeeds');
     assert.deepEqual((await vms()).map((v) => v.name), [], 'the monitor dropped its VM\'s record');
+  });
+
+  void it('the sh bin answers state, start and delete as main.js does: the same bytes and exit codes, created, running and stopped', async () => {
+    // Annotations that would fool a careless reader of the record.
+    const annotations = { 'org.lightvm.grace_ms': '200', 'x"monitorPid":1,': '"monitorStart":"7"} \\ \n', 'z': 'é' };
+    const b = makeBundle(join(tmp.dir, 'shs'), 'sleeper', { process: { args: ['/unikernel.elf', '60000'] }, annotations });
+    const c = await ociToFile(join(tmp.dir, 'shs.out'), 'create', '--bundle', b, 'shs');
+    assert.equal(c.status, 0, c.stdout);
+    // sh: the answer without Node; node: the sh bin running main.js.
+    const same = (by: 'sh' | 'node', ...args: string[]): Result => {
+      const n = oci(...args);
+      const sh = ociSh({ node: by === 'node' }, ...args);
+      assert.deepEqual(sh, n, `lightvm-oci ${args.join(' ')}: the sh bin (${by}) and main.js differ`);
+      return sh;
+    };
+    assert.equal(JSON.parse(same('sh', 'state', 'shs').stdout).status, 'created');
+    assert.equal(same('sh', '--version').status, 0);
+    assert.match(same('node', 'state', 'nope').stderr, /container nope does not exist/);
+    assert.equal(same('node', 'state', '../x').status, 1);
+    assert.equal(ociSh({ node: false }, 'start', 'shs').status, 0);
+    assert.ok(!existsSync(join(root, 'shs', 'exec.fifo')), 'start removed the fifo');
+    await runningVm();
+    assert.equal(JSON.parse(same('node', 'state', 'shs').stdout).status, 'running');
+    assert.match(same('node', 'start', 'shs').stderr, /cannot start a container that is running: shs/);
+    assert.match(same('node', 'delete', 'shs').stderr, /cannot delete container shs that is not stopped: running/);
+    assert.equal(oci('kill', 'shs', 'TERM').status, 0);
+    await waitFor('the container to stop', () => state('shs').status === 'stopped', 10_000);
+    const st = JSON.parse(same('sh', 'state', 'shs').stdout) as State;
+    assert.deepEqual({ pid: st.pid, status: st.status, annotations: st.annotations }, { pid: 0, status: 'stopped', annotations });
+    const kernel = (JSON.parse(readFileSync(join(root, 'shs', 'state.json'), 'utf8')) as { kernel: string }).kernel;
+    assert.ok(existsSync(kernel));
+    assert.deepEqual(ociSh({ node: false }, 'delete', 'shs'), { status: 0, stdout: '', stderr: '' });
+    assert.ok(!existsSync(join(root, 'shs')) && !existsSync(kernel), 'delete removed the record and the kernel copy');
+    assert.match(same('node', 'delete', 'shs').stderr, /container shs does not exist/);
+    assert.equal(same('node', 'delete', '--force', 'shs').status, 0);
+
+    // delete --force of a running one: its VM destroyed, its monitor killed.
+    const c2 = await ociToFile(join(tmp.dir, 'shf.out'), 'create', '--bundle', b, 'shf');
+    assert.equal(c2.status, 0, c2.stdout);
+    assert.equal(ociSh({ node: false }, 'start', 'shf').status, 0);
+    const vm = await runningVm();
+    const pid = state('shf').pid;
+    assert.deepEqual(ociSh({ node: false }, 'delete', '--force', 'shf'), { status: 0, stdout: '', stderr: '' });
+    assert.ok(!(await vms()).some((v) => v.name === vm.name && v.state === 'running'), 'the VM is gone');
+    await waitFor('the monitor to die', () => { try { process.kill(pid, 0); return false; } catch { return true; } }, 10_000);
+    assert.ok(!existsSync(join(root, 'shf')));
   });
 
   void it('kill 9 ends the VM at once; a killed container exits 137', async () => {

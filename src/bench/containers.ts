@@ -97,7 +97,10 @@ export async function benchContainers(opts: ContainersBenchOptions): Promise<Rec
     const shim = join(bin, 'containerd-shim-lightvm-v1');
     writeFileSync(shim, `#!/bin/sh\nLIGHTVM_NODE="${process.execPath}" exec "${join(PACKAGE_ROOT, 'bin', 'containerd-shim-lightvm-v1')}" "$@"\n`);
     chmodSync(shim, 0o755);
-    const oci = wrapper('lightvm-oci', 'oci/main.js', `--lightvm-socket "${daemon.socket}" `);
+    // The package's bin (sh) too, which answers start and delete --force without Node when it can.
+    const oci = join(bin, 'lightvm-oci');
+    writeFileSync(oci, `#!/bin/sh\nLIGHTVM_NODE="${process.execPath}" exec "${join(PACKAGE_ROOT, 'bin', 'lightvm-oci')}" --lightvm-socket "${daemon.socket}" "$@"\n`);
+    chmodSync(oci, 0o755);
     writeFileSync(join(dir, 'config.toml'), [
       'version = 2', `root = "${dir}/root"`, `state = "${dir}/state"`, 'disabled_plugins = ["io.containerd.grpc.v1.cri"]',
       '[grpc]', `  address = "${sock}"`, '[ttrpc]', `  address = "${sock}.ttrpc"`, '',

@@ -58,9 +58,19 @@ export function readRecord(root: string, id: string): ContainerRecord | undefine
   }
 }
 
-/** Written whole or not at all. */
+/**
+ * The state JSON from the line after "status" on, as `state` prints it: the
+ * package's sh bin prints the head (id, pid, status) and this.
+ */
+export function stateTail(rec: ContainerRecord): string {
+  return `${JSON.stringify(stateJson(rec, 'stopped'), null, 2).split('\n').slice(5).join('\n')}\n`;
+}
+
+/** Written whole or not at all; state.tail first, so the record never lacks it. */
 export function writeRecord(root: string, rec: ContainerRecord): void {
-  const file = join(containerDir(root, rec.id), 'state.json');
+  const dir = containerDir(root, rec.id);
+  writeFileSync(join(dir, 'state.tail'), stateTail(rec), { mode: 0o600 });
+  const file = join(dir, 'state.json');
   writeFileSync(`${file}.tmp`, JSON.stringify(rec), { mode: 0o600 });
   renameSync(`${file}.tmp`, file);
 }
