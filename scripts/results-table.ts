@@ -42,6 +42,40 @@ function loadNote(r: Record<string, unknown> | undefined): string {
   return l ? ` (load average ${l[0]} when it ended)` : '';
 }
 
+type Clocked = { clock?: string; lightvm?: Omit<Series, 'interval'>; runc?: Omit<Series, 'interval'> } | undefined;
+
+const row = (ours: string, oi: string, o: Omit<Series, 'interval'>, peer: string, pi: string, q: Omit<Series, 'interval'>, file: string): string =>
+  `| **${ours}**: ${esc(oi)} | ${cell({ ...o, interval: '' })} | **${peer}**: ${esc(pi)} | ${cell({ ...q, interval: '' })} | ${(o.p50_ms / q.p50_ms).toFixed(2)}x | ${file} |`;
+
+/** bench containers: each engine with LightVM vs with runc, the 1,000-task flatness, the shim's sh bin vs Node. */
+function containerRows(ct: Record<string, unknown> | undefined): string[] {
+  if (!ct) return [];
+  const rows: string[] = [];
+  const vsRunc = (c: Clocked, ours: string, peer: string): void => {
+    if (c?.clock && c.lightvm && c.runc) rows.push(row(ours, c.clock, c.lightvm, peer, `${c.clock}, the same`, c.runc, 'containers.json'));
+  };
+  vsRunc(ct.ctr_run_exit as Clocked, 'ctr run --rm, our shim', 'ctr run --rm, runc through the same containerd');
+  vsRunc(ct.ctr_run_running as Clocked, 'ctr run -d, our shim', 'ctr run -d, runc');
+  const pm = ct.podman as Record<string, Clocked> | undefined;
+  vsRunc(pm?.run_exit, 'podman run --rm, lightvm-oci', 'podman run --rm, runc');
+  vsRunc(pm?.run_running, 'podman run -d, lightvm-oci', 'podman run -d, runc');
+  const t = ct.tasks as { clock?: string; tasks?: number; window?: number; first?: Omit<Series, 'interval'>; last?: Omit<Series, 'interval'> } | undefined;
+  if (t?.clock && t.first && t.last) {
+    rows.push(row(`the last ${t.window} of ${t.tasks} tasks through one containerd, our shim`, t.clock, t.last, `the first ${t.window}`, `${t.clock}, the same`, t.first, 'containers.json'));
+  }
+  const parts = ct.parts as Record<string, Omit<Series, 'interval'> | string | undefined> | undefined;
+  for (const op of ['start', 'delete'] as const) {
+    const sh = parts?.[`shim_${op}_sh`];
+    const node = parts?.[`shim_${op}_node`];
+    if (typeof parts?.clock === 'string' && typeof sh === 'object' && typeof node === 'object') {
+      // The clock without its note on ctr container create (another part).
+      const clock = parts.clock.replace(/ \(.*\)$/, '');
+      rows.push(row(`containerd-shim-lightvm-v1 ${op}, the sh bin`, clock, sh, `the same ${op} by dist/shim/main.js (Node)`, 'the same clock', node, 'containers.json'));
+    }
+  }
+  return rows;
+}
+
 /** The table (between and including the markers) for the results in dir. */
 export function resultsTable(dir: string): string {
   const boot = load(dir, 'boot');
@@ -78,10 +112,13 @@ export function resultsTable(dir: string): string {
       rows.push(`| **xenstore mode, the ${which} of ${n} VMs**: ${esc(x.interval)} | ${a} (${p90[0]}) | **noxs from a prepared shell**, the same VMs and interval | ${b} (${p90[1]}) | ${(a / b).toFixed(2)}x | xenstore.json |`);
     }
   }
+  const ct = load(dir, 'containers');
+  rows.push(...containerRows(ct));
   const notes = [
     boot ? `boot.json: ${boot.runs} runs${loadNote(boot)}` : undefined,
     net ? `net.json: ${net.runs} runs${loadNote(net)}` : undefined,
     xs ? `xenstore.json: ${xs.vms} VMs per series${loadNote(xs)}` : undefined,
+    ct ? `containers.json: ${(ct.ctr_run_exit as { lightvm?: Series } | undefined)?.lightvm?.n ?? '?'} runs, ${(ct.tasks as { tasks?: number } | undefined)?.tasks ?? '?'} tasks${loadNote(ct)}` : undefined,
   ].filter(Boolean).join('; ');
   return [
     START,

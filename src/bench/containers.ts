@@ -87,12 +87,6 @@ export async function benchContainers(opts: ContainersBenchOptions): Promise<Rec
     // The two binaries as containerd and podman exec them.
     const bin = join(dir, 'bin');
     mkdirSync(bin);
-    const wrapper = (name: string, main: string, extra = ''): string => {
-      const f = join(bin, name);
-      writeFileSync(f, `#!/bin/sh\nexec "${process.execPath}" --no-warnings "${join(PACKAGE_ROOT, 'dist', main)}" ${extra}"$@"\n`);
-      chmodSync(f, 0o755);
-      return f;
-    };
     // The package's bin (sh), which answers start and delete without Node when it can.
     const shim = join(bin, 'containerd-shim-lightvm-v1');
     writeFileSync(shim, `#!/bin/sh\nLIGHTVM_NODE="${process.execPath}" exec "${join(PACKAGE_ROOT, 'bin', 'containerd-shim-lightvm-v1')}" "$@"\n`);
