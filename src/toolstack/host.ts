@@ -304,10 +304,7 @@ export class Host extends EventEmitter<HostEvents> {
     try {
       if (same && same.state !== 'exited') throw new FieldError('name', `a VM named "${name}" already exists`);
       validateDevicePage({ vmId: id, name, devices });
-      // Before checkDisks: a refused path is not even looked at. The
-      // executor opens the real paths the policy judged (path-policy.ts).
-      if (this.pathPolicy) devices = this.pathPolicy.checkDevices(devices);
-      checkDisks(devices);
+      devices = this.hostDevices(devices);
       image = resolveImage(options.image);
       if (this.pathPolicy && !isBuiltinName(options.image)) image = this.pathPolicy.check(image, 'image');
       linux = linuxBoot(image, isBuiltinName(options.image), options.initrd, this.pathPolicy);
@@ -410,7 +407,7 @@ export class Host extends EventEmitter<HostEvents> {
     let file = options.file && !options.data && !options.snapshot ? options.file : undefined;
     let snapshot: Snapshot | undefined;
     let header: SnapshotHeader;
-    let devices: DeviceEntry[] | undefined;
+    let devices: DeviceEntry[];
     try {
       if (file) {
         // The executor reads and checks the whole file; here only what placing it needs.
@@ -420,11 +417,9 @@ export class Host extends EventEmitter<HostEvents> {
         snapshot = options.snapshot ?? decodeSnapshot(label, options.data ?? new Uint8Array(0));
         header = snapshot.header;
       }
-      // A snapshot names the files its VM needs: they are held to the same rule as a create's.
-      if (this.pathPolicy) {
-        this.pathPolicy.check(header.image.path, 'file', `${label}: its image `);
-        devices = this.pathPolicy.checkDevices(header.vm.devices, `${label}: its disk `);
-      }
+      // A snapshot names the files its VM needs: they are held to the same rules as a create's.
+      if (this.pathPolicy) this.pathPolicy.check(header.image.path, 'file', `${label}: its image `);
+      devices = this.hostDevices(header.vm.devices, `${label}: its disk `);
     } catch (err) {
       if ((err as { code?: string }).code === 'ENOENT') throw new VmCreateError({ name: 'SnapshotError', field: 'file', file: label, message: `${label}: no such file` });
       throw VmCreateError.from(err, { field: 'file', file: label });
@@ -448,9 +443,24 @@ export class Host extends EventEmitter<HostEvents> {
     if (same) this.drop(same);
     const config: CreateRequest = {
       op: 'create', vmId: id, name, image: header.image.path, memory: h.memory,
-      cmdline: h.cmdline, devices: devices ?? h.devices, warm: options.warm ?? true,
+      cmdline: h.cmdline, devices, warm: options.warm ?? true,
     };
     return this.launch(config, { op: 'restore', config, snapshot, file });
+  }
+
+  /**
+   * The devices as an executor may be given them, for every way a VM is
+   * made (create, restore, incoming migration, a service's VM): each disk's
+   * path inside the allowed roots (then named by its real path, which the
+   * executor opens) and a regular file of a sector or more that the VM may
+   * use as asked. Throws a FieldError naming the device's field and path;
+   * nothing is made before.
+   */
+  private hostDevices(devices: DeviceEntry[], what = ''): DeviceEntry[] {
+    // The policy first: a refused path is not even looked at.
+    const checked = this.pathPolicy ? this.pathPolicy.checkDevices(devices, what) : devices;
+    checkDisks(checked, what);
+    return checked;
   }
 
   private nextServiceId = 1;
@@ -478,7 +488,7 @@ export class Host extends EventEmitter<HostEvents> {
       // Refused before an executor is taken for it (each armed VM is checked again: armVm).
       try {
         this.pathPolicy.check(resolveImage(options.image), 'image');
-        this.pathPolicy.checkDevices(options.devices ?? []);
+        this.hostDevices(options.devices ?? []);
       } catch (err) {
         throw VmCreateError.from(err);
       }
@@ -543,10 +553,8 @@ export class Host extends EventEmitter<HostEvents> {
         memory: (options.memoryMiB ?? DEFAULT_MEMORY_MIB) * 1048576, cmdline: options.cmdline ?? '',
         devices: completeDevices(svc.id, options.devices ?? [], this.bridge.name), warm: true,
       };
-      if (this.pathPolicy) {
-        config.image = this.pathPolicy.check(config.image, 'image');
-        config.devices = this.pathPolicy.checkDevices(config.devices);
-      }
+      if (this.pathPolicy) config.image = this.pathPolicy.check(config.image, 'image');
+      config.devices = this.hostDevices(config.devices);
       validateDevicePage({ vmId: id, name: config.name, devices: config.devices });
       this.ensureBridges(config.devices);
     } catch (err) {
