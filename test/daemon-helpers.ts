@@ -167,6 +167,8 @@ export interface StartOptions {
   runtimeDir?: string;
   /** Only the default path roots (runtime directory, built-in images): no ALLOW_TEST_PATHS. */
   confined?: boolean;
+  /** More environment for the daemon (e.g. LIGHTVM_START_TIMEOUT_MS). */
+  env?: Record<string, string>;
 }
 
 /**
@@ -221,10 +223,11 @@ export async function startTestDaemon(options: StartOptions = {}): Promise<TestD
   const runtimeDir = options.subdir ? join(base, 'run') : base;
   const socket = join(runtimeDir, 'lightvmd.sock');
   const argv = [CLI, 'daemon', '--runtime-dir', runtimeDir, '--log-level', 'warn', ...(options.confined ? [] : ALLOW_TEST_PATHS), ...(options.args ?? [])];
+  const env = { ...process.env, ...options.env };
   const child = options.umask === undefined
-    ? spawn(process.execPath, argv, { stdio: ['ignore', 'pipe', 'pipe'], cwd: ROOT })
+    ? spawn(process.execPath, argv, { stdio: ['ignore', 'pipe', 'pipe'], cwd: ROOT, env })
     // exec: the daemon is the shell's process itself, so child.pid is the daemon's.
-    : spawn('/bin/sh', ['-c', `umask ${options.umask}; exec "$0" "$@"`, process.execPath, ...argv], { stdio: ['ignore', 'pipe', 'pipe'], cwd: ROOT });
+    : spawn('/bin/sh', ['-c', `umask ${options.umask}; exec "$0" "$@"`, process.execPath, ...argv], { stdio: ['ignore', 'pipe', 'pipe'], cwd: ROOT, env });
   let stderr = '';
   let log = '';
   child.stderr!.setEncoding('utf8');

@@ -9,15 +9,14 @@
 // the executor must not hold much more after the restore than the pages
 // it placed.
 import assert from 'node:assert/strict';
-import { createHash } from 'node:crypto';
-import { closeSync, openSync, readFileSync, statSync, writeSync } from 'node:fs';
+import { readFileSync, statSync } from 'node:fs';
 import http from 'node:http';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { SECTION, SNAPSHOT_END } from '../src/vmm/snapshot.js';
 import { ok, request, startTestDaemon, type HostInfo, type TestDaemon, type VmView } from './daemon-helpers.js';
 import { scaled, tempDir } from './helpers.js';
 import { assertCounting, consoleOf, untilCount } from './vm-helpers.js';
+import { rssMiB, withPagesAdded } from './snapshot-files.js';
 
 const PAGE = 4096;
 const MIB = 1 << 20;
@@ -40,71 +39,6 @@ const GAP_MS = 500;
 const gapBound = (restoreMs: number): number => Math.max(scaled(GAP_MS), restoreMs / 4);
 /** Executor growth allowed beyond the pages placed: a chunk buffer, the restored VM's own structures. */
 const RSS_SLACK_MIB = 64;
-
-/**
- * A copy of a snapshot file with FILL_MIB MiB of pages added to its memory
- * section (each filled with a pattern of its number, none zero) and its
- * checksum made anew; written a piece at a time, never held whole.
- */
-function withPagesAdded(small: Buffer, out: string): void {
-  const headLen = small.readUInt32LE(12);
-  const end = small.length - 40;
-  const fd = openSync(out, 'w', 0o600);
-  const hash = createHash('sha256');
-  const put = (b: Buffer): void => {
-    hash.update(b);
-    for (let o = 0; o < b.length;) o += writeSync(fd, b, o);
-  };
-  try {
-    put(small.subarray(0, 16 + headLen));
-    for (let o = 16 + headLen; o < end;) {
-      const type = small.readUInt32LE(o);
-      const len = Number(small.readBigUInt64LE(o + 8));
-      const body = small.subarray(o + 16, o + 16 + len);
-      o += 16 + len;
-      if (type !== SECTION.memory) {
-        put(small.subarray(o - 16 - len, o));
-        continue;
-      }
-      const count = (FILL_MIB * MIB) / PAGE;
-      for (let i = 0; i < body.length; i += 4 + PAGE) {
-        const p = body.readUInt32LE(i);
-        assert.ok(p < FILL_FROM_PAGE || p >= FILL_FROM_PAGE + count, `the counter wrote page ${p}, where the fill goes`);
-      }
-      const h = Buffer.alloc(16);
-      h.writeUInt32LE(type, 0);
-      h.writeBigUInt64LE(BigInt(len + count * (4 + PAGE)), 8);
-      put(h);
-      put(body);
-      // 1024 records a write.
-      const batch = Buffer.alloc(1024 * (4 + PAGE));
-      for (let done = 0; done < count;) {
-        const n = Math.min(1024, count - done);
-        for (let k = 0; k < n; k++) {
-          const p = FILL_FROM_PAGE + done + k;
-          const r = k * (4 + PAGE);
-          batch.writeUInt32LE(p, r);
-          const words = new Uint32Array(batch.buffer, batch.byteOffset + r + 4, PAGE / 4);
-          words.fill((Math.imul(p, 2654435761) | 1) >>> 0);
-        }
-        put(batch.subarray(0, n * (4 + PAGE)));
-        done += n;
-      }
-    }
-    const sum = hash.digest();
-    writeSync(fd, Buffer.from(SNAPSHOT_END, 'latin1'));
-    writeSync(fd, sum);
-  } finally {
-    closeSync(fd);
-  }
-}
-
-/** Resident set of a process, from /proc. */
-function rssMiB(pid: number): number {
-  const m = /^VmRSS:\s+(\d+) kB$/m.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
-  assert.ok(m, `no VmRSS for ${pid}`);
-  return Number(m[1]) / 1024;
-}
 
 /** Follows a VM's console; the time each piece of it arrived (performance.now()). */
 function follow(socket: string, name: string): { arrivals: number[]; close: () => void } {
@@ -158,7 +92,7 @@ void describe('a large restore beside a running VM (issue 10 F13)', () => {
     await ok(d.socket, 'POST', '/v1/vms/big/save', { file: small });
     saved = await consoleOf(d.socket, 'big');
     file = join(files.dir, 'big.snap');
-    withPagesAdded(readFileSync(small), file);
+    withPagesAdded(readFileSync(small), file, FILL_FROM_PAGE, FILL_MIB);
     assert.ok(statSync(file).size > FILL_MIB * MIB);
   });
   after(async () => {

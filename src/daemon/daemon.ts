@@ -39,6 +39,8 @@ export interface DaemonOptions {
    * store and a dom0 backend this daemon starts (<runtimeDir>/xenstored.sock).
    */
   devices?: DeviceMode;
+  /** Longest silence of an executor about a VM it starts (Host.startTimeoutMs). */
+  startTimeoutMs?: number;
   logger: Logger;
 }
 
@@ -228,6 +230,7 @@ export class Daemon {
     const host = new Host(fleet, new IdBlocks(join(options.runtimeDir, 'next-id')));
     if (options.bridge) host.bridge = options.bridge;
     host.pathPolicy = pathPolicy;
+    if (options.startTimeoutMs !== undefined) host.startTimeoutMs = options.startTimeoutMs;
     for (const { link, vms, services } of adopted) {
       for (const a of vms) {
         const vm = new VirtualMachine(link, a.config);

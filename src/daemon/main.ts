@@ -21,9 +21,23 @@ export interface DaemonCliOptions {
   devices?: DeviceMode;
 }
 
+/**
+ * LIGHTVM_START_TIMEOUT_MS: the longest an executor may say nothing of a VM
+ * it starts (default START_TIMEOUT_MS). Not an option: only the tests that
+ * stall an executor on purpose need another value.
+ */
+function startTimeoutFromEnv(): number | undefined {
+  const v = process.env.LIGHTVM_START_TIMEOUT_MS;
+  if (v === undefined || v === '') return undefined;
+  const ms = Number(v);
+  if (!Number.isInteger(ms) || ms < 1 || ms > 3_600_000) throw new Error(`LIGHTVM_START_TIMEOUT_MS: "${v}" is not a whole number of ms from 1 to 3600000`);
+  return ms;
+}
+
 export async function runDaemon(opts: DaemonCliOptions): Promise<void> {
   const logger = pino({ name: 'lightvmd', level: opts.logLevel ?? process.env.LIGHTVM_LOG ?? 'info' });
   const runtimeDir = opts.runtimeDir ?? defaultRuntimeDir();
+  const startTimeoutMs = startTimeoutFromEnv();
   const options: DaemonOptions = {
     runtimeDir,
     socketPath: opts.socket ?? defaultSocketPath(runtimeDir),
@@ -32,6 +46,7 @@ export async function runDaemon(opts: DaemonCliOptions): Promise<void> {
     pool: opts.pool,
     allowPaths: opts.allowPaths,
     devices: opts.devices,
+    startTimeoutMs,
     bridge: opts.bridge || opts.bridgeAddress
       ? { name: opts.bridge ?? DEFAULT_BRIDGE_CONFIG.name, address: opts.bridgeAddress === 'none' ? undefined : opts.bridgeAddress ?? DEFAULT_BRIDGE_CONFIG.address }
       : undefined,

@@ -174,9 +174,19 @@ interface PendingCreate {
   vm: VirtualMachine;
   resolve: (vm: VirtualMachine) => void;
   reject: (err: Error) => void;
+  /** When the executor last said something of it (Date.now()): the request sent, or a restore's progress. */
+  heardAt: number;
+  /** A restore's bytes read, as last reported, of its file's total (as first reported). */
+  read: number;
+  total?: number;
 }
 
-/** Longest wait for an executor's answer to a create, restore or arm (a restore reads and checks its whole file first). */
+/**
+ * Longest silence of an executor about a create, restore or arm: from the
+ * request until its answer or, for a restore reading its file, between two
+ * reports of its progress (one per chunk of the file), so that a large
+ * file on a loaded host is not cut off while it is read.
+ */
 export const START_TIMEOUT_MS = 30_000;
 
 /**
@@ -267,6 +277,8 @@ export class Host extends EventEmitter<HostEvents> {
    * them removed (xenstore-devices.ts). Unset: noxs only.
    */
   deviceStore: DeviceStore | undefined;
+  /** START_TIMEOUT_MS unless set (a daemon's tests make it short). */
+  startTimeoutMs = START_TIMEOUT_MS;
 
   /** ids: where VM ids come from (default: 1, 2, 3... in this process). */
   constructor(placement: Placement, private readonly ids?: { take(atLeast: number): number }) {
@@ -370,7 +382,7 @@ export class Host extends EventEmitter<HostEvents> {
     const vm = new VirtualMachine(executor, config);
     this.holdBridges(vm);
     return this.bounded(executor, config, request.op, new Promise((resolve, reject) => {
-      this.creating.set(config.vmId, { vm, resolve, reject });
+      this.creating.set(config.vmId, { vm, resolve, reject, heardAt: Date.now(), read: -1 });
       this.vms.set(config.vmId, vm);
       this.byName.set(config.name, vm);
       if (config.trace) config.trace.sentNs = Number(process.hrtime.bigint());
@@ -384,17 +396,33 @@ export class Host extends EventEmitter<HostEvents> {
   }
 
   /**
-   * A create's answer is awaited START_TIMEOUT_MS at most: an executor that
-   * does not answer by then is ended (its VMs reported lost), which fails
-   * this create too. Nothing waits on an executor forever.
+   * A create's answer is awaited until the executor has said nothing of it
+   * for startTimeoutMs: an executor silent that long is ended (its VMs
+   * reported lost), which fails this create too. A restore's progress
+   * counts only when its bytes read grow, and they cannot grow past its
+   * file's size: nothing waits on an executor forever. One timer per
+   * create, set again at its expiry (not at each report).
    */
   private bounded(executor: ExecutorLink, config: CreateRequest, what: string, p: Promise<VirtualMachine>): Promise<VirtualMachine> {
-    const timer = setTimeout(() => {
-      if (this.creating.has(config.vmId)) executor.fail(`did not answer the ${what} of VM ${config.vmId} (${config.name}) within ${START_TIMEOUT_MS} ms`);
-    }, START_TIMEOUT_MS);
+    const limit = this.startTimeoutMs;
+    let timer: NodeJS.Timeout;
+    const check = (): void => {
+      const pending = this.creating.get(config.vmId);
+      if (!pending) return;
+      const silent = Date.now() - pending.heardAt;
+      if (silent < limit) {
+        timer = setTimeout(check, limit - silent);
+        return;
+      }
+      const said = pending.read >= 0 ? `made no progress on the ${what} of VM ${config.vmId} (${config.name}) for ${limit} ms (${pending.read} bytes of its file read)`
+        : `did not answer the ${what} of VM ${config.vmId} (${config.name}) within ${limit} ms`;
+      executor.fail(said);
+    };
+    timer = setTimeout(check, limit);
     p.then(() => clearTimeout(timer), () => clearTimeout(timer));
     return p;
   }
+
 
   /**
    * Starts a VM from a snapshot (a file, or its bytes), checked whole
@@ -570,7 +598,7 @@ export class Host extends EventEmitter<HostEvents> {
     vm.state = 'armed';
     this.holdBridges(vm);
     return this.bounded(executor, config, 'arm', new Promise((resolve, reject) => {
-      this.creating.set(id, { vm, resolve, reject });
+      this.creating.set(id, { vm, resolve, reject, heardAt: Date.now(), read: -1 });
       this.vms.set(id, vm);
       this.byName.set(config.name, vm);
       executor.send({ op: 'arm', serviceId: svc.id, vmId: id, config, idleMs: svc.idleMs });
@@ -757,6 +785,15 @@ export class Host extends EventEmitter<HostEvents> {
     if (ev.ev === 'stats') this.statsWaiters.get(`${ex.id}:${ev.requestId}`)?.(ev.vms);
     if (!('vmId' in ev)) return;
     const pending = this.creating.get(ev.vmId);
+    if (ev.ev === 'restore-progress') {
+      // Only bytes read count, and never past the file's end: a report repeated is no progress.
+      if (pending) pending.total ??= ev.total;
+      if (pending && ev.read > pending.read && ev.read <= pending.total!) {
+        pending.read = ev.read;
+        pending.heardAt = Date.now();
+      }
+      return;
+    }
     if (ev.ev === 'create-failed') {
       this.creating.delete(ev.vmId);
       const vm = this.vms.get(ev.vmId);

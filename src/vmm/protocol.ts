@@ -113,6 +113,12 @@ export type ExecutorEvent =
   /** A just-in-time VM waits for its first packet, its taps on the bridge. */
   | { ev: 'armed'; vmId: number }
   | { ev: 'create-failed'; vmId: number; error: SerializedError }
+  /**
+   * A restore reading its file has read this many of its bytes (of total):
+   * sent per chunk, so that the toolstack's wait for the restore is bounded
+   * by the executor's silence, not by the file's size.
+   */
+  | { ev: 'restore-progress'; vmId: number; read: number; total: number }
   | { ev: 'booted'; vmId: number; bootNs: number; instructions?: number }
   /** dropped: console bytes of this VM lost before this chunk (a toolstack that did not keep up). */
   | { ev: 'console'; vmId: number; data: Uint8Array; dropped?: number }

@@ -73,6 +73,7 @@ export function restore(x: Executor, req: RestoreRequest): void {
     timings.shellNs = monotonicNs();
     machine.beginRestore(config.memory);
     x.restoring.push({ config, timings, reader, machine, warm: shell.warm });
+    x.emit({ ev: 'restore-progress', vmId: config.vmId, ...reader.progress });
   } catch (err) {
     reader?.close();
     machine?.close();
@@ -93,6 +94,7 @@ export function restoreStep(x: Executor): void {
   }
   if (!snapshot) {
     x.restoring.push(job);
+    x.emit({ ev: 'restore-progress', vmId: job.config.vmId, ...job.reader.progress });
     return;
   }
   // Its start and its console history go out in one write, as a request's answers do: a toolstack that heard
