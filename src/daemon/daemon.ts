@@ -231,7 +231,7 @@ export class Daemon {
     if (options.bridge) host.bridge = options.bridge;
     host.pathPolicy = pathPolicy;
     if (options.startTimeoutMs !== undefined) host.startTimeoutMs = options.startTimeoutMs;
-    for (const { link, vms, services } of adopted) {
+    for (const { link, vms, services, restoring, failedRestores } of adopted) {
       for (const a of vms) {
         const vm = new VirtualMachine(link, a.config);
         vm.adoptState(a);
@@ -241,8 +241,20 @@ export class Daemon {
       }
       // Its services, with their taps and their armed or running VMs: visible, and stoppable, again.
       for (const s of services) host.adoptService(link, s);
+      // A restore the last daemon asked for and never heard the end of: on record now, and its end said.
+      for (const r of restoring) {
+        host.adoptRestore(link, r).then(
+          (vm) => log.info({ vm: vm.id, name: vm.name }, 'vm restored (a restore the last daemon asked for)'),
+          (err: Error) => log.error({ vm: r.config.vmId, name: r.config.name, err: err.message }, 'restore the last daemon asked for failed: no VM'),
+        );
+      }
+      // One that failed while no daemon was there to hear it.
+      for (const f of failedRestores) {
+        log.error({ vm: f.config.vmId, name: f.config.name, err: f.error.message }, 'restore the last daemon asked for failed: no VM');
+        link.forget(f.config.vmId);
+      }
       link.release();
-      log.info({ executor: link.id, pid: link.pid, vms: vms.length, services: services.length }, 're-adopted executor');
+      log.info({ executor: link.id, pid: link.pid, vms: vms.length, services: services.length, restoring: restoring.length }, 're-adopted executor');
     }
     host.on('vm', ({ type, vm }) => {
       if (type === 'exited') {

@@ -20,4 +20,6 @@ export interface ExecutorLink extends EventEmitter<ExecutorLinkEvents> {
   stop(): Promise<void>;
   /** Ends an executor that no longer answers: its VMs are reported lost with the reason. */
   fail(reason: string): void;
+  /** The toolstack has recorded this VM's end or failure (an executor process keeps records until then). */
+  forget?(vmId: number): void;
 }

@@ -8,7 +8,7 @@ import { connect, type Socket } from 'node:net';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import * as libc from '../sys/libc.js';
-import { KICK_SIGNAL, type AdoptedService, type AdoptedVm, type ExecutorRequest, type ProcessEvent, type ProcessRequest, type SerializedError } from '../vmm/protocol.js';
+import { KICK_SIGNAL, type AdoptedRestore, type FailedRestore, type AdoptedService, type AdoptedVm, type ExecutorRequest, type ProcessEvent, type ProcessRequest, type SerializedError } from '../vmm/protocol.js';
 import { encodeFrame, FrameDecoder, MAX_FRAME } from '../vmm/wire.js';
 import type { ExecutorLink, ExecutorLinkEvents } from './executor-link.js';
 import { PACKAGE_ROOT } from './images.js';
@@ -55,6 +55,10 @@ export interface Hello {
   vms: AdoptedVm[];
   /** Its just-in-time services. */
   services?: AdoptedService[];
+  /** Restores still reading their files. */
+  restoring?: AdoptedRestore[];
+  /** Restores that failed with no toolstack to hear it. */
+  failedRestores?: FailedRestore[];
   pools: Record<number, number>;
 }
 

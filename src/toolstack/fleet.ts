@@ -13,7 +13,7 @@
 // started ahead of need, and executors left empty are stopped after a while.
 import { mkdirSync, readdirSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
-import type { AdoptedService, AdoptedVm } from '../vmm/protocol.js';
+import type { AdoptedRestore, AdoptedService, AdoptedVm, FailedRestore } from '../vmm/protocol.js';
 import type { ExecutorLink } from './executor-link.js';
 import { ExecutorProcess } from './executor-process.js';
 import type { Placement } from './host.js';
@@ -37,6 +37,8 @@ export interface AdoptedExecutor {
   link: ExecutorProcess;
   vms: AdoptedVm[];
   services: AdoptedService[];
+  restoring: AdoptedRestore[];
+  failedRestores: FailedRestore[];
 }
 
 export class ExecutorFleet implements Placement {
@@ -80,7 +82,7 @@ export class ExecutorFleet implements Placement {
       try {
         const { link, hello } = await ExecutorProcess.connect(id, join(fleet.dir, f));
         fleet.add(link);
-        adopted.push({ link, vms: hello.vms, services: hello.services ?? [] });
+        adopted.push({ link, vms: hello.vms, services: hello.services ?? [], restoring: hello.restoring ?? [], failedRestores: hello.failedRestores ?? [] });
       } catch (err) {
         // A socket nobody serves: its executor died with the old daemon.
         // One that is served but did not answer is left alone (its process

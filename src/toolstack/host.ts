@@ -15,7 +15,7 @@ import { InlineExecutor } from '../vmm/executor-inline.js';
 import { ExecutorThread } from '../vmm/executor-thread.js';
 import { MAX_MEMORY, MIN_MEMORY } from '../vmm/layout.js';
 import { BZIMAGE_HEAD_BYTES, looksLikeBzImage } from '../vmm/linux/bzimage.js';
-import type { AdoptedService, CreateRequest, ExecutorEvent, ExecutorRequest, SerializedError, VmStats } from '../vmm/protocol.js';
+import type { AdoptedRestore, AdoptedService, CreateRequest, ExecutorEvent, ExecutorRequest, SerializedError, VmStats } from '../vmm/protocol.js';
 import type { ExecutorLink } from './executor-link.js';
 import { decodeSnapshot, readSnapshotHeader, type Snapshot, type SnapshotHeader } from '../vmm/snapshot.js';
 import type { VmConfig } from '../vmm/vm-schema.js';
@@ -423,6 +423,24 @@ export class Host extends EventEmitter<HostEvents> {
     return p;
   }
 
+  /**
+   * Takes in a restore an executor was reading its file for when this
+   * toolstack connected (a daemon restart): its VM is on record (its name
+   * and id taken) and starts, or fails, as any restore's does, under the
+   * same bound. Resolves once it runs.
+   */
+  adoptRestore(executor: ExecutorLink, r: AdoptedRestore): Promise<VirtualMachine> {
+    const config = r.config;
+    const vm = new VirtualMachine(executor, config);
+    this.nextId = Math.max(this.nextId, vm.id + 1);
+    this.holdBridges(vm);
+    this.place(executor, +1);
+    return this.bounded(executor, config, 'restore', new Promise((resolve, reject) => {
+      this.creating.set(vm.id, { vm, resolve, reject, heardAt: Date.now(), read: r.read, total: r.total });
+      this.vms.set(vm.id, vm);
+      this.byName.set(vm.name, vm);
+    }));
+  }
 
   /**
    * Starts a VM from a snapshot (a file, or its bytes), checked whole
@@ -796,6 +814,8 @@ export class Host extends EventEmitter<HostEvents> {
     }
     if (ev.ev === 'create-failed') {
       this.creating.delete(ev.vmId);
+      // A failed restore's record goes: heard here, it is not said again in a later hello.
+      ex.forget?.(ev.vmId);
       const vm = this.vms.get(ev.vmId);
       if (vm) {
         this.vms.delete(vm.id);

@@ -16,7 +16,7 @@ import type { NetDevice } from './net.js';
 import { Pools } from './pools.js';
 import {
   CONTROL_IN_GUEST, CONTROL_PENDING, KICK_SIGNAL,
-  type AdoptedVm, type CreateRequest, type ProcessEvent, type ProcessRequest, type Timings,
+  type AdoptedVm, type CreateRequest, type FailedRestore, type ProcessEvent, type ProcessRequest, type Timings,
 } from './protocol.js';
 import { carryOut } from './requests.js';
 import { Scheduler } from './scheduler.js';
@@ -107,6 +107,12 @@ export class Executor {
   port: ExecutorPort = { receive: () => undefined, send: () => {} };
   private readonly watches = new Map<number, FdHandler>();
   readonly ended = new Map<number, AdoptedVm>();
+  /**
+   * Restores from a file that failed after their request was taken, kept
+   * (like ended VMs) until the toolstack forgets them: one that failed while
+   * no toolstack was connected is still said in the next one's hello.
+   */
+  readonly failedRestores = new Map<number, FailedRestore>();
   /** Ended VMs not yet freed. */
   private readonly dying: { e: Entry; exit: VmExit }[] = [];
   private lastRequestNs = 0;

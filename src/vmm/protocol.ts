@@ -181,18 +181,32 @@ export interface AdoptedService {
   vmId?: number;
 }
 
+/** A restore still reading its file when a toolstack connected: it starts (or fails) later, as a restore does. */
+export interface AdoptedRestore {
+  config: CreateRequest;
+  /** Bytes of its file read so far, of total. */
+  read: number;
+  total: number;
+}
+
+/** A restore that failed part way through its file; kept by an executor process until forgotten. */
+export interface FailedRestore {
+  config: CreateRequest;
+  error: SerializedError;
+}
+
 /** Requests only an executor process understands. */
 export type ProcessRequest =
   | ExecutorRequest
   /** Sent on connect: answered with 'hello'. */
   | { op: 'hello' }
-  /** The toolstack has recorded this VM's end: drop it. */
+  /** The toolstack has recorded this VM's end (or its restore's failure): drop it. */
   | { op: 'forget'; vmId: number }
   /** Stop the process: destroy its VMs and exit. */
   | { op: 'terminate' };
 
 export type ProcessEvent =
   | ExecutorEvent
-  | { ev: 'hello'; id: number; pid: number; tid: number; vms: AdoptedVm[]; services?: AdoptedService[]; pools: Record<number, number> }
+  | { ev: 'hello'; id: number; pid: number; tid: number; vms: AdoptedVm[]; services?: AdoptedService[]; restoring?: AdoptedRestore[]; failedRestores?: FailedRestore[]; pools: Record<number, number> }
   | { ev: 'executor-lost'; error: SerializedError };
 

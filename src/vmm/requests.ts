@@ -22,11 +22,15 @@ export function carryOut(x: Executor, req: ProcessRequest): void {
         services: [...x.services.values()].map((svc) => ({
           serviceId: svc.id, config: svc.config, idleMs: svc.idleNs / 1e6, armedVmId: svc.armedVmId, vmId: svc.vmId,
         })),
+        // A restore under way is this executor's too: its start (or failure) will come to whoever hears this.
+        restoring: x.restoring.map((r) => ({ config: r.config, ...r.reader.progress })),
+        failedRestores: [...x.failedRestores.values()],
         pools: Object.fromEntries(x.pools.depths()),
       });
       break;
     case 'forget':
       x.ended.delete(req.vmId);
+      x.failedRestores.delete(req.vmId);
       break;
     case 'terminate':
       x.requestStop();

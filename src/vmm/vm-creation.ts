@@ -89,7 +89,7 @@ export function restoreStep(x: Executor): void {
     snapshot = job.reader.step((p, data) => job.machine.placePage(p, data));
   } catch (err) {
     job.machine.close();
-    x.emit({ ev: 'create-failed', vmId: job.config.vmId, error: serializeError(err) });
+    restoreFailed(x, job.config, err);
     return;
   }
   if (!snapshot) {
@@ -105,6 +105,20 @@ export function restoreStep(x: Executor): void {
   } finally {
     x.port.uncork?.();
   }
+}
+
+/** Failed restores an executor process keeps for a toolstack that did not hear of them. */
+const MAX_FAILED_RESTORES = 64;
+
+/** A restore from a file failed part way: said now, and kept for the hello of a toolstack that was not there to hear it. */
+function restoreFailed(x: Executor, config: CreateRequest, err: unknown): void {
+  const error = serializeError(err);
+  if (x.keepRecords) {
+    x.failedRestores.set(config.vmId, { config, error });
+    // Bounded: the oldest goes first if no toolstack forgets them.
+    if (x.failedRestores.size > MAX_FAILED_RESTORES) x.failedRestores.delete(x.failedRestores.keys().next().value!);
+  }
+  x.emit({ ev: 'create-failed', vmId: config.vmId, error });
 }
 
 /** A snapshot already in memory (a migration's, or its bytes): placed at once. */
@@ -134,7 +148,8 @@ function restored(x: Executor, snapshot: Snapshot, config: CreateRequest, timing
     timings.loadedNs = timings.bootNs = monotonicNs();
   } catch (err) {
     machine.close();
-    x.emit({ ev: 'create-failed', vmId: config.vmId, error: serializeError(err) });
+    if (stateDone) x.emit({ ev: 'create-failed', vmId: config.vmId, error: serializeError(err) });
+    else restoreFailed(x, config, err);
     return;
   }
   const e = x.start(config, machine, timings, warm, snapshot);
