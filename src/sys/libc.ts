@@ -33,7 +33,6 @@ const c = {
   accept4: libc.func('int accept4(int fd, void *addr, void *len, int flags)'),
   gettid: libc.func('int gettid()'),
   setpriority: libc.func('int setpriority(int which, uint32_t who, int prio)'),
-  schedYield: libc.func('int sched_yield()'),
   schedSetscheduler: libc.func('int sched_setscheduler(int pid, int policy, void *param)'),
   prctlName: libc.func('int prctl(int option, const char *name, unsigned long a3, unsigned long a4, unsigned long a5)'),
   getpid: libc.func('int getpid()'),
@@ -388,11 +387,6 @@ export function setThreadNice(nice: number): void {
 export function setThreadIdle(): void {
   const param = new Int32Array(1);
   if ((c.schedSetscheduler(0, 5 /* SCHED_IDLE */, new Uint8Array(param.buffer)) as number) < 0) fail('sched_setscheduler');
-}
-
-/** Lets another task waiting for this CPU run first (sched_yield); returns at once if none waits. */
-export function schedYield(): void {
-  c.schedYield();
 }
 
 const CLONE_NEWNET = 0x40000000;

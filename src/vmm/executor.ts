@@ -292,11 +292,6 @@ export class Executor {
         instructions: e.countInstructions ? machine.instructionCount : undefined,
       });
       this.port.flushCorked?.();
-      // The toolstack waits for this notice, and on a busy host it is often
-      // runnable on this CPU already (our wake-up preempted it after it sent
-      // the request): it would then hear the notice only once this thread
-      // sleeps or its time slice ends, after the guest's run. Yield now.
-      libc.schedYield();
     };
     machine.onConsole = (data) => {
       if (this.keepRecords) e.console = appendHistory(e.console, data);
