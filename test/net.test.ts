@@ -124,6 +124,23 @@ void describe('networking', { skip: inOwnNetns ? false : 'needs root and a netwo
     // bridge's MTU for a while, as earlier test files do: not checked here.)
   });
 
+  void it('a port joins the bridge at a cost that does not walk every port before it in multicast or IPv6: the bridge has snooping off, the tap IPv6 off (no ff00::/8 route of its own)', async () => {
+    const vm = await host.create({ image: 'daytime', cmdline: 'stay', devices: net('10.0.0.12') });
+    const tap = `lv${vm.id}n0`;
+    try {
+      const [info] = JSON.parse(await sh('ip', ['-j', 'link', 'show', 'dev', tap])) as { master?: string }[];
+      assert.ok(info?.master, `${tap} is on no bridge`);
+      // The bridge was made by this host (the test's own network namespace): ours to set.
+      const [br] = JSON.parse(await sh('ip', ['-j', '-d', 'link', 'show', 'dev', info.master])) as { linkinfo?: { info_data?: { mcast_snooping?: number } } }[];
+      assert.equal(br?.linkinfo?.info_data?.mcast_snooping, 0, `${info.master} snoops multicast`);
+      assert.equal(readFileSync(`/proc/sys/net/ipv6/conf/${tap}/disable_ipv6`, 'utf8').trim(), '1', `${tap} has IPv6 on`);
+      const routes = await sh('ip', ['-6', 'route', 'show', 'table', 'all', 'dev', tap]);
+      assert.equal(routes.trim(), '', `${tap} has IPv6 routes: ${routes}`);
+    } finally {
+      await vm.destroy();
+    }
+  });
+
   void it('a destroyed VM leaves no tap; 1,000 vif create/destroy cycles leave no tap and no descriptor', async () => {
     const vm = await host.create({ image: 'daytime', cmdline: 'stay', devices: net('10.0.0.9') });
     const tap = `lv${vm.id}n0`;

@@ -6,7 +6,7 @@
 // dropped and counted; they end nothing.
 import * as libc from '../sys/libc.js';
 import { openTap, type Tap } from '../sys/tun.js';
-import { linkIndex, Rtnetlink } from '../sys/netlink.js';
+import { disableIpv6, linkIndex, Rtnetlink } from '../sys/netlink.js';
 import { DeviceConfigError } from './device-page.js';
 
 export const ETH_HEADER = 14;
@@ -69,6 +69,7 @@ export class NetDevice {
     try {
       const index = linkIndex(tap.name);
       if (mtu !== 1500) nl.setMtu(index, mtu);
+      disableIpv6(tap.name);
       step = `${field}.bridge`;
       nl.attachAndUp(index, master);
     } catch (err) {
