@@ -31,6 +31,19 @@ void describe('bench xenstore (real VMs)', { skip }, () => {
     assert.ok(r.breakdown.first.domain_make_p50_ms > 0 && r.breakdown.first.connect_p50_ms > 0, JSON.stringify(r.breakdown.first));
     assert.ok(Number.isFinite(r.ratios.xenstore_over_noxs_shell_first_p50));
     assert.equal(r.points.length, 3 * 12);
+    // Each series' creates cut at the reply's stamps: every stage measured, the tap's set-up among them.
+    for (const [k, s] of Object.entries(r.results)) {
+      const st = s.stages as { first: Record<string, { p50: number; p90: number } | number | number[]>; last: typeof s.stages };
+      for (const stage of ['to_api_ms', 'api_ms', 'to_executor_ms', 'executor_queue_ms', 'shell_ms', 'load_ms', 'to_started_ms', 'reply_ms', 'to_bench_ms']) {
+        const v = st.first[stage] as { p50: number } | undefined;
+        assert.ok(v && v.p50 >= 0 && Number.isFinite(v.p50), `${k}.stages.first.${stage}: ${JSON.stringify(v)}`);
+      }
+      assert.ok((st.first.net_ms as { p50: number }).p50 > 0, `${k}: no tap set-up time`);
+      if (k === 'noxs_cold') assert.equal(st.first.from_shell, 0);
+    }
+    // The shell series alone: its windows' creates that took a shell, no more than the window.
+    const so = r.results.noxs_shell.shell_only;
+    assert.ok(so.first_n <= 3 && so.last_n <= 3 && so.first_n + so.last_n > 0, JSON.stringify(so));
   });
 
   void it('refuses a run whose windows do not fit, naming the option', async () => {

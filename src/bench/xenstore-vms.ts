@@ -39,24 +39,62 @@ const SERIES = {
   noxs_cold: { args: [] as string[], warm: false, label: 'noxs, cold' },
   xenstore: { args: ['--devices', 'xenstore'], warm: true, label: 'xenstore mode' },
 } as const;
-type SeriesName = keyof typeof SERIES;
+export type SeriesName = keyof typeof SERIES;
 
-const POOL = 8;
+// Deep enough to ride out a stretch where the preparer falls behind (other
+// jobs on the 2 cores): with 8, runs of 10-30 creates in a row found it
+// empty (a 1000-VM run: 76 cold of 1000, 14-45 per 100 in bursts), each a
+// cold create in a series meant to be from a shell. bench scale keeps 64 too.
+const POOL = 64;
 const BRIDGE = ['--bridge', 'lvbxs0', '--bridge-address', '10.88.0.1/16'];
+const STAGES_INTERVAL = 'each create cut at the stamps of its reply (CLOCK_MONOTONIC): bench sent → daemon API handler (to_api) → sent to the executor (api) → executor loop awake (to_executor) → create begun (executor_queue) → shell taken (shell) → loaded, tap included (load; net: the tap alone) → daemon heard it started (to_started: its first guest entry, the event, the daemon) → reply sent (reply) → reply parsed here (to_bench)';
 const INTERVAL = 'POST /v1/vms (daytime, one vif, a name of its own) bytes written on a kept-alive unix socket to the 201 reply parsed ' +
   '(the VM running; in xenstore mode, after libxl\'s store steps, the boot, and the vif Connected on both ends); the N-1 VMs before it kept running';
 
-interface Sample {
+export interface Sample {
   ms: number;
   warm: boolean;
   /** xenstore mode: the store's steps (XenstoreMode.create phases and the handshake), from the reply. */
   store?: Record<string, number>;
   store_ops?: number;
   watch_events?: number;
+  /** Where the create's time went, from the reply's stamps (ms): see STAGES. */
+  stages?: Record<Stage, number>;
+  executor: number;
+}
+
+/**
+ * A create's path, cut at the stamps the daemon and the executor put in
+ * the reply's timings (all CLOCK_MONOTONIC, the bench's clock too): the
+ * daemon's API handler, the request sent to the executor, the executor's
+ * loop awake, its create begun, the shell taken, the VM loaded (its tap
+ * made and on the bridge: net_ms of it), the daemon done with it (host.create
+ * resolved: the 'started' event, sent after the VM's first entry, heard),
+ * the reply sent, and the reply parsed here.
+ */
+const STAGES = ['to_api_ms', 'api_ms', 'to_executor_ms', 'executor_queue_ms', 'shell_ms', 'load_ms', 'net_ms', 'to_started_ms', 'reply_ms', 'to_bench_ms'] as const;
+type Stage = typeof STAGES[number];
+
+interface ReplyTimings {
+  trace?: { apiNs?: number; sentNs?: number; wokeNs?: number; createdNs?: number; replyNs?: number };
+  requestNs: number; shellNs: number; loadedNs: number; netSetupNs?: number;
+}
+
+function stagesOf(t: ReplyTimings | null | undefined, sentNs: number, parsedNs: number): Record<Stage, number> | undefined {
+  const tr = t?.trace;
+  if (!t || !tr?.apiNs || !tr.sentNs || !tr.wokeNs || !tr.createdNs || !tr.replyNs) return undefined;
+  const ms = (a: number, b: number): number => (b - a) / 1e6;
+  return {
+    to_api_ms: ms(sentNs, tr.apiNs), api_ms: ms(tr.apiNs, tr.sentNs), to_executor_ms: ms(tr.sentNs, tr.wokeNs),
+    executor_queue_ms: ms(tr.wokeNs, t.requestNs), shell_ms: ms(t.requestNs, t.shellNs), load_ms: ms(t.shellNs, t.loadedNs),
+    net_ms: (t.netSetupNs ?? 0) / 1e6, to_started_ms: ms(t.loadedNs, tr.createdNs), reply_ms: ms(tr.createdNs, tr.replyNs),
+    to_bench_ms: ms(tr.replyNs, parsedNs),
+  };
 }
 
 interface Reply {
-  vm: { id: number; state: string; warm?: boolean };
+  vm: { id: number; state: string; warm?: boolean; executor: number };
+  timings: ReplyTimings | null;
   xenstore: Record<string, number> | null;
 }
 
@@ -76,7 +114,11 @@ function quietPort(id: number): void {
   execFileSync('ip', ['link', 'set', 'dev', `lv${id}n0`, 'type', 'bridge_slave', 'bcast_flood', 'off'], { stdio: ['ignore', 'ignore', 'pipe'] });
 }
 
-async function runSeries(series: SeriesName, n: number, window: number, broadcast: boolean, onProgress?: (done: number) => void): Promise<Sample[]> {
+/** Each series' 1-minute load average when its daemon started and when its last create was answered. */
+const loads: Partial<Record<SeriesName, [number, number]>> = {};
+
+export async function runSeries(series: SeriesName, n: number, window: number, broadcast: boolean, onProgress?: (done: number) => void): Promise<Sample[]> {
+  const load0 = loadavg()[0]!;
   const daemon: BenchDaemon = await startDaemon(['--pool', `4:${POOL}`, ...BRIDGE, ...SERIES[series].args]);
   const raw = new RawHttpClient(daemon.socket);
   let xs: XsClient | undefined;
@@ -88,12 +130,13 @@ async function runSeries(series: SeriesName, n: number, window: number, broadcas
       const c0 = xs ? await storeCounters(xs) : undefined;
       let sent = 0n;
       const r = await raw.send<Reply>(raw.prepare('POST', '/v1/vms', vmBody(series, i)), (ns) => (sent = ns));
-      const ms = Number(process.hrtime.bigint() - sent) / 1e6;
+      const parsed = process.hrtime.bigint();
+      const ms = Number(parsed - sent) / 1e6;
       if (r.vm?.state !== 'running') throw new Error(`bench xenstore: ${series}: VM ${i} is ${r.vm?.state ?? 'not made'}: ${JSON.stringify(r).slice(0, 300)}`);
       const c1 = xs ? await storeCounters(xs) : undefined;
       if (!broadcast) quietPort(r.vm.id);
       return {
-        ms, warm: r.vm.warm === true, ...(r.xenstore ? { store: r.xenstore } : {}),
+        ms, warm: r.vm.warm === true, executor: r.vm.executor, stages: stagesOf(r.timings, Number(sent), Number(parsed)), ...(r.xenstore ? { store: r.xenstore } : {}),
         // The closing stats request is counted in c1: not one of the creation's.
         ...(c0 && c1 ? { store_ops: c1.ops - c0.ops - 1, watch_events: c1.events - c0.events } : {}),
       };
@@ -111,6 +154,7 @@ async function runSeries(series: SeriesName, n: number, window: number, broadcas
       samples.push(await create(i));
       onProgress?.(i);
     }
+    loads[series] = [Math.round(load0 * 100) / 100, Math.round(loadavg()[0]! * 100) / 100];
     return samples;
   } finally {
     xs?.close();
@@ -134,6 +178,20 @@ export async function benchXenstoreVms(opts: XenstoreVmsOptions) {
   const broadcast = opts.broadcast === true;
   for (const [k, s] of names.entries()) samples[s] = await runSeries(s, n, window, broadcast, (i) => opts.onProgress?.(k * n + i, names.length * n));
   const first = (s: SeriesName): Sample[] => samples[s].slice(0, window);
+  const shellOnly = (f: Sample[], l: Sample[]) => {
+    const a = summarize(f.filter((x) => x.warm).map((x) => x.ms));
+    const b = summarize(l.filter((x) => x.warm).map((x) => x.ms));
+    return { first_p50_ms: a.p50_ms, first_p90_ms: a.p90_ms, first_n: a.n, last_p50_ms: b.p50_ms, last_p90_ms: b.p90_ms, last_n: b.n, growth_p50: ratio(b.p50_ms, a.p50_ms), growth_p90: ratio(b.p90_ms, a.p90_ms) };
+  };
+  // Per window: each stage's p50 and p90, how many creates took a shell, and on which executors they ran.
+  const stages = (part: Sample[]) => ({
+    ...Object.fromEntries(STAGES.map((k) => {
+      const v = summarize(part.map((x) => x.stages?.[k] ?? 0));
+      return [k, { p50: v.p50_ms, p90: v.p90_ms }];
+    })),
+    from_shell: part.filter((x) => x.warm).length,
+    executors: [...new Set(part.map((x) => x.executor))],
+  });
   const last = (s: SeriesName): Sample[] => samples[s].slice(n - window);
   const results = Object.fromEntries(names.map((s) => {
     const f = summarize(first(s).map((x) => x.ms));
@@ -141,10 +199,14 @@ export async function benchXenstoreVms(opts: XenstoreVmsOptions) {
     return [s, {
       first_p50_ms: f.p50_ms, first_p90_ms: f.p90_ms, last_p50_ms: l.p50_ms, last_p90_ms: l.p90_ms, n: samples[s].length,
       from_shell: samples[s].filter((x) => x.warm).length,
+      // The creates of each window that took a prepared shell, alone (a create the pool had none for is a cold one).
+      shell_only: shellOnly(first(s), last(s)),
+      loadavg_1min: loads[s],
       growth_p50: ratio(l.p50_ms, f.p50_ms), growth_p90: ratio(l.p90_ms, f.p90_ms),
       label: SERIES[s].label, interval: INTERVAL,
+      stages: { first: stages(first(s)), last: stages(last(s)), interval: STAGES_INTERVAL },
     }];
-  })) as Record<SeriesName, { first_p50_ms: number; first_p90_ms: number; last_p50_ms: number; last_p90_ms: number; n: number; from_shell: number; growth_p50: number; growth_p90: number; label: string; interval: string }>;
+  })) as Record<SeriesName, { first_p50_ms: number; first_p90_ms: number; last_p50_ms: number; last_p90_ms: number; n: number; from_shell: number; growth_p50: number; growth_p90: number; label: string; interval: string; stages: unknown; shell_only: { first_p50_ms: number; first_p90_ms: number; first_n: number; last_p50_ms: number; last_p90_ms: number; last_n: number; growth_p50: number; growth_p90: number }; loadavg_1min: [number, number] | undefined }>;
   const xs = samples.xenstore;
   const p50 = (xs: Sample[], f: (x: Sample) => number | undefined): number => summarize(xs.map((x) => f(x) ?? 0)).p50_ms;
   const breakdown = (part: Sample[]) => ({
