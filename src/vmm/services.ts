@@ -1,17 +1,15 @@
 // Just-in-time services: a service's taps stay on the bridge while no VM
 // runs; the first frame for it boots its armed VM, which ends after its idle
 // time without traffic.
-import type { Executor } from './executor.js';
+import * as libc from '../sys/libc.js';
+import { Rtnetlink } from '../sys/netlink.js';
 import { DEFAULT_BRIDGE } from './device-page.js';
-import { Machine, monotonicNs } from './machine.js';
-import { NetModule } from './modules/net.js';
-import { setUpXenstore } from './modules/xenstore.js';
+import type { Executor } from './executor.js';
+import { monotonicNs } from './machine.js';
 import { NetDevice } from './net.js';
 import { serializeError, type CreateRequest, type ProcessRequest, type Timings } from './protocol.js';
 import { placeVirtio } from './virtio/mmio.js';
-import { attachVirtio } from './vm-devices.js';
-import * as libc from '../sys/libc.js';
-import { Rtnetlink } from '../sys/netlink.js';
+import { launch, newTimings } from './vm-creation.js';
 
 export interface Service {
   id: number;
@@ -97,29 +95,14 @@ function bootService(x: Executor, svc: Service, firstFrameNs: number): void {
   const vmId = svc.armedVmId!;
   svc.armedVmId = undefined;
   const req: CreateRequest = { ...svc.config, devices: placeVirtio(svc.config.devices), vmId, warm: true, trace: { firstFrameNs } };
-  const timings: Timings = { trace: req.trace, requestNs: monotonicNs(), shellNs: 0, loadedNs: 0, bootNs: 0, endNs: 0, destroyedNs: 0 };
-  let machine: Machine | undefined;
-  let warm: boolean;
-  try {
-    ({ machine, warm } = x.shell(req.memory, true));
-    timings.shellNs = monotonicNs();
-    machine.load(x.images.get(req.image), { vmId, name: req.name, cmdline: req.cmdline, devices: req.devices });
-    attachVirtio(x, machine, req);
-    setUpXenstore(machine, req.devices);
-    const lent = svc.nets.filter((d): d is NetDevice => d !== undefined);
-    for (const dev of lent) {
-      dev.pending = dev.held.length > 0;
-      dev.lastTrafficNs = firstFrameNs;
-    }
-    machine.add(new NetModule(machine, lent));
-    timings.loadedNs = monotonicNs();
-  } catch (err) {
-    machine?.close();
-    x.emit({ ev: 'create-failed', vmId, error: serializeError(err) });
-    return;
+  const lent = svc.nets.filter((d): d is NetDevice => d !== undefined);
+  for (const dev of lent) {
+    dev.pending = dev.held.length > 0;
+    dev.lastTrafficNs = firstFrameNs;
   }
+  const e = launch(x, req, newTimings(req.trace), { image: req.image, lentNets: lent });
+  if (!e) return;
   svc.vmId = vmId;
-  const e = x.start(req, machine, timings, warm);
   e.serviceId = svc.id;
   e.idleNs = svc.idleNs;
 }

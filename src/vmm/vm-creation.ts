@@ -1,22 +1,83 @@
-// How a VM comes to be on an executor: created from its image, or restored
-// from a snapshot (in memory, or read from its file a chunk per turn).
+// How a VM comes to be on an executor, by one path (launch): created from
+// its image (on request, or booted by a just-in-time service's first frame),
+// or restored from a snapshot (in memory, or read from its file a chunk per
+// turn).
 import type { Executor } from './executor.js';
 import { createLinux } from './linux-vms.js';
 import { type Machine, monotonicNs } from './machine.js';
+import type { NetDevice } from './net.js';
 import { serializeError, type CreateRequest, type RestoreRequest, type Timings } from './protocol.js';
 import { SnapshotError, type Snapshot } from './snapshot.js';
 import { SnapshotReader } from './snapshot-reader.js';
 import { placeVirtio } from './virtio/mmio.js';
 import { attachDevices } from './vm-devices.js';
-import { appendHistory, CONSOLE_HISTORY } from './vm-entry.js';
+import { appendHistory, CONSOLE_HISTORY, type Entry } from './vm-entry.js';
 
-export /** A restore whose file is being read: its shell takes the pages as they come. */
-interface Restoring {
+/** A restore whose file is being read: its shell takes the pages as they come. */
+export interface Restoring {
   config: CreateRequest;
   timings: Timings;
   reader: SnapshotReader;
   machine: Machine;
   warm: boolean;
+}
+
+/** What a new VM is made from. */
+export type Launch =
+  /** Its image, loaded into a shell; a just-in-time service's VM gets the service's taps, which outlive it. */
+  | { image: string; lentNets?: NetDevice[] }
+  /** A snapshot: placed into a shell whole, or read into one already (a restore from its file). */
+  | { snapshot: Snapshot; shell?: { machine: Machine; warm: boolean } };
+
+/** A request's timings, from now on. */
+export function newTimings(trace?: Timings['trace']): Timings {
+  return { trace, requestNs: monotonicNs(), shellNs: 0, loadedNs: 0, bootNs: 0, endNs: 0, destroyedNs: 0 };
+}
+
+/**
+ * The one way a VM comes to run here (create, restore, a just-in-time
+ * boot): a shell, its memory and vCPU filled, its device modules attached,
+ * then started. A failure frees what it took and says so; undefined then.
+ */
+export function launch(x: Executor, req: CreateRequest, timings: Timings, how: Launch): Entry | undefined {
+  const snapshot = 'snapshot' in how ? how.snapshot : undefined;
+  let shell = 'snapshot' in how ? how.shell : undefined;
+  const identity = { vmId: req.vmId, name: req.name, cmdline: req.cmdline, devices: req.devices };
+  try {
+    if (!shell) {
+      if (x.vms.has(req.vmId)) throw new Error(`VM id ${req.vmId} already exists on this executor`);
+      if (snapshot && snapshot.header.vm.memory !== req.memory) throw new SnapshotError('snapshot', 'header.vm.memory', 'changed since it was first read');
+      // An image that cannot be read takes no shell.
+      const image = 'image' in how ? x.images.get(how.image) : undefined;
+      shell = x.shell(req.memory, req.warm);
+      timings.shellNs = monotonicNs();
+      if (image) shell.machine.load(image, identity);
+      else shell.machine.restore(snapshot!, identity);
+    } else {
+      // Its pages are in: the rest of its state.
+      shell.machine.restoreState(snapshot!, identity);
+    }
+    attachDevices(x, shell.machine, req, timings, 'image' in how ? how.lentNets : undefined);
+    if (snapshot) shell.machine.restoreDevices(snapshot.devices);
+    if (req.countInstructions) shell.machine.countInstructions();
+    timings.loadedNs = monotonicNs();
+    // A restored VM booted long ago: it goes on from here.
+    if (snapshot) timings.bootNs = timings.loadedNs;
+  } catch (err) {
+    shell?.machine.close();
+    if ('snapshot' in how && how.shell) restoreFailed(x, req, err);
+    else x.emit({ ev: 'create-failed', vmId: req.vmId, error: serializeError(err) });
+    return undefined;
+  }
+  const e = x.start(req, shell.machine, timings, shell.warm, snapshot);
+  if (snapshot?.console.length) {
+    // A snapshot's console is the history its VM had: no more than that is kept, or sent on.
+    const tail = snapshot.console.subarray(Math.max(0, snapshot.console.length - CONSOLE_HISTORY));
+    if (x.keepRecords) e.console = appendHistory(e.console, tail);
+    const dropped = snapshot.console.length - tail.length;
+    x.emit({ ev: 'console', vmId: req.vmId, data: tail, ...(dropped ? { dropped } : {}) });
+  }
+  return e;
 }
 
 export function create(x: Executor, request: CreateRequest): void {
@@ -26,24 +87,7 @@ export function create(x: Executor, request: CreateRequest): void {
   }
   const req: CreateRequest = { ...request, devices: placeVirtio(request.devices) };
   if (req.trace) req.trace.wokeNs = x.wokeNs;
-  const timings: Timings = { trace: req.trace, requestNs: monotonicNs(), shellNs: 0, loadedNs: 0, bootNs: 0, endNs: 0, destroyedNs: 0 };
-  let machine: Machine | undefined;
-  let warm: boolean;
-  try {
-    if (x.vms.has(req.vmId)) throw new Error(`VM id ${req.vmId} already exists on this executor`);
-    const image = x.images.get(req.image);
-    ({ machine, warm } = x.shell(req.memory, req.warm));
-    timings.shellNs = monotonicNs();
-    machine.load(image, { vmId: req.vmId, name: req.name, cmdline: req.cmdline, devices: req.devices });
-    attachDevices(x, machine, req, timings);
-    if (req.countInstructions) machine.countInstructions();
-    timings.loadedNs = monotonicNs();
-  } catch (err) {
-    machine?.close();
-    x.emit({ ev: 'create-failed', vmId: req.vmId, error: serializeError(err) });
-    return;
-  }
-  x.start(req, machine, timings, warm);
+  launch(x, req, newTimings(req.trace), { image: req.image });
 }
 
 /**
@@ -54,9 +98,10 @@ export function create(x: Executor, request: CreateRequest): void {
  */
 export function restore(x: Executor, req: RestoreRequest): void {
   const config: CreateRequest = { ...req.config, devices: placeVirtio(req.config.devices) };
-  const timings: Timings = { requestNs: monotonicNs(), shellNs: 0, loadedNs: 0, bootNs: 0, endNs: 0, destroyedNs: 0 };
+  const timings = newTimings();
   if (req.snapshot) {
-    restoreWhole(x, req.snapshot, config, timings);
+    // Already in memory (a migration's, or its bytes): placed at once.
+    launch(x, config, timings, { snapshot: req.snapshot });
     return;
   }
   let machine: Machine | undefined;
@@ -101,7 +146,7 @@ export function restoreStep(x: Executor): void {
   // the start alone could answer the restore before the history came.
   x.port.cork?.();
   try {
-    restored(x, snapshot, job.config, job.timings, job.machine, job.warm);
+    launch(x, job.config, job.timings, { snapshot, shell: { machine: job.machine, warm: job.warm } });
   } finally {
     x.port.uncork?.();
   }
@@ -119,45 +164,4 @@ function restoreFailed(x: Executor, config: CreateRequest, err: unknown): void {
     if (x.failedRestores.size > MAX_FAILED_RESTORES) x.failedRestores.delete(x.failedRestores.keys().next().value!);
   }
   x.emit({ ev: 'create-failed', vmId: config.vmId, error });
-}
-
-/** A snapshot already in memory (a migration's, or its bytes): placed at once. */
-function restoreWhole(x: Executor, snapshot: Snapshot, config: CreateRequest, timings: Timings): void {
-  let machine: Machine | undefined;
-  let warm: boolean;
-  try {
-    if (x.vms.has(config.vmId)) throw new Error(`VM id ${config.vmId} already exists on this executor`);
-    if (snapshot.header.vm.memory !== config.memory) throw new SnapshotError('snapshot', 'header.vm.memory', 'changed since it was first read');
-    ({ machine, warm } = x.shell(config.memory, config.warm));
-    timings.shellNs = monotonicNs();
-    machine.restore(snapshot, { vmId: config.vmId, name: config.name, cmdline: config.cmdline, devices: config.devices });
-  } catch (err) {
-    machine?.close();
-    x.emit({ ev: 'create-failed', vmId: config.vmId, error: serializeError(err) });
-    return;
-  }
-  restored(x, snapshot, config, timings, machine, warm, true);
-}
-
-/** The rest of a restore, its memory in place: state, devices, then it runs (or waits, as saved). */
-function restored(x: Executor, snapshot: Snapshot, config: CreateRequest, timings: Timings, machine: Machine, warm: boolean, stateDone = false): void {
-  try {
-    if (!stateDone) machine.restoreState(snapshot, { vmId: config.vmId, name: config.name, cmdline: config.cmdline, devices: config.devices });
-    attachDevices(x, machine, config, timings);
-    machine.restoreDevices(snapshot.devices);
-    timings.loadedNs = timings.bootNs = monotonicNs();
-  } catch (err) {
-    machine.close();
-    if (stateDone) x.emit({ ev: 'create-failed', vmId: config.vmId, error: serializeError(err) });
-    else restoreFailed(x, config, err);
-    return;
-  }
-  const e = x.start(config, machine, timings, warm, snapshot);
-  if (snapshot.console.length) {
-    // A snapshot's console is the history its VM had: no more than that is kept, or sent on.
-    const tail = snapshot.console.subarray(Math.max(0, snapshot.console.length - CONSOLE_HISTORY));
-    if (x.keepRecords) e.console = appendHistory(e.console, tail);
-    const dropped = snapshot.console.length - tail.length;
-    x.emit({ ev: 'console', vmId: config.vmId, data: tail, ...(dropped ? { dropped } : {}) });
-  }
 }

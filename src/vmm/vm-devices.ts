@@ -11,15 +11,20 @@ import type { CreateRequest, Timings } from './protocol.js';
 import { setUpBlock } from './virtio/blk.js';
 import { setUpConsole } from './virtio/console.js';
 
-/** Sets up the device modules of the VM's configuration beyond core and noxs: net, virtio-blk. */
-export function attachDevices(x: Executor, machine: Machine, req: CreateRequest, timings: Timings): void {
+/**
+ * Sets up the device modules of the VM's configuration beyond core and noxs:
+ * virtio, xenstore, net (on taps of its own, or on lentNets: a just-in-time
+ * service's, which outlive its VM).
+ */
+export function attachDevices(x: Executor, machine: Machine, req: CreateRequest, timings: Timings, lentNets?: NetDevice[]): void {
   attachVirtio(x, machine, req);
   setUpXenstore(machine, req.devices);
-  attachNets(x, machine, req, timings);
+  if (lentNets) machine.add(new NetModule(machine, lentNets));
+  else attachNets(x, machine, req, timings);
 }
 
 /** A virtio module per block device (its disk file opened) and console device, each with its MMIO window. */
-export function attachVirtio(x: Executor, machine: Machine, req: CreateRequest): void {
+function attachVirtio(x: Executor, machine: Machine, req: CreateRequest): void {
   req.devices.forEach((d, i) => {
     if (d.type === 'block') machine.add(setUpBlock(machine, d, i));
     else if (d.type === 'console') machine.add(setUpConsole(machine, d));
@@ -27,7 +32,7 @@ export function attachVirtio(x: Executor, machine: Machine, req: CreateRequest):
 }
 
 /** Creates the VM's network devices (a tap each, on its bridge, up) and its net module; none without a net device. */
-export function attachNets(x: Executor, machine: Machine, req: CreateRequest, timings: Timings): void {
+function attachNets(x: Executor, machine: Machine, req: CreateRequest, timings: Timings): void {
   const t0 = monotonicNs();
   const devs: NetDevice[] = [];
   try {
