@@ -63,7 +63,7 @@ void describe('a restore or an incoming migration checks its disks as a create d
     await ok(src.socket, 'POST', '/v1/vms/rd/save', { file: snap });
     const cases: [string, (tmp: string) => void, RegExp][] = [
       ['100 bytes', (tmp) => writeFileSync(tmp, Buffer.alloc(100)), /holds 100 bytes, less than one 512-byte sector/],
-      ['a directory', (tmp) => mkdirSync(tmp), /is not a regular file/],
+      ['a directory', (tmp) => mkdirSync(tmp), /is a directory, not a regular file/],
     ];
     for (const [what, make, says] of cases) {
       rmSync(disk, { recursive: true, force: true });

@@ -7,6 +7,7 @@
 import { accessSync, constants, statSync } from 'node:fs';
 import { isAbsolute } from 'node:path';
 import { DeviceConfigError, type DeviceEntry } from '../vmm/device-page.js';
+import { fileKind } from '../vmm/regular-file.js';
 
 /** what prefixes each path in a message ("a.snap: its disk "), as PathPolicy.checkDevices does. */
 export function checkDisks(devices: readonly DeviceEntry[], what = ''): void {
@@ -18,7 +19,7 @@ export function checkDisks(devices: readonly DeviceEntry[], what = ''): void {
     let size: number;
     try {
       const st = statSync(d.path);
-      if (!st.isFile()) throw new DeviceConfigError(field, `${what}${d.path} is not a regular file`);
+      if (!st.isFile()) throw new DeviceConfigError(field, `${what}${d.path} is ${fileKind(st)}, not a regular file`);
       size = st.size;
       accessSync(d.path, d.readonly ? constants.R_OK : constants.R_OK | constants.W_OK);
     } catch (err) {
