@@ -243,8 +243,9 @@ export class ExecutorProcess extends EventEmitter<ExecutorLinkEvents> implements
   setBusy(): void {}
 
   /**
-   * Destroys the executor's VMs and ends its process. Bounded: one that has
-   * not closed its link within STOP_TIMEOUT_MS is killed.
+   * Destroys the executor's VMs and ends its process, returning once the
+   * process is gone. Bounded: one that has not closed its link, or not
+   * exited, within STOP_TIMEOUT_MS is killed.
    */
   async stop(): Promise<void> {
     if (!this.alive) return;
@@ -254,6 +255,14 @@ export class ExecutorProcess extends EventEmitter<ExecutorLinkEvents> implements
     if (!(await within(closed, STOP_TIMEOUT_MS))) {
       this.kill();
       this.socket.destroy();
+    }
+    // Its link closes before its process has let go of everything: taps
+    // (named by VM id) linger until it is gone, and a daemon started next
+    // would find their names taken (TUNSETIFF EBUSY). So the stop ends
+    // with the process.
+    if (this.pid && !(await exitsWithin(this.pid, STOP_TIMEOUT_MS))) {
+      this.kill();
+      await exitsWithin(this.pid, STOP_TIMEOUT_MS);
     }
     this.alive = false;
   }
