@@ -9,22 +9,16 @@
 // the executor must not hold much more after the restore than the pages
 // it placed.
 import assert from 'node:assert/strict';
-import { readFileSync, statSync } from 'node:fs';
+import { statSync } from 'node:fs';
 import http from 'node:http';
-import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { ok, request, startTestDaemon, type HostInfo, type TestDaemon, type VmView } from './daemon-helpers.js';
 import { scaled, tempDir } from './helpers.js';
 import { assertCounting, consoleOf, untilCount } from './vm-helpers.js';
-import { rssMiB, withPagesAdded } from './snapshot-files.js';
+import { FILL_MIB, rssMiB, saveLargeCounter } from './snapshot-files.js';
 
-const PAGE = 4096;
 const MIB = 1 << 20;
 /** Guest RAM of the restored VM, and the pages its file holds beyond the counter's own. */
-const BIG_MIB = 512;
-const FILL_MIB = 300;
-/** Pages added from here up: far above the counter's image, far below its stack (the top of RAM). */
-const FILL_FROM_PAGE = (16 * MIB) / PAGE;
 /**
  * Longest stop of the other VM's console allowed during the restore.
  * Measured here: 40-90 ms between its lines with the restore in chunks;
@@ -86,13 +80,7 @@ void describe('a large restore beside a running VM (issue 10 F13)', () => {
     d = await startTestDaemon({ prefix: 'f13' });
     files = tempDir('f13');
     // The counter, with room for the pages added, saved; its file then made FILL_MIB MiB larger.
-    await ok(d.socket, 'POST', '/v1/vms', { image: 'counter', name: 'big', memory: BIG_MIB }, 201);
-    await untilCount(d.socket, 'big', 5);
-    const small = join(files.dir, 'small.snap');
-    await ok(d.socket, 'POST', '/v1/vms/big/save', { file: small });
-    saved = await consoleOf(d.socket, 'big');
-    file = join(files.dir, 'big.snap');
-    withPagesAdded(readFileSync(small), file, FILL_FROM_PAGE, FILL_MIB);
+    ({ file, saved } = await saveLargeCounter(d.socket, files.dir));
     assert.ok(statSync(file).size > FILL_MIB * MIB);
   });
   after(async () => {

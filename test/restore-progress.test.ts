@@ -10,19 +10,12 @@
 // is stopped for good part way, and the restore is refused within a timeout
 // or so of the stop.
 import assert from 'node:assert/strict';
-import { readFileSync } from 'node:fs';
-import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { isAlive, ok, request, startTestDaemon, until, type ApiErrorBody, type HostInfo, type TestDaemon, type VmView } from './daemon-helpers.js';
 import { scaled, sleep, tempDir } from './helpers.js';
-import { rssMiB, withPagesAdded } from './snapshot-files.js';
-import { assertCounting, consoleOf, lastCount, untilCount } from './vm-helpers.js';
+import { FILL_MIB, rssMiB, saveLargeCounter } from './snapshot-files.js';
+import { assertCounting, lastCount, untilCount } from './vm-helpers.js';
 
-const PAGE = 4096;
-const MIB = 1 << 20;
-const BIG_MIB = 512;
-const FILL_MIB = 300;
-const FILL_FROM_PAGE = (16 * MIB) / PAGE;
 /** The daemon's start timeout here. */
 const TIMEOUT_MS = scaled(3000);
 /** Each cycle of the slow restore: the executor stopped this long, then let run this long. */
@@ -37,13 +30,7 @@ void describe('a restore is waited for while it progresses, and refused once it 
   before(async () => {
     d = await startTestDaemon({ prefix: 'rpg', env: { LIGHTVM_START_TIMEOUT_MS: String(TIMEOUT_MS) } });
     files = tempDir('rpg');
-    await ok(d.socket, 'POST', '/v1/vms', { image: 'counter', name: 'big', memory: BIG_MIB }, 201);
-    await untilCount(d.socket, 'big', 5);
-    const small = join(files.dir, 'small.snap');
-    await ok(d.socket, 'POST', '/v1/vms/big/save', { file: small });
-    saved = await consoleOf(d.socket, 'big');
-    file = join(files.dir, 'big.snap');
-    withPagesAdded(readFileSync(small), file, FILL_FROM_PAGE, FILL_MIB);
+    ({ file, saved } = await saveLargeCounter(d.socket, files.dir));
   });
   after(async () => {
     await d.stop();

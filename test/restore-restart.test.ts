@@ -9,18 +9,12 @@
 // its name is free.
 import assert from 'node:assert/strict';
 import { readFileSync, statSync, truncateSync } from 'node:fs';
-import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { fdTargets, ok, request, startTestDaemon, until, type HostInfo, type TestDaemon, type VmView } from './daemon-helpers.js';
 import { sleep, tempDir } from './helpers.js';
-import { rssMiB, withPagesAdded } from './snapshot-files.js';
+import { FILL_FROM_PAGE, FILL_MIB, rssMiB, saveLargeCounter, withPagesAdded } from './snapshot-files.js';
 import { assertCounting, consoleOf, lastCount, listed, untilCount } from './vm-helpers.js';
 
-const PAGE = 4096;
-const MIB = 1 << 20;
-const BIG_MIB = 512;
-const FILL_MIB = 300;
-const FILL_FROM_PAGE = (16 * MIB) / PAGE;
 
 /** The names of the VMs a daemon lists. */
 const names = async (d: TestDaemon): Promise<string[]> => (await listed(d.socket)).map((l) => l.split(' ')[1]!);
@@ -35,13 +29,7 @@ void describe('a daemon killed while a large restore is read, and the next daemo
     daemons.push(await startTestDaemon({ prefix: 'rrs' }));
     const d = daemons[0]!;
     files = tempDir('rrs');
-    await ok(d.socket, 'POST', '/v1/vms', { image: 'counter', name: 'big', memory: BIG_MIB }, 201);
-    await untilCount(d.socket, 'big', 5);
-    small = join(files.dir, 'small.snap');
-    await ok(d.socket, 'POST', '/v1/vms/big/save', { file: small });
-    saved = await consoleOf(d.socket, 'big');
-    file = join(files.dir, 'big.snap');
-    withPagesAdded(readFileSync(small), file, FILL_FROM_PAGE, FILL_MIB);
+    ({ small, file, saved } = await saveLargeCounter(d.socket, files.dir));
     await ok(d.socket, 'POST', '/v1/vms', { image: 'counter', name: 'tick' }, 201);
     await untilCount(d.socket, 'tick', 5);
   });

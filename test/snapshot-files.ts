@@ -2,7 +2,10 @@
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
 import { closeSync, openSync, readFileSync, writeSync } from 'node:fs';
+import { join } from 'node:path';
 import { SECTION, SNAPSHOT_END } from '../src/vmm/snapshot.js';
+import { ok } from './daemon-helpers.js';
+import { consoleOf, untilCount } from './vm-helpers.js';
 
 const PAGE = 4096;
 const MIB = 1 << 20;
@@ -91,4 +94,25 @@ export function rssMiB(pid: number): number {
   const m = /^VmRSS:\s+(\d+) kB$/m.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
   assert.ok(m, `no VmRSS for ${pid}`);
   return Number(m[1]) / 1024;
+}
+
+/** Guest RAM of the counter saved by saveLargeCounter, and what its file gets added. */
+export const BIG_MIB = 512;
+export const FILL_MIB = 300;
+/** Pages added from here up: far above the counter's image, far below its stack (the top of RAM). */
+export const FILL_FROM_PAGE = (16 << 20) / 4096;
+
+/**
+ * Runs a counter named "big" of BIG_MIB MiB on the daemon at socket, saves it to dir/small.snap
+ * and writes dir/big.snap, that file with FILL_MIB MiB of pages added: the large restores' input.
+ */
+export async function saveLargeCounter(socket: string, dir: string): Promise<{ small: string; file: string; saved: string }> {
+  await ok(socket, 'POST', '/v1/vms', { image: 'counter', name: 'big', memory: BIG_MIB }, 201);
+  await untilCount(socket, 'big', 5);
+  const small = join(dir, 'small.snap');
+  await ok(socket, 'POST', '/v1/vms/big/save', { file: small });
+  const saved = await consoleOf(socket, 'big');
+  const file = join(dir, 'big.snap');
+  withPagesAdded(readFileSync(small), file, FILL_FROM_PAGE, FILL_MIB);
+  return { small, file, saved };
 }
