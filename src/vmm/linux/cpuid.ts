@@ -115,6 +115,18 @@ export const FEATURE_PROBES: readonly FeatureProbe[] = [
 function interrupted(): void {
   while (libc.takePendingSignal(KICK) !== 0);
 }
+
+/** Runs code at the image base with %rdi at the data page; its exit, or undefined if interrupted 100 times. */
+function runCode(m: Machine, code: readonly number[]): number | undefined {
+  m.ram.write(IMAGE_BASE_GPA, new Uint8Array(code));
+  m.vcpu.setRegs({ rip: BigInt(IMAGE_BASE_GPA), rsp: BigInt(PROBE_MEMORY), rdi: BigInt(DATA_GPA), rflags: 2n });
+  for (let tries = 0; tries < 100; tries++) {
+    const r = m.vcpu.enter();
+    if (r !== -EINTR) return r;
+    interrupted();
+  }
+  return undefined;
+}
 const KICK = libc.sigset(KICK_SIGNAL);
 
 /** What a probe found: the instruction ran, or how it failed. */
@@ -157,25 +169,17 @@ export function runProbe(kvm: Kvm, probe: FeatureProbe): Omit<ProbeResult, 'offe
         return { name: probe.name, ran: false, reason: `KVM refused the CR4 bits it needs (${(err as Error).message})` };
       }
     }
-    m.ram.write(IMAGE_BASE_GPA, new Uint8Array(probe.code));
-    m.vcpu.setRegs({ rip: BigInt(IMAGE_BASE_GPA), rsp: BigInt(PROBE_MEMORY), rdi: BigInt(DATA_GPA), rflags: 2n });
-    for (let tries = 0; tries < 100; tries++) {
-      const r = m.vcpu.enter();
-      if (r === -EINTR) {
-        interrupted();
-        continue;
-      }
-      if (r === EXIT.IO && m.vcpu.run.getUint16(RUN.ioPort, true) === PROBE_PORT) return { name: probe.name, ran: true };
-      let reason: string;
-      if (r < 0) reason = `KVM_RUN failed (errno ${-r})`;
-      else if (r === EXIT.INTERNAL_ERROR) {
-        const sub = m.vcpu.run.getUint32(RUN.internalSuberror, true);
-        reason = sub === INTERNAL_ERROR_EMULATION ? 'KVM emulation failure' : `KVM internal error ${sub}`;
-      } else if (r === EXIT.SHUTDOWN) reason = 'triple fault (the instruction faulted)';
-      else reason = `exit ${EXIT_NAMES[r] ?? r}`;
-      return { name: probe.name, ran: false, reason };
-    }
-    return { name: probe.name, ran: false, reason: 'interrupted 100 times' };
+    const r = runCode(m, probe.code);
+    if (r === undefined) return { name: probe.name, ran: false, reason: 'interrupted 100 times' };
+    if (r === EXIT.IO && m.vcpu.run.getUint16(RUN.ioPort, true) === PROBE_PORT) return { name: probe.name, ran: true };
+    let reason: string;
+    if (r < 0) reason = `KVM_RUN failed (errno ${-r})`;
+    else if (r === EXIT.INTERNAL_ERROR) {
+      const sub = m.vcpu.run.getUint32(RUN.internalSuberror, true);
+      reason = sub === INTERNAL_ERROR_EMULATION ? 'KVM emulation failure' : `KVM internal error ${sub}`;
+    } else if (r === EXIT.SHUTDOWN) reason = 'triple fault (the instruction faulted)';
+    else reason = `exit ${EXIT_NAMES[r] ?? r}`;
+    return { name: probe.name, ran: false, reason };
   } finally {
     m.close();
   }
@@ -196,19 +200,11 @@ export function guestCpuid(kvm: Kvm, table: Uint8Array, leaf: number, index = 0)
   const m = new Machine(kvm, PROBE_MEMORY);
   try {
     m.vcpu.setCpuid(table);
-    m.ram.write(IMAGE_BASE_GPA, new Uint8Array(cpuidCode(leaf, index)));
-    m.vcpu.setRegs({ rip: BigInt(IMAGE_BASE_GPA), rsp: BigInt(PROBE_MEMORY), rdi: BigInt(DATA_GPA), rflags: 2n });
-    for (let tries = 0; tries < 100; tries++) {
-      const r = m.vcpu.enter();
-      if (r === -EINTR) {
-        interrupted();
-        continue;
-      }
-      if (r !== EXIT.IO || m.vcpu.run.getUint16(RUN.ioPort, true) !== PROBE_PORT) throw new Error(`CPUID probe ended with exit ${EXIT_NAMES[r] ?? r}`);
-      const v = new DataView(m.ram.bytes.buffer, m.ram.bytes.byteOffset + DATA_GPA, 16);
-      return { eax: v.getUint32(0, true), ebx: v.getUint32(4, true), ecx: v.getUint32(8, true), edx: v.getUint32(12, true) };
-    }
-    throw new Error('CPUID probe: KVM_RUN interrupted 100 times');
+    const r = runCode(m, cpuidCode(leaf, index));
+    if (r === undefined) throw new Error('CPUID probe: KVM_RUN interrupted 100 times');
+    if (r !== EXIT.IO || m.vcpu.run.getUint16(RUN.ioPort, true) !== PROBE_PORT) throw new Error(`CPUID probe ended with exit ${EXIT_NAMES[r] ?? r}`);
+    const v = new DataView(m.ram.bytes.buffer, m.ram.bytes.byteOffset + DATA_GPA, 16);
+    return { eax: v.getUint32(0, true), ebx: v.getUint32(4, true), ecx: v.getUint32(8, true), edx: v.getUint32(12, true) };
   } finally {
     m.close();
   }
